@@ -1,0 +1,38 @@
+# lingen — the two set-up commands are `make demo` and `make test`; everything else is optional.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast test-slow lint bench assets-pianoroll clean-venv
+
+# The venv is (re)installed when pyproject.toml changes; pip takes torch from the files on the machine.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m app $(DEMO_ARGS)
+
+# The whole suite (slow tests included) plus ruff. pytest's exit code 5 (no tests ran) counts as failure.
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(PY) -m kernels.bench --json benchmarks/results/kernels_cpu.json
+
+clean-venv:
+	rm -rf $(VENV)

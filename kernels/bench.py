@@ -1,0 +1,230 @@
+"""Benchmark of the operator core: time and peak memory vs sequence length, against softmax attention.
+
+    python -m kernels.bench                 # CPU, B=1 H=8 D=64, T = 1k … 64k
+    python -m kernels.bench --quick         # fewer lengths, for a smoke run
+    python -m kernels.bench --json out.json
+
+For every op it prints the median wall time of several runs and the peak resident memory above the
+baseline, next to ``scaled_dot_product_attention`` measured in the same run while one call stays under
+``--sdpa-budget`` seconds, then fits the log-log slope of time vs T between 4k and 64k tokens (≈ 1 for a
+linear-time op, ≈ 2 for softmax attention). Neighborhood attention is measured per pixel over square maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kernels import delta_rule, linear_attention, neighborhood_attention_2d, use_backend
+
+
+class PeakRSS:
+    """Peak resident set size above the value at entry, sampled every millisecond from /proc (Linux)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss() - self.base)
+            time.sleep(0.001)
+
+    def __enter__(self) -> PeakRSS:
+        self.base = self.rss()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss() - self.base)
+
+
+def measure(fn: Callable[[], object], device: torch.device, repeats: int, budget: float) -> dict:
+    """Median seconds over ``repeats`` calls (one warm-up; fewer repeats when a call is slow) and peak MiB."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        first = time.perf_counter() - t0
+    times = [first]
+    n = repeats if first * repeats < budget else max(1, int(budget / max(first, 1e-9)))
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() - base) if device.type == "cuda" else mem.peak
+    return {"seconds": statistics.median(times[1:] if len(times) > 1 else times), "peak_mib": peak / 2**20}
+
+
+def loglog_slope(points: list[tuple[int, float]], lo: int, hi: int) -> float | None:
+    pts = [(math.log(t), math.log(s)) for t, s in points if lo <= t <= hi and s > 0]
+    if len(pts) < 2:
+        return None
+    mx = statistics.fmean(p[0] for p in pts)
+    my = statistics.fmean(p[1] for p in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def sequence_ops(b: int, h: int, d: int, device, dtype) -> dict[str, Callable[[int], Callable[[], object]]]:
+    def qkv(t):
+        g = torch.Generator(device="cpu").manual_seed(t)
+        return [torch.randn(b, h, t, d, generator=g).to(device, dtype) for _ in range(3)]
+
+    def la(**kw):
+        def make(t):
+            q, k, v = qkv(t)
+            return lambda: linear_attention(q, k, v, **kw)
+        return make
+
+    def decayed(t):
+        q, k, v = qkv(t)
+        g = -torch.rand(b, h, t, device=device) * 0.1
+        return lambda: linear_attention(q, k, v, causal=True, log_decay=g)
+
+    def blocks(t):
+        q, k, v = qkv(t)
+        # VAR-like geometric scale schedule: a few small blocks, then large ones
+        sizes, rest, s = [], t, 1
+        while rest > 0:
+            sizes.append(min(s, rest))
+            rest -= sizes[-1]
+            s *= 4
+        return lambda: linear_attention(q, k, v, block_sizes=sizes)
+
+    def delta(t):
+        q, k, v = qkv(t)
+        kappa = F.normalize(torch.randn(b, h, t, d, device=device), dim=-1).to(dtype)
+        log_w = (-0.6 * torch.rand(b, h, t, d, device=device)).to(dtype)
+        return lambda: delta_rule(q, log_w, k * 0.1, v, -kappa, kappa * 0.5)
+
+    def sdpa(t):
+        q, k, v = qkv(t)
+        return lambda: F.scaled_dot_product_attention(q, k, v)
+
+    return {
+        "linear (non-causal, SANA relu+norm)": la(feature_map="relu", normalize=True),
+        "linear causal chunked": la(causal=True),
+        "linear causal + per-head decay (SSD)": decayed,
+        "linear block-causal (VAR scales)": blocks,
+        "delta rule (RWKV-7)": delta,
+        "softmax attention (SDPA)": sdpa,
+    }
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    torch.manual_seed(0)
+    results: dict = {"device": str(device), "threads": torch.get_num_threads(), "dtype": args.dtype,
+                     "shape": f"B={args.batch} H={args.heads} D={args.dim}", "ops": {}, "checks": {}}
+    lengths = [1024, 4096, 16384, 65536] if args.quick else [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+    ops = sequence_ops(args.batch, args.heads, args.dim, device, dtype)
+    print(f"# kernels.bench on {device} ({results['threads']} threads), {results['shape']}, {args.dtype}")
+    print(f"{'op':40s} {'T':>7s} {'median s':>10s} {'peak MiB':>9s}")
+    for name, make in ops.items():
+        rows = []
+        for t in lengths:
+            is_sdpa = name.startswith("softmax")
+            if is_sdpa and rows and rows[-1]["seconds"] * 4 > args.sdpa_budget:
+                print(f"{name:40s} {t:7d} {'skipped (over budget)':>20s}")
+                continue
+            r = measure(make(t), device, args.repeats, budget=args.budget)
+            rows.append({"T": t, **r})
+            print(f"{name:40s} {t:7d} {r['seconds']:10.4f} {r['peak_mib']:9.1f}")
+        slope = loglog_slope([(r["T"], r["seconds"]) for r in rows], 4096, 65536)
+        results["ops"][name] = {"rows": rows, "slope_4k_64k": slope}
+        print(f"{name:40s} log-log slope 4k..64k: {slope if slope is None else round(slope, 3)}")
+
+    # neighborhood attention: time per pixel over square maps
+    na_rows = []
+    for side in [64, 128, 256, 512] if not args.quick else [64, 256]:
+        g = torch.Generator().manual_seed(side)
+        q, k, v = (torch.randn(args.batch, args.heads, side, side, args.dim, generator=g).to(device, dtype)
+                   for _ in range(3))
+        r = measure(lambda q=q, k=k, v=v: neighborhood_attention_2d(q, k, v, 7), device, args.repeats,
+                    args.budget)
+        na_rows.append({"side": side, **r, "us_per_pixel": r["seconds"] / side**2 * 1e6})
+        print(f"{'neighborhood attention 7x7':40s} {side:4d}^2 {r['seconds']:10.4f} {r['peak_mib']:9.1f}"
+              f"  {na_rows[-1]['us_per_pixel']:.3f} us/pixel")
+    per_px = [r["us_per_pixel"] for r in na_rows]
+    results["ops"]["neighborhood attention 7x7"] = {
+        "rows": na_rows,
+        "slope_pixels": loglog_slope([(r["side"] ** 2, r["seconds"]) for r in na_rows], 0, 1 << 40),
+        "per_pixel_spread": max(per_px) / statistics.median(per_px) - 1,
+    }
+
+    # delta rule: chunked path vs the step loop at T = 1024
+    inputs = ops["delta rule (RWKV-7)"](1024)
+    with use_backend("torch"):
+        fast = measure(inputs, device, args.repeats, args.budget)["seconds"]
+    with use_backend("naive"):
+        loop = measure(inputs, device, 1, args.budget)["seconds"]
+    results["checks"]["delta rule speed-up vs step loop @1k"] = loop / fast
+
+    def at(name, t):
+        return next((r["seconds"] for r in results["ops"][name]["rows"] if r["T"] == t), None)
+
+    sdpa16 = at("softmax attention (SDPA)", 16384)
+    nc16 = at("linear (non-causal, SANA relu+norm)", 16384)
+    c16 = at("linear causal chunked", 16384)
+    if sdpa16 and nc16:
+        results["checks"]["non-causal speed-up vs SDPA @16k"] = sdpa16 / nc16
+    if c16 and nc16:
+        results["checks"]["causal / non-causal time @16k"] = c16 / nc16
+    print("\n# summary")
+    for name, op in results["ops"].items():
+        slope = op.get("slope_4k_64k", op.get("slope_pixels"))
+        print(f"{name:40s} slope {slope:.3f}" if slope is not None else f"{name:40s} slope n/a")
+    spread = results["ops"]["neighborhood attention 7x7"]["per_pixel_spread"]
+    print(f"{'NA per-pixel spread (max / median - 1)':40s} {spread:+.1%}")
+    for name, value in results["checks"].items():
+        print(f"{name:40s} {value:.2f}")
+    return results
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--budget", type=float, default=20.0, help="seconds of repeats per measurement")
+    p.add_argument("--sdpa-budget", type=float, default=30.0, help="stop SDPA when one call would exceed this")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    results = run(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Fast PyTorch linear attention: chunked matmul form (the CPU default).
+
+Causal: split T into chunks of C. Inside a chunk the output is a masked C×C product; across chunks a state
+[B, H, K, V] is carried. With cumulative in-chunk log-gates G (fp32):
+    O_n = ((Q Kᵀ) ⊙ exp(G_t - G_s) ⊙ M) V  +  (Q ⊙ e^{G}) S_{n-1}
+    S_n = e^{G_C} ⊙ S_{n-1} + (K ⊙ e^{G_C - G})ᵀ V
+All chunk-local products are batched over chunks; only the carry S_n = d_n S_{n-1} + ΔS_n is a loop
+(a cumulative sum when there is no decay). Block-causal: S accumulates block by block and every query of a
+block reads the state that includes its own block.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..dispatch import register
+from ..utils import can_factorise, decayed_pairs, pad_time, segmented, to_chunks
+
+CHUNK = 64
+SEGMENT = 2048
+
+
+def _carry(s0: torch.Tensor, decay: torch.Tensor | None, ds: torch.Tensor):
+    """States before each chunk and after the last.
+
+    s0 [B,H,K,V]; decay None or [B,H,N] / [B,H,N,K]; ds [B,H,N,K,V]."""
+    if decay is None:
+        incl = ds.cumsum(2) + s0[:, :, None]
+        return torch.cat([s0[:, :, None], incl[:, :, :-1]], dim=2), incl[:, :, -1]
+    if decay.ndim == 3:
+        decay = decay[..., None]
+    prev = []
+    state = s0
+    for n in range(ds.shape[2]):
+        prev.append(state)
+        state = decay[:, :, n, :, None] * state + ds[:, :, n]
+    return torch.stack(prev, dim=2), state
+
+
+def causal_chunked(q, k, v, log_decay, s0, chunk: int = CHUNK):
+    b, h, t, dk = q.shape
+    q, k, v = (to_chunks(pad_time(x, chunk), chunk) for x in (q, k, v))
+    if log_decay is None:
+        scores = (q @ k.transpose(-1, -2)).tril()
+        ds = k.transpose(-1, -2) @ v
+        prev, final = _carry(s0, None, ds)
+        out = scores @ v + q @ prev
+    else:
+        g = to_chunks(pad_time(log_decay, chunk), chunk).cumsum(3)  # [B,H,N,C] or [B,H,N,C,K]
+        last = g[:, :, :, -1:]
+        if g.ndim == 4:  # one scalar gate per head and step: exact C×C exponent, no overflow possible
+            expo = (g[..., :, None] - g[..., None, :]).masked_fill(
+                ~torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril(), float("-inf")
+            )
+            scores = (q @ k.transpose(-1, -2)) * torch.exp(expo)
+            q_dec, k_dec = q * torch.exp(g)[..., None], k * torch.exp(last - g)[..., None]
+        else:
+            scores = decayed_pairs(q, g, k, g, strict=False, factorise=can_factorise(last))
+            q_dec, k_dec = q * torch.exp(g), k * torch.exp(last - g)
+        ds = k_dec.transpose(-1, -2) @ v
+        prev, final = _carry(s0, torch.exp(last.squeeze(3)), ds)
+        out = scores @ v + q_dec @ prev
+    return out.reshape(b, h, -1, v.shape[-1])[:, :, :t], final
+
+
+def block_causal(q, k, v, block_sizes, s0):
+    state, outs, start = s0, [], 0
+    for size in block_sizes:
+        sl = slice(start, start + size)
+        state = state + k[:, :, sl].transpose(-1, -2) @ v[:, :, sl]
+        outs.append(q[:, :, sl] @ state)
+        start += size
+    return torch.cat(outs, dim=2), state
+
+
+@register("linear_attention", "torch")
+def linear_attention_torch(q, k, v, *, causal, block_sizes, log_decay, initial_state):
+    b, h, _, dk = q.shape
+    s0 = initial_state if initial_state is not None else q.new_zeros(b, h, dk, v.shape[-1])
+    if causal:
+        tensors = [q, k, v] + ([log_decay] if log_decay is not None else [])
+        step = (lambda q, k, v, s: causal_chunked(q, k, v, None, s)) if log_decay is None else (
+            lambda q, k, v, g, s: causal_chunked(q, k, v, g, s))
+        return segmented(step, tensors, s0, SEGMENT)
+    if block_sizes is not None:
+        return block_causal(q, k, v, block_sizes, s0)
+    state = s0 + k.transpose(-1, -2) @ v
+    return q @ state, state
