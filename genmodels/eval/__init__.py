@@ -1,0 +1,1 @@
+"""Evaluation: metrics and scorers. ``music_metrics`` scores piano-roll inpainting."""
