@@ -1,0 +1,36 @@
+"""Training objectives: ``objective(model, batch, generator) -> per-sample loss [B]``.
+
+The training loop only knows this interface, so every backbone family plugs in its own formulation
+(EDM here; rectified flow for the SANA-style DiT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .edm import KarrasDenoiser, SigmaSampler
+from .noise import training_noise
+
+
+@dataclass
+class EDMObjective:
+    """Karras preconditioning + loss weighting (soft-min-SNR by default) + a σ distribution.
+
+    ``cond_keys`` maps batch keys to model keyword arguments (e.g. ``{"class_labels": "class_labels"}``).
+    ``immiscible`` is ``none``, ``knn`` (nearest of ``immiscible_k`` noise draws) or ``assign``.
+    """
+
+    sigma_sampler: SigmaSampler = field(default_factory=SigmaSampler)
+    weighting: str = "soft-min-snr"
+    immiscible: str = "none"
+    immiscible_k: int = 4
+    cond_keys: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        x0 = batch["pixel_values"]
+        sigma = self.sigma_sampler(x0.shape[0], generator=generator, device=x0.device)
+        noise = training_noise(x0, self.immiscible, self.immiscible_k, generator=generator)
+        cond = {arg: batch[key] for arg, key in self.cond_keys.items() if key in batch}
+        return KarrasDenoiser(model, weighting=self.weighting).loss(x0, noise, sigma, **cond)

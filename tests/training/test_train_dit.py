@@ -1,0 +1,114 @@
+"""The shared training script: a real run, checkpoints, and resume after SIGKILL on the tiny HDiT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from training.checkpoint import list_checkpoints, resolve_resume
+from training.ema import InversePowerEMA
+from training.loop import scaled_lr
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def corpus_cache(tmp_path_factory):
+    """A small piano-roll cache (40 corpus pieces) shared by the training tests."""
+    from genmodels.data.pianoroll import load_pieces
+
+    root = tmp_path_factory.mktemp("lingen-cache")
+    load_pieces(max_pieces=40, cache_dir=root / "pianoroll", progress=False)
+    return root
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "training" / "train_dit.py"), "--model", "hdit", "--config", "tiny",
+            "--dataset", "pianoroll", "--dataset-args", '{"width": 32, "max_pieces": 40}',
+            "--output-dir", str(out), "--batch-size", "4", "--max-steps", "8", "--checkpoint-every", "2",
+            "--checkpoints-total-limit", "2", "--log-every", "1", "--threads", "1", *extra]
+
+
+def _env(cache: Path) -> dict:
+    return {**os.environ, "LINGEN_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+
+
+def test_resume_after_sigkill_continues_exactly(tmp_path, corpus_cache):
+    env = _env(corpus_cache)
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(straight), env=env, check=True, capture_output=True, timeout=600)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not any(step >= 4 for step, _ in list_checkpoints(killed)):
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [step for step, _ in list_checkpoints(killed)]
+    assert max(done) < 8, "the run finished before the kill"
+
+    resumed = subprocess.run(_train_cmd(killed, "--resume", "latest"), env=env, check=True, capture_output=True,
+                             text=True, timeout=600)
+    assert f"resumed from {killed / f'checkpoint-{max(done)}'}" in resumed.stdout + resumed.stderr
+
+    a, b = straight / "checkpoint-8", killed / "checkpoint-8"
+    for name in ("model.safetensors", "ema.safetensors"):
+        ta, tb = load_file(str(a / name)), load_file(str(b / name))
+        assert ta.keys() == tb.keys()
+        for key in ta:
+            assert (ta[key] == tb[key]).all(), f"{name}:{key} differs after resume"
+    state_a = json.loads((a / "trainer_state.json").read_text())
+    state_b = json.loads((b / "trainer_state.json").read_text())
+    assert state_a == state_b and state_b["step"] == 8 and state_b["ema_step"] == 8
+    # the final EMA model is saved as a diffusers pipeline folder that loads
+    from genmodels.pipelines import PianoRollInpaintPipeline
+
+    pipe = PianoRollInpaintPipeline.from_pretrained(str(straight / "pipeline"))
+    assert pipe.transformer.config.sample_size == [64, 32]
+    # total limit: only the two newest checkpoints remain
+    assert [s for s, _ in list_checkpoints(straight)] == [6, 8]
+
+
+def test_incomplete_checkpoint_is_never_resumed(tmp_path):
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text('{"step": 2}')
+    (tmp_path / "checkpoint-4").mkdir()  # written up to the crash, no trainer_state.json
+    (tmp_path / "checkpoint-6.tmp-123").mkdir()
+    assert resolve_resume(tmp_path, "latest") == tmp_path / "checkpoint-2"
+    assert resolve_resume(tmp_path / "nothing-here", "latest") is None
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        resolve_resume(tmp_path, str(tmp_path / "checkpoint-4"))
+
+
+def test_lr_scaling_rules():
+    assert scaled_lr(1e-3, 64, 16, "none") == 1e-3
+    assert scaled_lr(1e-3, 64, 16, "sqrt") == pytest.approx(2e-3)
+    assert scaled_lr(1e-3, 64, 16, "linear") == pytest.approx(4e-3)
+    with pytest.raises(ValueError):
+        scaled_lr(1e-3, 64, 16, "cubic")
+
+
+def test_ema_inverse_power_schedule_and_update():
+    import torch
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    ema = InversePowerEMA(model, power=0.75, max_decay=0.9999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        ema.model.weight.fill_(0.0)
+    ema.step(model)  # decay = 1 - 2^-0.75
+    d = 1 - 2 ** -0.75
+    assert ema.model.weight[0, 0].item() == pytest.approx(1 - d)
+    ema.step_count = 10**9
+    assert ema.decay() == 0.9999
