@@ -70,7 +70,7 @@ def decayed_pairs(
     return out.reshape(*lead, c, c)
 
 
-def unit_lower_inverse(a: torch.Tensor, base: int = 16) -> torch.Tensor:
+def unit_lower_inverse(a: torch.Tensor, base: int = 8) -> torch.Tensor:
     """(I − A)⁻¹ for strictly lower-triangular A [..., C, C].
 
     Blocks of ≤ ``base`` rows use forward substitution (row i: X_i = e_i + A_{i,<i} X_{<i}); larger ones

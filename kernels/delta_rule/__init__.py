@@ -40,9 +40,10 @@ def delta_rule(
             raise ValueError(f"{name} must have r's shape [B, H, T, K] = {tuple(r.shape)}, got {tuple(x.shape)}")
     if v.shape[:3] != r.shape[:3]:
         raise ValueError(f"v must be [B, H, T, V] with r's B, H, T {tuple(r.shape[:3])}, got {tuple(v.shape)}")
-    if not torch.isfinite(log_w).all():
+    lo, hi = torch.aminmax(log_w.detach())  # one pass; NaN propagates into both
+    if not torch.isfinite(lo) or torch.isnan(hi):
         raise ValueError("log_w must be finite")
-    if (log_w > 0).any():
+    if hi > 0:
         raise ValueError("log_w must be ≤ 0: it is the log of the decay (pass log-decay, not RWKV's raw w)")
     bsz, h, _, dk = r.shape
     if initial_state is not None and tuple(initial_state.shape) != (bsz, h, dk, v.shape[-1]):

@@ -36,20 +36,40 @@ def _delta_rule_chunked(r, log_w, k, v, a, b, m, *, chunk: int):
     g_prev = g - log_w  # Γ_{t-1}
     g_last = g[:, :, :, -1:]
 
-    fac = can_factorise(g_last)
-    a_ab = decayed_pairs(a, g_prev, b, g, strict=True, factorise=fac)
-    a_ak = decayed_pairs(a, g_prev, k, g, strict=True, factorise=fac)
-    a_rb = decayed_pairs(r, g, b, g, strict=False, factorise=fac)
-    a_rk = decayed_pairs(r, g, k, g, strict=False, factorise=fac)
+    if can_factorise(g_last):
+        # e^{Γ_t - Γ_s} = e^{Γ_t - ref} e^{ref - Γ_s}: all four pair matrices come from one [2C, K] × [K, 2C]
+        # matmul, and the chunk-boundary factors from the same scaled tensors times a per-key constant.
+        ref = g[..., chunk // 2 : chunk // 2 + 1, :]
+        e_out = torch.exp(g - ref)
+        e_in = torch.reciprocal(e_out)
+        a_s, r_s = a * torch.exp(g_prev - ref), r * e_out
+        b_s, k_s = b * e_in, k * e_in
+        prod = torch.cat([a_s, r_s], dim=-2) @ torch.cat([b_s, k_s], dim=-2).transpose(-1, -2)
+        ones = torch.ones(chunk, chunk, dtype=torch.bool, device=r.device)
+        strict, incl = ~ones.tril(-1), ~ones.tril()
+        a_ab = prod[..., :chunk, :chunk].masked_fill(strict, 0.0)
+        a_ak = prod[..., :chunk, chunk:].masked_fill(strict, 0.0)
+        a_rb = prod[..., chunk:, :chunk].masked_fill(incl, 0.0)
+        a_rk = prod[..., chunk:, chunk:].masked_fill(incl, 0.0)
+        e_ref, e_last = torch.exp(ref), torch.exp(g_last - ref)
+        a_dec, r_dec = a_s * e_ref, r_s * e_ref  # a ⊙ e^{Γ_{t-1}}, r ⊙ e^{Γ_t}
+        b_dec, k_dec = b_s * e_last, k_s * e_last  # ⊙ e^{Γ_C - Γ_t}
+    else:
+        a_ab = decayed_pairs(a, g_prev, b, g, strict=True, factorise=False)
+        a_ak = decayed_pairs(a, g_prev, k, g, strict=True, factorise=False)
+        a_rb = decayed_pairs(r, g, b, g, strict=False, factorise=False)
+        a_rk = decayed_pairs(r, g, k, g, strict=False, factorise=False)
+        to_last = torch.exp(g_last - g)
+        a_dec, r_dec = a * torch.exp(g_prev), r * torch.exp(g)
+        b_dec, k_dec = b * to_last, k * to_last
 
     inv = unit_lower_inverse(a_ab)  # (I - A_ab)^-1
-    w_mat = inv @ (a * torch.exp(g_prev))
+    w_mat = inv @ a_dec
     u_prime = inv @ (a_ak @ v)
 
-    p = r * torch.exp(g) + a_rb @ w_mat  # [B,H,N,C,K]
+    p = r_dec + a_rb @ w_mat  # [B,H,N,C,K]
     q = a_rb @ u_prime + a_rk @ v  # [B,H,N,C,V]
-    b_dec = (b * torch.exp(g_last - g)).transpose(-1, -2)  # [B,H,N,K,C]
-    k_dec = (k * torch.exp(g_last - g)).transpose(-1, -2)
+    b_dec, k_dec = b_dec.transpose(-1, -2), k_dec.transpose(-1, -2)  # [B,H,N,K,C]
     trans = torch.diag_embed(torch.exp(g_last.squeeze(3))) + b_dec @ w_mat  # [B,H,N,K,K]
     inject = b_dec @ u_prime + k_dec @ v  # [B,H,N,K,V]
 

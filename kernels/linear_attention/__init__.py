@@ -57,9 +57,10 @@ def _check(q, k, v, causal, block_sizes, log_decay, initial_state, normalize):
         if log_decay.shape not in ((b, h, t), (b, h, t, dk)):
             raise ValueError(f"log_decay must be [B, H, T] (per head) or [B, H, T, K] (per key) = "
                              f"{(b, h, t)} or {(b, h, t, dk)}, got {tuple(log_decay.shape)}")
-        if not torch.isfinite(log_decay).all():
+        lo, hi = torch.aminmax(log_decay.detach())  # one pass; NaN propagates into both
+        if not torch.isfinite(lo) or torch.isnan(hi):
             raise ValueError("log_decay must be finite")
-        if (log_decay > 0).any():
+        if hi > 0:
             raise ValueError("log_decay must be ≤ 0 (it is the log of a decay factor in (0, 1])")
     if initial_state is not None:
         expected = (b, h, dk, v.shape[-1] + (1 if normalize else 0))
