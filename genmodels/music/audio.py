@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pretty_midi
 from scipy.io import wavfile
+
+from genmodels.io import atomic_path
 
 TAIL_S = 0.25  # seconds of audio kept after the last note-off, for release tails
 PEAK = 0.9
@@ -110,13 +111,6 @@ def write_wav(path: str | Path, audio: np.ndarray, sr: int) -> Path:
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio of shape [T], got {list(audio.shape)}")
     pcm = np.rint(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            wavfile.write(f, sr, pcm)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        wavfile.write(tmp, sr, pcm)
     return path
