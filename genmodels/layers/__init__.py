@@ -1,5 +1,6 @@
-"""Shared building blocks for lingen's backbones: norms, RoPE, FFNs, conditioning embeddings, init tags."""
+"""Shared building blocks for lingen's backbones: norms, RoPE, FFNs, conditioning embeddings, CrossWKV, init tags."""
 
+from .crosswkv import CrossWKV
 from .embeddings import FourierFeatures, MappingFeedForwardBlock, MappingNetwork
 from .ffn import FeedForward, LinearGEGLU, linear_geglu
 from .norms import AdaRMSNorm, RMSNorm, rms_norm
@@ -9,6 +10,7 @@ from .rope import AxialRoPE, apply_rotary_emb, downscale_pos, make_axial_pos
 __all__ = [
     "AdaRMSNorm",
     "AxialRoPE",
+    "CrossWKV",
     "FeedForward",
     "FourierFeatures",
     "LinearGEGLU",
