@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from genmodels.data.pianoroll import PianoRollDataset, crop_levels  # noqa: E402
 from genmodels.eval import music_metrics as mm  # noqa: E402
+from genmodels.loading import load_pipeline  # noqa: E402
 from genmodels.music.roll import PNG_LEVELS, STEPS_PER_BAR, roll_notes  # noqa: E402
 from genmodels.pipelines import PianoRollInpaintPipeline  # noqa: E402
 
@@ -102,7 +103,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    pipe = PianoRollInpaintPipeline.from_pretrained(args.model)
+    pipe = load_pipeline(PianoRollInpaintPipeline, args.model)
     pipe.set_progress_bar_config(disable=True)
     torch.manual_seed(args.seed)
     untrained = PianoRollInpaintPipeline(transformer=type(pipe.transformer).from_config(pipe.transformer.config).eval(),

@@ -46,6 +46,7 @@ def pianoroll_inpaint(args) -> dict:
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from genmodels.loading import load_pipeline
     from genmodels.music import PITCH_HIGH, PITCH_LOW
     from genmodels.pipelines import PianoRollInpaintPipeline
     from genmodels.pipelines.pianoroll_io import load_roll, mask_from_image, parse_range, rect_mask, write_outputs
@@ -67,7 +68,7 @@ def pianoroll_inpaint(args) -> dict:
     if not (model_dir / "model_index.json").is_file():
         raise CliError(f"{model_dir} is not a pipeline folder (no model_index.json); "
                        f"train one with `make assets-pianoroll`")
-    pipe = PianoRollInpaintPipeline.from_pretrained(str(model_dir))
+    pipe = load_pipeline(PianoRollInpaintPipeline, model_dir)
     pipe.set_progress_bar_config(disable=True)
     t0 = time.perf_counter()
     with tqdm(total=1, desc="inpaint", unit="step") as bar:

@@ -142,3 +142,44 @@ def test_cli_rejects_corrupt_midi_and_writes_nothing(tmp_path, capsys):
     assert rc == 2
     assert "error" in capsys.readouterr().err
     assert not out.exists()
+
+
+class _Planted:
+    """Unpickling this object creates a marker file: proof that code in a checkpoint ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_weights_are_refused_without_being_run(pipe, tmp_path):
+    import pickle
+
+    from genmodels.loading import UnsafeCheckpointError, load_pipeline
+
+    folder = tmp_path / "evil"
+    pipe.save_pretrained(folder)
+    weights = next((folder / "transformer").glob("*.safetensors"))
+    weights.unlink()
+    marker = tmp_path / "pwned"
+    (folder / "transformer" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(_Planted(marker)))
+    with pytest.raises(UnsafeCheckpointError, match="pickle"):
+        load_pipeline(PianoRollInpaintPipeline, folder)
+    assert not marker.exists()
+    # the CLI refuses it too, with exit status 2
+    midi = _midi_file(tmp_path / "in.mid")
+    assert cli_main(["pianoroll", "inpaint", "--midi", str(midi), "--bars", "1-2", "--model", str(folder),
+                     "--out", str(tmp_path / "out")]) == 2
+    assert not marker.exists()
+
+
+def test_malformed_config_is_refused(pipe, tmp_path):
+    from genmodels.loading import UnsafeCheckpointError, check_pipeline_folder
+
+    folder = tmp_path / "bad"
+    pipe.save_pretrained(folder)
+    (folder / "transformer" / "config.json").write_text("[1, 2")
+    with pytest.raises(UnsafeCheckpointError, match="not valid JSON"):
+        check_pipeline_folder(folder)
