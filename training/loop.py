@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .ema import InversePowerEMA
+from .lr_scaling import LAMB, GradientNoiseScale, grad_sq_norm, scaled_lr, warmup_factor
 
 
 @dataclass
@@ -36,7 +36,9 @@ class TrainConfig:
     lr: float = 5e-4  # at base_batch_size; scaled by lr_scaling to the real total batch
     base_batch_size: int = 16
     lr_scaling: str = "none"  # none | sqrt | linear
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up; with a scaling rule it starts at the base rate (Goyal et al.)
+    optimizer: str = "adamw"  # adamw | lamb (layer-wise trust ratio)
+    log_noise_scale: bool = False  # estimate B_noise from micro-batch vs accumulated gradients (grad_accum ≥ 2)
     weight_decay: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -53,18 +55,6 @@ class TrainConfig:
     resume: str | None = None
     mixed_precision: str = "no"
     num_workers: int = 0
-
-
-def scaled_lr(base_lr: float, total_batch: int, base_batch: int, rule: str) -> float:
-    """LR for ``total_batch`` given ``base_lr`` tuned at ``base_batch``: none, sqrt (Adam) or linear (Goyal)."""
-    ratio = total_batch / base_batch
-    if rule == "none":
-        return base_lr
-    if rule == "sqrt":
-        return base_lr * math.sqrt(ratio)
-    if rule == "linear":
-        return base_lr * ratio
-    raise ValueError(f"unknown lr scaling rule {rule!r}; expected none, sqrt or linear")
 
 
 class EpochSampler(Sampler[int]):
@@ -126,13 +116,22 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
         groups = model.param_groups(lr, cfg.weight_decay)
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "lamb":
+        optimizer = LAMB(groups, lr=lr, betas=cfg.betas, eps=max(cfg.eps, 1e-6), weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adamw or lamb")
+    if cfg.log_noise_scale and cfg.grad_accum < 2:
+        raise ValueError("log_noise_scale needs grad_accum ≥ 2 (it compares a micro-batch with the full batch)")
     # The LR schedule is a pure function of the optimizer step, so nothing about it needs checkpointing
     # (accelerate would pickle a scheduler object and unpickle it on resume).
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
+    start_ratio = cfg.lr / lr if cfg.lr_scaling != "none" else 0.0
+
     def set_lr(step: int) -> float:
-        factor = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        factor = warmup_factor(step, cfg.warmup_steps, start_ratio)
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * factor
         return base_lrs[0] * factor
@@ -159,6 +158,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     pbar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", disable=not accelerator.is_main_process,
                 dynamic_ncols=True)
     t_start, running, last_log = time.perf_counter(), [], None
+    noise_scale, small_sq = GradientNoiseScale(), None
     model.train()
     out_of_time = False
     while state["step"] < cfg.max_steps and not out_of_time:
@@ -175,6 +175,12 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
             with accelerator.accumulate(model):
                 loss = objective(model, batch, gen).mean()
                 accelerator.backward(loss)
+                if cfg.log_noise_scale and state["micro_step"] % cfg.grad_accum == 0:
+                    # first micro-batch of the cycle: its gradient is g_small / grad_accum (accelerate's scaling)
+                    small_sq = grad_sq_norm(model.parameters()) * cfg.grad_accum**2
+                if cfg.log_noise_scale and accelerator.sync_gradients and small_sq is not None:
+                    noise_scale.update(small_sq, cfg.batch_size, grad_sq_norm(model.parameters()),
+                                       cfg.batch_size * cfg.grad_accum * accelerator.num_processes)
                 if accelerator.sync_gradients and cfg.grad_clip:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
@@ -193,6 +199,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
                 running = []
                 last_log = {"step": step, "loss": mean_loss, "lr": current_lr,
                             "ema_decay": ema.decay(), "elapsed_s": time.perf_counter() - t_start}
+                if cfg.log_noise_scale:
+                    last_log["b_noise"] = noise_scale.value
                 pbar.set_postfix(loss=f"{mean_loss:.4f}")
                 if accelerator.is_main_process:
                     with open(metrics_path, "a") as f:

@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-scaling", choices=["none", "sqrt", "linear"], default="none",
                    help="rescale --lr to the real total batch (processes × batch × accumulation)")
     p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw", help="lamb: layer-wise trust ratio")
+    p.add_argument("--log-noise-scale", action="store_true",
+                   help="log the gradient-noise scale B_noise (needs --grad-accum ≥ 2)")
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--ema-power", type=float, default=0.75)
     p.add_argument("--ema-max-decay", type=float, default=0.9999)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from training.checkpoint import list_checkpoints, resolve_resume
 from training.ema import InversePowerEMA
-from training.loop import scaled_lr
+from training.lr_scaling import LAMB, GradientNoiseScale, scaled_lr, surge_optimal_lr, warmup_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,3 +112,40 @@ def test_ema_inverse_power_schedule_and_update():
     assert ema.model.weight[0, 0].item() == pytest.approx(1 - d)
     ema.step_count = 10**9
     assert ema.decay() == 0.9999
+
+
+def test_goyal_warmup_ramps_from_base_rate_to_scaled_rate():
+    assert warmup_factor(0, 4, start_ratio=0.25) == pytest.approx(0.25 + 0.75 / 4)
+    assert warmup_factor(3, 4, start_ratio=0.25) == 1.0
+    assert warmup_factor(10, 0) == 1.0
+
+
+def test_surge_optimal_lr_peaks_at_the_noise_scale():
+    lrs = {b: surge_optimal_lr(b, 256, 1e-3) for b in (16, 64, 256, 1024, 4096)}
+    assert lrs[256] == pytest.approx(1e-3)
+    assert lrs[64] < lrs[256] > lrs[1024]
+    assert lrs[16] == pytest.approx(lrs[4096])  # symmetric in log B around B_noise
+
+
+def test_noise_scale_estimator_recovers_a_known_b_noise():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    true_g, sigma = torch.full((50,), 0.1), 1.0  # |G|² = 0.5, tr(Σ) = 50 → B_noise = 100
+    est = GradientNoiseScale(beta=0.99)
+    for _ in range(3000):
+        small = true_g + torch.randn(50, generator=gen) * sigma / 4 ** 0.5
+        big = true_g + torch.randn(50, generator=gen) * sigma / 64 ** 0.5
+        est.update(float(small.pow(2).sum()), 4, float(big.pow(2).sum()), 64)
+    assert 70 < est.value < 130
+
+
+def test_lamb_scales_each_update_by_the_trust_ratio():
+    import torch
+
+    w = torch.nn.Parameter(torch.full((4,), 2.0))
+    opt = LAMB([w], lr=0.1, weight_decay=0.0)
+    w.grad = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    opt.step()
+    # first Adam step: update = sign(g) (norm 2); ‖w‖ = 4 → trust 2 → each weight moves by lr·2 = 0.2
+    assert torch.allclose(w.detach(), torch.tensor([1.8, 2.2, 1.8, 2.2]), atol=1e-4)
