@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
@@ -74,6 +74,28 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
+class SeededItems(Dataset):
+    """Adds ``noise_seed`` to every item, a function of (seed, epoch, index): each item's noise and σ are then
+    the same whatever the batch size, process count or position in a batch (needed for exact multi-process
+    equivalence and resume)."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        item["noise_seed"] = torch.tensor(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % (2**62))
+        return item
+
+
 def _noise_generator(seed: int, micro_step: int, process: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1_009 + process)
 
@@ -106,7 +128,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     writes the final model (defaults to ``ema_model.save_pretrained(dir / "model")``).
     """
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    # cpu=True on a machine without CUDA makes a torchrun-launched job use gloo across CPU processes
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                              cpu=not torch.cuda.is_available())
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -141,6 +165,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     if len(train_dataset) < cfg.batch_size * accelerator.num_processes:
         raise ValueError(f"the training set has {len(train_dataset)} items, fewer than one global batch "
                          f"({cfg.batch_size} × {accelerator.num_processes} processes)")
+    train_dataset = SeededItems(train_dataset, cfg.seed)
     sampler = EpochSampler(len(train_dataset), cfg.seed)
     loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.num_workers)
@@ -167,8 +192,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
         # accelerate's loaders push their own epoch counter into the sampler when iterated: set theirs.
         epoch_iter.set_epoch(state["epoch"])
         sampler.set_epoch(state["epoch"])
-        if hasattr(train_dataset, "set_epoch"):
-            train_dataset.set_epoch(state["epoch"])
+        train_dataset.set_epoch(state["epoch"])
         for batch in epoch_iter:
             gen = _noise_generator(cfg.seed, state["micro_step"], accelerator.process_index)
             current_lr = set_lr(state["step"])

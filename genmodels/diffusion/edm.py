@@ -177,6 +177,16 @@ class SigmaSampler:
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
+    def from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """σ for given uniform draws ``u`` ∈ (0, 1) (the inverse-CDF form, no stratification): lets every
+        training item draw its own σ from its own seed, independent of how items are batched."""
+        if self.kind == "cosine-interpolated":
+            return cosine_interpolated_sigma(
+                u, image_d=self.image_d, noise_d_low=self.noise_d_low, noise_d_high=self.noise_d_high,
+                sigma_data=self.sigma_data, sigma_min=self.sigma_min, sigma_max=self.sigma_max)
+        z = torch.special.ndtri(u.double().clamp(1e-12, 1 - 1e-12)).to(u.dtype)
+        return (z * self.scale + self.loc).exp().clamp(self.sigma_min, self.sigma_max)
+
     def __call__(self, n: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         if self.kind == "cosine-interpolated":
             u = stratified_uniform(n, generator=generator, device=device)

@@ -44,3 +44,8 @@ def training_noise(x0: torch.Tensor, mode: str = "none", k: int = 4,
     if mode == "assign":
         return assigned_noise(x0, generator=generator)
     raise ValueError(f"unknown immiscible mode {mode!r}; expected 'none', 'knn' or 'assign'")
+
+
+def item_generators(seeds: torch.Tensor) -> list[torch.Generator]:
+    """One CPU generator per training item, from the per-item seeds the training loop attaches."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]

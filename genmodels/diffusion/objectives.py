@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .edm import KarrasDenoiser, SigmaSampler
-from .noise import training_noise
+from .noise import item_generators, nearest_of_k_noise, training_noise
 
 
 @dataclass
@@ -30,7 +30,17 @@ class EDMObjective:
 
     def __call__(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = batch["pixel_values"]
-        sigma = self.sigma_sampler(x0.shape[0], generator=generator, device=x0.device)
-        noise = training_noise(x0, self.immiscible, self.immiscible_k, generator=generator)
+        if "noise_seed" in batch:  # one generator per item: results do not depend on how items are batched
+            gens = item_generators(batch["noise_seed"])
+            u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens])
+            sigma = self.sigma_sampler.from_uniform(u).to(x0.device, torch.float32)
+            if self.immiscible == "assign":  # assignment couples the items of the local batch
+                noise = training_noise(x0, "assign", generator=gens[0])
+            else:
+                k = self.immiscible_k if self.immiscible == "knn" else 1
+                noise = torch.cat([nearest_of_k_noise(x0[i : i + 1], k, generator=g) for i, g in enumerate(gens)])
+        else:
+            sigma = self.sigma_sampler(x0.shape[0], generator=generator, device=x0.device)
+            noise = training_noise(x0, self.immiscible, self.immiscible_k, generator=generator)
         cond = {arg: batch[key] for arg, key in self.cond_keys.items() if key in batch}
         return KarrasDenoiser(model, weighting=self.weighting).loss(x0, noise, sigma, **cond)
