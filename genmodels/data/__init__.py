@@ -17,8 +17,15 @@ def _pianoroll(split: str, **kwargs) -> Dataset:
     return PianoRollDataset(split=split, **kwargs)
 
 
+def _shapes(split: str, **kwargs) -> Dataset:
+    from genmodels.data.shapes import ShapesDataset
+
+    return ShapesDataset(split=split, **kwargs)
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "pianoroll": _pianoroll,
+    "shapes": _shapes,
 }
 
 
