@@ -3,11 +3,19 @@
     python -m kernels.bench                 # CPU, B=1 H=8 D=64, T = 1k … 64k
     python -m kernels.bench --quick         # fewer lengths, for a smoke run
     python -m kernels.bench --json out.json
+    python -m kernels.bench --device cuda --dtype bf16 --batch 4 --heads 16   # GPU: Triton vs torch vs SDPA
 
 For every op it prints the median wall time of several runs and the peak resident memory above the
 baseline, next to ``scaled_dot_product_attention`` measured in the same run while one call stays under
 ``--sdpa-budget`` seconds, then fits the log-log slope of time vs T between 4k and 64k tokens (≈ 1 for a
 linear-time op, ≈ 2 for softmax attention). Neighborhood attention is measured per pixel over square maps.
+
+With ``--device cuda`` it instead times every op's Triton and PyTorch paths and ``scaled_dot_product_attention``
+with ``triton.testing.do_bench`` (forward only), and reports achieved TFLOP/s and GB/s next to two ceilings
+measured in the same run: a bf16 matmul and a device-to-device copy. FLOPs and bytes are the algorithmic
+counts of :func:`cost` (minimum traffic: every input read once, the output written once, in the input dtype),
+so the percentages compare implementations, not hardware counters. flash-linear-attention's
+``chunk_linear_attn`` / ``chunk_simple_gla`` / ``chunk_rwkv7`` are added when ``import fla`` works.
 """
 
 from __future__ import annotations
@@ -207,6 +215,142 @@ def run(args) -> dict:
     return results
 
 
+# ----------------------------------------------------------------------------------------------------------
+# GPU: Triton vs torch path vs SDPA (and fla when installed), against measured ceilings
+
+
+def ceilings() -> dict:
+    """Measured peaks of this GPU: a 8192³ bf16 matmul (TFLOP/s) and a 1 GiB device copy (GB/s, read + write)."""
+    from triton.testing import do_bench
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    ms = do_bench(lambda: a @ a, warmup=25, rep=200)
+    src = torch.empty(1 << 28, device="cuda", dtype=torch.float32)
+    dst = torch.empty_like(src)
+    ms_copy = do_bench(lambda: dst.copy_(src), warmup=25, rep=200)
+    return {"matmul_tflops": 2 * 8192**3 / ms / 1e9, "copy_gbps": 2 * src.numel() * 4 / ms_copy / 1e6}
+
+
+def cost(op: str, b: int, h: int, t: int, d: int, itemsize: int, chunk: int = 64) -> tuple[float, float]:
+    """(FLOPs, bytes) of one forward call: algorithmic counts for [B, H, T, D] inputs with D = K = V."""
+    bht = b * h * t
+    io = {"sdpa": 4, "delta": 7}.get(op, 4) * bht * d * itemsize  # inputs read once + output written once
+    flops = {
+        "non-causal": 4 * bht * d * d,  # Kᵀ V and Q S
+        "causal": 4 * bht * d * d + 2 * bht * chunk * d,  # state read/update + masked C×C products (half kept)
+        "block": 4 * bht * d * d,
+        "delta": 8 * bht * d * d,  # removal read-out, decay, two rank-1 updates, output read-out
+        "sdpa": 4 * bht * t * d,
+        "sdpa-causal": 2 * bht * t * d,
+    }[op]
+    return float(flops), float(io)
+
+
+def _fla_ops():
+    """fla's chunked kernels in our [B, H, T, D] convention, or {} when fla is not importable."""
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+        from fla.ops.rwkv7 import chunk_rwkv7
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception:
+        return {}
+
+    def t(x):  # fla ≥ 0.5 takes [B, T, H, D]
+        return x.transpose(1, 2).contiguous()
+
+    return {
+        "causal": lambda q, k, v: chunk_linear_attn(t(q), t(k), t(v), scale=1.0, normalize=False),
+        "causal-decay": lambda q, k, v, g: chunk_simple_gla(t(q), t(k), t(v), g=g.transpose(1, 2).contiguous(),
+                                                            scale=1.0),
+        "delta": lambda r, w, k, v, a, b: chunk_rwkv7(t(r), t(w), t(k), t(v), t(a), t(b), scale=1.0),
+    }
+
+
+def run_cuda(args) -> dict:
+    import triton
+    from triton.testing import do_bench
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    b, h, d = args.batch, args.heads, args.dim
+    peak = ceilings()
+    results = {"device": torch.cuda.get_device_name(), "dtype": args.dtype, "shape": f"B={b} H={h} D={d}",
+               "triton": triton.__version__, "torch": torch.__version__, "ceilings": peak, "rows": []}
+    print(f"# kernels.bench on {results['device']}, {results['shape']}, {args.dtype}, triton {triton.__version__}")
+    print(f"# ceilings: bf16 matmul {peak['matmul_tflops']:.0f} TFLOP/s, device copy {peak['copy_gbps']:.0f} GB/s")
+    print(f"{'op':34s} {'path':7s} {'T':>6s} {'ms':>9s} {'TFLOP/s':>8s} {'%mm':>5s} {'GB/s':>7s} {'%copy':>6s}")
+    fla = _fla_ops()
+    item = torch.finfo(dtype).bits // 8
+    lengths = [1024, 4096, 16384] if args.quick else [1024, 4096, 16384, 65536]
+
+    def report(name, path, t, fn, kind):
+        try:
+            ms = do_bench(fn, warmup=10, rep=args.rep_ms)
+        except Exception as exc:  # a path that fails (fla API drift, out of memory) is reported, not fatal
+            print(f"{name:34s} {path:7s} {t:6d} failed: {type(exc).__name__}: {str(exc)[:80]}")
+            return
+        flops, io = cost(kind, b, h, t, d, item)
+        tf, gb = flops / ms / 1e9, io / ms / 1e6
+        results["rows"].append({"op": name, "path": path, "T": t, "ms": ms, "tflops": tf, "gbps": gb})
+        print(f"{name:34s} {path:7s} {t:6d} {ms:9.3f} {tf:8.2f} {tf / peak['matmul_tflops']:5.1%} {gb:7.0f} "
+              f"{gb / peak['copy_gbps']:6.1%}")
+
+    def backends(name, t, make, kind, fla_fn=None):
+        for path in ("triton", "torch"):
+            def call(path=path):
+                with use_backend(path):
+                    return make()
+            report(name, path, t, call, kind)
+        if fla_fn is not None:
+            report(name, "fla", t, fla_fn, kind)
+
+    def one_length(t):
+        g = torch.Generator(device="cuda").manual_seed(t)
+        q, k, v = (torch.randn(b, h, t, d, device="cuda", generator=g).to(dtype) for _ in range(3))
+        decay = -torch.rand(b, h, t, device="cuda", generator=g) * 0.1
+        kappa = F.normalize(torch.randn(b, h, t, d, device="cuda", generator=g), dim=-1).to(dtype)
+        log_w = (-0.6 * torch.rand(b, h, t, d, device="cuda", generator=g)).to(dtype)
+        k_small, a, bb = k * 0.1, -kappa, kappa * 0.5
+        sizes, rest, s = [], t, 1
+        while rest > 0:
+            sizes.append(min(s, rest))
+            rest -= sizes[-1]
+            s *= 4
+        backends("linear non-causal (SANA relu+norm)", t,
+                 lambda: linear_attention(q, k, v, feature_map="relu", normalize=True), "non-causal")
+        backends("linear causal", t, lambda: linear_attention(q, k, v, causal=True), "causal",
+                 (lambda: fla["causal"](q, k, v)) if "causal" in fla else None)
+        backends("linear causal + per-head decay", t, lambda: linear_attention(q, k, v, causal=True, log_decay=decay),
+                 "causal", (lambda: fla["causal-decay"](q, k, v, decay)) if "causal-decay" in fla else None)
+        backends("linear block-causal (VAR)", t, lambda: linear_attention(q, k, v, block_sizes=sizes), "block")
+        if t <= args.delta_max_t:
+            backends("delta rule (RWKV-7)", t, lambda: delta_rule(q, log_w, k_small, v, a, bb), "delta",
+                     (lambda: fla["delta"](q, log_w, k_small, v, a, bb)) if "delta" in fla else None)
+        report("softmax SDPA", "torch", t, lambda: F.scaled_dot_product_attention(q, k, v), "sdpa")
+        report("softmax SDPA causal", "torch", t, lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+               "sdpa-causal")
+
+    for t in lengths:
+        one_length(t)
+    for side in [64, 128] if args.quick else [64, 128, 256]:
+        q, k, v = (torch.randn(b, h, side, side, d, device="cuda").to(dtype) for _ in range(3))
+        for path in ("triton", "torch"):
+            def call(path=path, q=q, k=k, v=v):
+                with use_backend(path):
+                    return neighborhood_attention_2d(q, k, v, 7)
+            try:
+                ms = do_bench(call, warmup=10, rep=args.rep_ms)
+            except Exception as exc:
+                print(f"{'neighborhood 7x7':34s} {path:7s} {side:4d}^2 failed: {type(exc).__name__}")
+                continue
+            px = b * h * side * side
+            tf, gb = 4 * px * 49 * d / ms / 1e9, 4 * px * d * item / ms / 1e6
+            results["rows"].append({"op": "neighborhood 7x7", "path": path, "side": side, "ms": ms, "tflops": tf,
+                                    "gbps": gb})
+            print(f"{'neighborhood 7x7':34s} {path:7s} {side:4d}^2 {ms:7.3f} {tf:8.2f} "
+                  f"{tf / peak['matmul_tflops']:5.1%} {gb:7.0f} {gb / peak['copy_gbps']:6.1%}")
+    return results
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -219,8 +363,10 @@ def main(argv=None) -> None:
     p.add_argument("--sdpa-budget", type=float, default=30.0, help="stop SDPA when one call would exceed this")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--rep-ms", type=int, default=100, help="(cuda) do_bench repetition time per measurement")
+    p.add_argument("--delta-max-t", type=int, default=16384, help="(cuda) longest T for the delta rule")
     args = p.parse_args(argv)
-    results = run(args)
+    results = run_cuda(args) if args.device.startswith("cuda") else run(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 from .. import dispatch
+from ..triton_utils import input_caster, register_lazy
 from ..utils import compute_dtype
 from . import chunk, naive  # noqa: F401  (register the backends)
+
+# The Triton kernel registers only when triton is installed, and imports it at its first call.
+register_lazy("delta_rule", "kernels.delta_rule.triton", "delta_rule_triton")
 
 
 def delta_rule(
@@ -49,10 +53,10 @@ def delta_rule(
     if initial_state is not None and tuple(initial_state.shape) != (bsz, h, dk, v.shape[-1]):
         raise ValueError(f"initial_state must be [B, H, K, V] = {(bsz, h, dk, v.shape[-1])}, "
                          f"got {tuple(initial_state.shape)}")
-    dtype = compute_dtype(r, k, v)
-    args = [x.to(dtype) for x in (r, log_w, k, v, a, b)]
-    s0 = initial_state.to(dtype) if initial_state is not None else None
     impl = dispatch.select("delta_rule", r.device)
+    cast = input_caster(impl, compute_dtype(r, k, v))
+    args = [cast(x) for x in (r, log_w, k, v, a, b)]
+    s0 = cast(initial_state) if initial_state is not None else None
     out, state = impl(*args, initial_state=s0)
     out = out.to(r.dtype)
     return (out, state) if return_state else out

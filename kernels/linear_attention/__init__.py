@@ -9,8 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import dispatch
+from ..triton_utils import input_caster, register_lazy
 from ..utils import compute_dtype
 from . import chunk, naive  # noqa: F401  (register the backends)
+
+# The Triton kernels register only when triton is installed, and import it at their first call.
+register_lazy("linear_attention", "kernels.linear_attention.triton", "linear_attention_triton",
+              fused_relu_normalized="linear_attention_relu_normalized_triton")
 
 FeatureMap = str | Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -104,13 +109,19 @@ def linear_attention(
         block_sizes = [int(s) for s in block_sizes]
     _check(q, k, v, causal, block_sizes, log_decay, initial_state, normalize)
     phi = _feature_map(feature_map)
-    dtype = compute_dtype(q, k, v)
-    qf, kf, vf = phi(q.to(dtype)), phi(k.to(dtype)), v.to(dtype)
+    impl = dispatch.select("linear_attention", q.device)
+    cast = input_caster(impl, compute_dtype(q, k, v))
+    s0 = cast(initial_state) if initial_state is not None else None
+    fused = getattr(impl, "fused_relu_normalized", None)
+    if fused is not None and feature_map == "relu" and normalize and not causal and block_sizes is None:
+        # SANA's form: the backend applies the ReLU, the normaliser column and the division in its kernels
+        out, state = fused(cast(q), cast(k), cast(v), eps=eps, initial_state=s0)
+        out = out.to(q.dtype)
+        return (out, state) if return_state else out
+    qf, kf, vf = phi(cast(q)), phi(cast(k)), cast(v)
     if normalize:
         vf = torch.cat([vf, torch.ones_like(vf[..., :1])], dim=-1)
-    g = log_decay.to(dtype) if log_decay is not None else None
-    s0 = initial_state.to(dtype) if initial_state is not None else None
-    impl = dispatch.select("linear_attention", q.device)
+    g = cast(log_decay) if log_decay is not None else None
     out, state = impl(qf, kf, vf, causal=causal, block_sizes=block_sizes, log_decay=g, initial_state=s0)
     if normalize:
         out = out[..., :-1] / (out[..., -1:] + eps)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 from .. import dispatch
+from ..triton_utils import input_caster, register_lazy
 from ..utils import compute_dtype
 from . import blocked, naive  # noqa: F401  (register the backends)
+
+# The Triton kernel registers only when triton is installed, and imports it at its first call.
+register_lazy("neighborhood_attention_2d", "kernels.neighborhood.triton", "neighborhood_attention_triton")
 
 
 def neighborhood_attention_2d(
@@ -31,9 +35,9 @@ def neighborhood_attention_2d(
         raise ValueError(f"kernel_size {kernel_size} is larger than the {hy}×{wx} map; every side must be "
                          f"≥ kernel_size")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    dtype = compute_dtype(q, k, v)
     impl = dispatch.select("neighborhood_attention_2d", q.device)
-    out = impl(q.to(dtype), k.to(dtype), v.to(dtype), kernel_size=int(kernel_size), scale=scale)
+    cast = input_caster(impl, compute_dtype(q, k, v))
+    out = impl(cast(q), cast(k), cast(v), kernel_size=int(kernel_size), scale=scale)
     return out.to(q.dtype)
 
 

@@ -1,0 +1,363 @@
+"""Triton linear attention (the CUDA default): non-causal SANA form, causal chunked with decays, block-causal.
+
+Float32 states and accumulators; inputs are loaded in their own dtype (float32, float16 or bfloat16) and
+widened to float32 on load. Shapes follow the op: q, k ``[B, H, T, K]``, v ``[B, H, T, V]`` (any strides with
+a dense last dimension), states ``[B, H, K, V]``; outputs are float32 (the caller divides by the normaliser
+column and casts), except the fused SANA variant, which writes q's dtype. Tile sizes are fixed by the shapes;
+on a GPU the V-tile width and warp count are autotuned (first call per shape), under the interpreter the first
+config is used.
+
+* Non-causal (SANA): S = S0 + Kᵀ V, O = Q S. Stage 1 splits T into spans, one program per (span, B·H,
+  V-tile) sums its k_nᵀ v_n into a float32 partial state; stage 2 adds the partials (a deterministic
+  reduction, no atomics); stage 3 computes O = Q S tile by tile. A fused variant applies SANA's ReLU to q and
+  k, appends the normaliser column and divides by φ(q)·z + eps inside the kernels
+  (:func:`linear_attention_relu_normalized_triton`).
+* Causal ("fused chunk", no materialised chunk states): one program per (V-tile, B·H) walks the chunks with
+  S [K, BV] in registers: O_n = (Q Kᵀ ⊙ D ⊙ M) V + (Q ⊙ e^{G}) S, S ← e^{G_C} ⊙ S + (K ⊙ e^{G_C − G})ᵀ V,
+  G the in-chunk cumulative log-decay (float32). Every exponent is ≤ 0, so nothing can overflow.
+* Block-causal (VAR): one program per (V-tile, B·H) walks the blocks, first adding the block's Kᵀ V to the
+  state, then writing the block's outputs Q S.
+
+Backward: recomputed through the PyTorch path (:class:`kernels.triton_utils.RecomputeBackward`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ..triton_utils import (
+    autotune,
+    check_launchable,
+    dot_precision,
+    last_dim_contiguous,
+    strides,
+    tile,
+    with_recompute_backward,
+)
+from .chunk import linear_attention_torch
+
+CHUNK = 64  # causal chunk without decay or with a per-head decay
+CHUNK_PER_KEY = 16  # per-key decay: the exact pairwise exponent is a [C, C, K-slice] tile
+SPAN = 1024  # tokens per partial state in the non-causal reduction (at least)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Non-causal: split-T partial states, reduction, then O = Q S
+
+
+@autotune([triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)], key=["K", "VS", "BT", "BK", "BV"])
+@triton.jit
+def _kv_partial_kernel(k_ptr, v_ptr, part_ptr, skb, skh, skt, svb, svh, svt, H, T, K, V, VS, span,
+                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RELU: tl.constexpr,
+                       ONES: tl.constexpr, PREC: tl.constexpr):
+    """Partial state P[bh, s] = Σ_{n in span s} φ(k_n) [v_n; 1]ᵀ.
+
+    Grid (VS-tiles, spans, B·H). Registers: the [BK, BV] float32 accumulator; k [BT, BK] and v [BT, BV] tiles
+    stream through it. ``RELU`` applies φ = ReLU to k, ``ONES`` appends the normaliser column (column V of the
+    VS = V + 1 wide state, so z = Σ φ(k_n) comes out of the same dot). Output ``part``: [B·H, spans, K, VS]."""
+    i_v, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    k_base = k_ptr + i_b.to(tl.int64) * skb + i_h.to(tl.int64) * skh
+    v_base = v_ptr + i_b.to(tl.int64) * svb + i_h.to(tl.int64) * svh
+    o_t, o_k = tl.arange(0, BT), tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    acc = tl.zeros([BK, BV], dtype=tl.float32)
+    end = tl.minimum((i_s + 1) * span, T)
+    for t0 in range(i_s * span, end, BT):
+        rows = t0 + o_t
+        m_t = rows < end
+        k = tl.load(k_base + rows[:, None] * skt + o_k[None, :], mask=m_t[:, None] & m_k[None, :],
+                    other=0.0).to(tl.float32)
+        v = tl.load(v_base + rows[:, None] * svt + o_v[None, :], mask=m_t[:, None] & m_v[None, :],
+                    other=0.0).to(tl.float32)
+        if RELU:
+            k = tl.maximum(k, 0.0)
+        if ONES:
+            v = tl.where(m_t[:, None] & (o_v == V)[None, :], 1.0, v)
+        acc += tl.dot(tl.trans(k), v, input_precision=PREC)
+    n_spans = tl.num_programs(1)
+    out = part_ptr + (i_bh.to(tl.int64) * n_spans + i_s) * K * VS
+    tl.store(out + o_k[:, None] * VS + o_v[None, :], acc, mask=m_k[:, None] & (o_v < VS)[None, :])
+
+
+@autotune([triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)], key=["K", "V", "BT", "BK", "BV"])
+@triton.jit
+def _q_state_kernel(q_ptr, s_ptr, o_ptr, sqb, sqh, sqt, H, T, K, V, VS, eps,
+                    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RELU: tl.constexpr,
+                    NORMALIZE: tl.constexpr, PREC: tl.constexpr):
+    """O = φ(Q) S for one [BT, BV] output tile, divided by φ(Q) z + eps when ``NORMALIZE``.
+
+    Registers: q [BT, BK], the state tile S [BK, BV] (float32) and, when normalising, the normaliser column
+    z [BK] (column V of the VS-wide state). Grid (V-tiles, T-tiles, B·H); S is contiguous [B·H, K, VS], O is
+    contiguous [B·H, T, V] in its own dtype."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    rows = i_t * BT + tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_t, m_k, m_v = rows < T, o_k < K, o_v < V
+    q_base = q_ptr + i_b.to(tl.int64) * sqb + i_h.to(tl.int64) * sqh
+    q = tl.load(q_base + rows[:, None] * sqt + o_k[None, :], mask=m_t[:, None] & m_k[None, :],
+                other=0.0).to(tl.float32)
+    if RELU:
+        q = tl.maximum(q, 0.0)
+    s_base = s_ptr + i_bh.to(tl.int64) * K * VS
+    s = tl.load(s_base + o_k[:, None] * VS + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
+    o = tl.dot(q, s, input_precision=PREC)
+    if NORMALIZE:
+        z = tl.load(s_base + o_k * VS + V, mask=m_k, other=0.0)
+        o = o / (tl.sum(q * z[None, :], 1) + eps)[:, None]
+    tl.store(o_ptr + i_bh.to(tl.int64) * T * V + rows[:, None] * V + o_v[None, :], o.to(o_ptr.dtype.element_ty),
+             mask=m_t[:, None] & m_v[None, :])
+
+
+def _non_causal(q, k, v, s0, out, *, relu=False, normalize=False, eps=0.0):
+    """Fill ``out`` [B, H, T, V] with φ(Q) S (/ normaliser), return S [B, H, K, V (+ 1 when normalising)]."""
+    b, h, t, dk = q.shape
+    dv = v.shape[-1]
+    vs = dv + int(normalize)
+    bk, bt = tile(dk), 64
+    bv_state, bv_out = tile(vs, hi=128), tile(dv, hi=128)
+    n_v = triton.cdiv(vs, bv_state)
+    # enough spans to fill the GPU when B·H is small, each at least SPAN tokens long
+    n_spans = max(1, min(triton.cdiv(t, SPAN), 512 // max(1, b * h * n_v)))
+    span = triton.cdiv(triton.cdiv(t, n_spans), bt) * bt
+    n_spans = triton.cdiv(t, span)
+    prec = dot_precision(q, k, v)
+    parts = torch.empty(b * h, n_spans, dk, vs, device=q.device, dtype=torch.float32)
+    _kv_partial_kernel[(n_v, n_spans, b * h)](k, v, parts, *strides(k, 4), *strides(v, 4), h, t, dk, dv, vs, span,
+                                              BT=bt, BK=bk, BV=bv_state, RELU=relu, ONES=normalize, PREC=prec)
+    state = parts.sum(1).view(b, h, dk, vs)  # the second stage: a deterministic reduction over spans
+    if s0 is not None:
+        state = state + s0.float()
+    _q_state_kernel[(triton.cdiv(dv, bv_out), triton.cdiv(t, bt), b * h)](
+        q, state, out, *strides(q, 4), h, t, dk, dv, vs, eps,
+        BT=bt, BK=bk, BV=bv_out, RELU=relu, NORMALIZE=normalize, PREC=prec)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Causal: fused chunk walk with the state in registers
+
+
+# The walking kernels run one program per (V-tile, b, h): a narrower V-tile buys parallelism when B·H is small.
+_WALK_CONFIGS = [triton.Config({"BV": 64}, num_warps=4), triton.Config({"BV": 32}, num_warps=4),
+                 triton.Config({"BV": 128}, num_warps=8)]
+
+
+@autotune(_WALK_CONFIGS, key=["H", "K", "V", "DECAY"])
+@triton.jit
+def _causal_kernel(q_ptr, k_ptr, v_ptr, g_ptr, s0_ptr, o_ptr, st_ptr,
+                   sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt, H, T, K, V,
+                   BT: tl.constexpr, BK: tl.constexpr, BKS: tl.constexpr, BV: tl.constexpr, DECAY: tl.constexpr,
+                   HAS_S0: tl.constexpr, PREC: tl.constexpr):
+    """Causal (decayed) linear attention for one (V-tile, b, h), chunk by chunk.
+
+    Registers: the state S [BK, BV] (float32) for the whole sequence; per chunk q, k [BT, BK], v [BT, BV],
+    the log-gates G (cumulative inside the chunk, float32) and the score tile [BT, BT]. ``DECAY``: 0 none,
+    1 one log-gate per head and step (g [B, H, T]), 2 one per key (g [B, H, T, K]). For DECAY 2 the exact
+    intra-chunk scores Σ_k q_tk k_sk e^{G_tk − G_sk} are formed as [BT, BT, BKS] products over K-slices of BKS
+    keys, reloading the slices (from cache) so the 3-D tile stays small."""
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    q_base = q_ptr + i_b.to(tl.int64) * sqb + i_h.to(tl.int64) * sqh
+    k_base = k_ptr + i_b.to(tl.int64) * skb + i_h.to(tl.int64) * skh
+    v_base = v_ptr + i_b.to(tl.int64) * svb + i_h.to(tl.int64) * svh
+    g_base = g_ptr + i_b.to(tl.int64) * sgb + i_h.to(tl.int64) * sgh
+    o_t, o_k = tl.arange(0, BT), tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    causal = o_t[:, None] >= o_t[None, :]
+    st_off = i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
+    m_st = m_k[:, None] & m_v[None, :]
+    if HAS_S0:
+        s = tl.load(s0_ptr + st_off, mask=m_st, other=0.0).to(tl.float32)
+    else:
+        s = tl.zeros([BK, BV], dtype=tl.float32)
+    for t0 in range(0, T, BT):
+        rows = t0 + o_t
+        m_t = rows < T
+        m_tk = m_t[:, None] & m_k[None, :]
+        q = tl.load(q_base + rows[:, None] * sqt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        k = tl.load(k_base + rows[:, None] * skt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+        v = tl.load(v_base + rows[:, None] * svt + o_v[None, :], mask=m_t[:, None] & m_v[None, :],
+                    other=0.0).to(tl.float32)
+        if DECAY == 0:
+            scores = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=PREC), 0.0)
+            out = tl.dot(scores, v, input_precision=PREC) + tl.dot(q, s, input_precision=PREC)
+            s += tl.dot(tl.trans(k), v, input_precision=PREC)
+        elif DECAY == 1:
+            g = tl.load(g_base + rows * sgt, mask=m_t, other=0.0).to(tl.float32)  # padded steps: no decay
+            gc = tl.cumsum(g, 0)
+            g_last = tl.sum(g, 0)
+            pair = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+            scores = tl.dot(q, tl.trans(k), input_precision=PREC) * pair
+            out = tl.dot(scores, v, input_precision=PREC)
+            out += tl.dot(q * tl.exp(gc)[:, None], s, input_precision=PREC)
+            k_dec = k * tl.exp(g_last - gc)[:, None]
+            s = s * tl.exp(g_last) + tl.dot(tl.trans(k_dec), v, input_precision=PREC)
+        else:
+            scores = tl.zeros([BT, BT], dtype=tl.float32)
+            for k0 in range(0, BK, BKS):
+                o_ks = k0 + tl.arange(0, BKS)
+                m_s = m_t[:, None] & (o_ks < K)[None, :]
+                qs = tl.load(q_base + rows[:, None] * sqt + o_ks[None, :], mask=m_s, other=0.0).to(tl.float32)
+                ks = tl.load(k_base + rows[:, None] * skt + o_ks[None, :], mask=m_s, other=0.0).to(tl.float32)
+                gs = tl.load(g_base + rows[:, None] * sgt + o_ks[None, :], mask=m_s, other=0.0).to(tl.float32)
+                gs = tl.cumsum(gs, 0)
+                expo = tl.where(causal[:, :, None], gs[:, None, :] - gs[None, :, :], float("-inf"))
+                scores += tl.sum(qs[:, None, :] * ks[None, :, :] * tl.exp(expo), 2)
+            g = tl.load(g_base + rows[:, None] * sgt + o_k[None, :], mask=m_tk, other=0.0).to(tl.float32)
+            gc = tl.cumsum(g, 0)
+            g_last = tl.sum(g, 0)
+            out = tl.dot(scores, v, input_precision=PREC)
+            out += tl.dot(q * tl.exp(gc), s, input_precision=PREC)
+            k_dec = k * tl.exp(g_last[None, :] - gc)
+            s = s * tl.exp(g_last)[:, None] + tl.dot(tl.trans(k_dec), v, input_precision=PREC)
+        tl.store(o_ptr + i_bh.to(tl.int64) * T * V + rows[:, None] * V + o_v[None, :], out,
+                 mask=m_t[:, None] & m_v[None, :])
+    tl.store(st_ptr + st_off, s, mask=m_st)
+
+
+def _causal(q, k, v, g, s0, out, state):
+    b, h, t, dk = q.shape
+    dv = v.shape[-1]
+    decay = 0 if g is None else (1 if g.ndim == 3 else 2)
+    bk = tile(dk)
+    bt = CHUNK_PER_KEY if decay == 2 else CHUNK
+    g_strides = (0, 0, 0) if g is None else tuple(g.stride()[:3])  # (b, h, t); keys (per-key g) are dense
+    _causal_kernel[lambda meta: (triton.cdiv(dv, meta["BV"]), b * h)](
+        q, k, v, q if g is None else g, state if s0 is None else s0, out, state,
+        *strides(q, 4), *strides(k, 4), *strides(v, 4), *g_strides, h, t, dk, dv,
+        BT=bt, BK=bk, BKS=min(bk, 32), DECAY=decay, HAS_S0=s0 is not None, PREC=dot_precision(q, k, v))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Block-causal: walk the blocks, state first, then the block's queries
+
+
+@autotune(_WALK_CONFIGS, key=["H", "K", "V"])
+@triton.jit
+def _block_causal_kernel(q_ptr, k_ptr, v_ptr, starts_ptr, s0_ptr, o_ptr, st_ptr,
+                         sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, H, T, K, V, n_blocks,
+                         BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, HAS_S0: tl.constexpr,
+                         PREC: tl.constexpr):
+    """Block-causal linear attention for one (V-tile, b, h): block j's queries read S0 + Σ_{blocks ≤ j} Kᵀ V.
+
+    ``starts`` (int32, n_blocks + 1) holds the block boundaries. Registers: the state S [BK, BV] (float32);
+    per block, [BT]-row tiles of k, v stream into S, then tiles of q read it."""
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    q_base = q_ptr + i_b.to(tl.int64) * sqb + i_h.to(tl.int64) * sqh
+    k_base = k_ptr + i_b.to(tl.int64) * skb + i_h.to(tl.int64) * skh
+    v_base = v_ptr + i_b.to(tl.int64) * svb + i_h.to(tl.int64) * svh
+    o_t, o_k = tl.arange(0, BT), tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    st_off = i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
+    m_st = m_k[:, None] & m_v[None, :]
+    if HAS_S0:
+        s = tl.load(s0_ptr + st_off, mask=m_st, other=0.0).to(tl.float32)
+    else:
+        s = tl.zeros([BK, BV], dtype=tl.float32)
+    for j in range(n_blocks):
+        start = tl.load(starts_ptr + j)
+        end = tl.load(starts_ptr + j + 1)
+        for t0 in range(start, end, BT):
+            rows = t0 + o_t
+            m_t = rows < end
+            k = tl.load(k_base + rows[:, None] * skt + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
+            v = tl.load(v_base + rows[:, None] * svt + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
+            s += tl.dot(tl.trans(k.to(tl.float32)), v.to(tl.float32), input_precision=PREC)
+        for t0 in range(start, end, BT):
+            rows = t0 + o_t
+            m_t = rows < end
+            q = tl.load(q_base + rows[:, None] * sqt + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
+            out = tl.dot(q.to(tl.float32), s, input_precision=PREC)
+            tl.store(o_ptr + i_bh.to(tl.int64) * T * V + rows[:, None] * V + o_v[None, :], out,
+                     mask=m_t[:, None] & m_v[None, :])
+    tl.store(st_ptr + st_off, s, mask=m_st)
+
+
+def _block_causal(q, k, v, block_sizes, s0, out, state):
+    b, h, t, dk = q.shape
+    dv = v.shape[-1]
+    bk = tile(dk)
+    # VAR's blocks grow geometrically: size the row tile to the typical block, 16 ≤ BT ≤ 64
+    bt = tile(max(block_sizes), hi=64)
+    bounds = [0]
+    for size in block_sizes:
+        bounds.append(bounds[-1] + size)
+    starts = torch.tensor(bounds, dtype=torch.int32, device=q.device)
+    _block_causal_kernel[lambda meta: (triton.cdiv(dv, meta["BV"]), b * h)](
+        q, k, v, starts, state if s0 is None else s0, out, state,
+        *strides(q, 4), *strides(k, 4), *strides(v, 4), h, t, dk, dv, len(block_sizes),
+        BT=bt, BK=bk, HAS_S0=s0 is not None, PREC=dot_precision(q, k, v))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backend
+
+
+def _forward(q, k, v, g, s0, *, causal, block_sizes):
+    check_launchable(q, k, v, g, s0)
+    q, k, v, g = (last_dim_contiguous(x) for x in (q, k, v, g))
+    s0 = None if s0 is None else s0.contiguous()
+    b, h, t, dk = q.shape
+    dv = v.shape[-1]
+    out = torch.empty(b, h, t, dv, device=q.device, dtype=torch.float32)
+    if not causal and block_sizes is None:
+        return out, _non_causal(q, k, v, s0, out)
+    state = torch.empty(b, h, dk, dv, device=q.device, dtype=torch.float32)
+    if causal:
+        _causal(q, k, v, g, s0, out, state)
+    else:
+        _block_causal(q, k, v, block_sizes, s0, out, state)
+    return out, state
+
+
+def _reference(q, k, v, g, s0, *, causal, block_sizes):
+    return linear_attention_torch(q, k, v, causal=causal, block_sizes=block_sizes, log_decay=g, initial_state=s0)
+
+
+def _relu_normalized_forward(q, k, v, s0, *, eps):
+    check_launchable(q, k, v, s0)
+    q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
+    s0 = None if s0 is None else s0.contiguous()
+    out = torch.empty(v.shape, device=q.device, dtype=q.dtype)
+    return out, _non_causal(q, k, v, s0, out, relu=True, normalize=True, eps=eps)
+
+
+def _relu_normalized_reference(q, k, v, s0, *, eps):
+    ones = torch.ones_like(v[..., :1])
+    out, state = linear_attention_torch(F.relu(q), F.relu(k), torch.cat([v, ones], dim=-1), causal=False,
+                                        block_sizes=None, log_decay=None, initial_state=s0)
+    return out[..., :-1] / (out[..., -1:] + eps), state
+
+
+def linear_attention_relu_normalized_triton(q, k, v, *, eps, initial_state):
+    """SANA's non-causal ReLU linear attention with the normaliser, fused (output in q's dtype, state
+    [B, H, K, V + 1] float32): o_i = φ(q_i)ᵀ S / (φ(q_i)·z + eps), S = S0 + Σ φ(k_n) v_nᵀ, z = Σ φ(k_n), φ = ReLU.
+
+    The ReLU, the ones column and the division happen inside the two kernels, so q, k, v are read once and the
+    output written once; the public op calls this for ``feature_map="relu", normalize=True`` without causality.
+    Backward recomputed through the PyTorch path of the same formula."""
+    tensors = [q, k, v, initial_state]
+    if any(x is not None and x.dtype == torch.float64 for x in tensors) or q.shape[2] == 0:
+        return _relu_normalized_reference(q, k, v, initial_state, eps=eps)
+    return with_recompute_backward(_relu_normalized_forward, _relu_normalized_reference, tensors, {"eps": eps})
+
+
+def linear_attention_triton(q, k, v, *, causal, block_sizes, log_decay, initial_state):
+    """Triton backend of :func:`kernels.linear_attention` (float32 outputs and state; float64 goes to torch).
+
+    Forward in Triton, backward recomputed through the PyTorch chunked path."""
+    tensors = [q, k, v, log_decay, initial_state]
+    if any(x is not None and x.dtype == torch.float64 for x in tensors) or q.shape[2] == 0:
+        return linear_attention_torch(q, k, v, causal=causal, block_sizes=block_sizes, log_decay=log_decay,
+                                      initial_state=initial_state)
+    return with_recompute_backward(_forward, _reference, tensors, {"causal": causal, "block_sizes": block_sizes})
