@@ -26,6 +26,7 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "hdit": ModelEntry("genmodels.hdit:HDiT", ("tiny", "pianoroll"), "edm"),
+    "sana": ModelEntry("genmodels.sana:SanaDiT", ("tiny", "shapes"), "flow"),
 }
 
 

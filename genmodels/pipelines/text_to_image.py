@@ -1,0 +1,215 @@
+"""Text-to-image and text-guided inpainting with the SANA-style linear DiT (rectified flow).
+
+Components: ``transformer`` (:class:`~genmodels.sana.SanaDiT`, predicts the velocity ε − x₀ in pixel space,
+images in [−1, 1]), ``scheduler`` (a diffusers flow scheduler: ``FlowMatchEulerDiscreteScheduler`` or
+``DPMSolverMultistepScheduler`` with flow sigmas, see :func:`genmodels.diffusion.flow.make_flow_scheduler`)
+and ``text_encoder``: any object with ``encode(prompts: list[str]) -> (tokens [B, L, D], mask [B, L],
+pooled [B, D] | None)``.
+
+One call: check inputs, encode the prompts once, build the classifier-free-guidance batch (null text first,
+then the prompts), precompute the per-block text states once (CrossWKV absorbs the text into a state that
+every step reuses), integrate from noise with the scheduler (re-imposing the known region when ``mask`` and
+``image`` are given), decode to uint8. Mask semantics: **True / white = generate**, False / black = keep;
+outside the mask the output equals the input image exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+import genmodels.sana  # noqa: F401  (diffusers loads the transformer only from an imported module)
+from genmodels.diffusion.flow import cfg_velocity, sample_flow_inpaint, sample_flow_scheduler, scheduler_shift
+
+ProgressFn = Callable[[int, int], None]
+ImageInput = PIL.Image.Image | np.ndarray
+MAX_STEPS = 1000
+MAX_GUIDANCE = 30.0
+
+
+@dataclass
+class TextToImageOutput(BaseOutput):
+    """``images``: a list of PIL images, or ``[B, H, W, 3]`` uint8 for ``output_type="np"``; ``nfe``: network
+    evaluations spent (one CFG-batched call counts once)."""
+
+    images: list[PIL.Image.Image] | np.ndarray
+    nfe: int
+
+
+def image_to_array(image: ImageInput) -> np.ndarray:
+    """PIL image or ``[H, W, 3]`` uint8 array → ``[H, W, 3]`` uint8 (RGB)."""
+    if isinstance(image, PIL.Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"image must be a PIL image or an [H, W, 3] uint8 array, got {array.dtype} "
+                         f"{list(array.shape)}")
+    return array
+
+
+def mask_to_array(mask: ImageInput) -> np.ndarray:
+    """PIL mask (white = generate) or ``[H, W]`` array (True / ≥ 0.5 = generate) → ``[H, W]`` bool."""
+    if isinstance(mask, PIL.Image.Image):
+        return np.asarray(mask.convert("L")) > 127
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"mask must be a PIL image or an [H, W] array, got shape {list(array.shape)}")
+    if array.dtype == np.bool_:
+        return array
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise ValueError("mask must hold booleans or finite numbers in [0, 1]")
+    if array.min() < 0 or array.max() > 1:
+        raise ValueError("a numeric mask must lie in [0, 1] (1 = generate, 0 = keep)")
+    return array >= 0.5
+
+
+class TextToImagePipeline(DiffusionPipeline):
+    """SanaDiT (``transformer``) + flow scheduler (``scheduler``) + text encoder (``text_encoder``)."""
+
+    model_cpu_offload_seq = "transformer"
+    _optional_components = ["text_encoder"]
+
+    def __init__(self, transformer, scheduler, text_encoder=None):
+        super().__init__()
+        self.register_modules(transformer=transformer, scheduler=scheduler, text_encoder=text_encoder)
+
+    @property
+    def default_size(self) -> int:
+        return int(self.transformer.config.sample_size)
+
+    # Inputs
+
+    def check_inputs(self, prompt, num_inference_steps, guidance_scale, mask, image, output_type,
+                     height, width) -> tuple[list[str], np.ndarray | None, np.ndarray | None, int, int]:
+        """Validate everything before any work; returns (prompts, mask [H, W] bool, image [H, W, 3] uint8,
+        height, width)."""
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
+        if any(not p.strip() for p in prompts):
+            raise ValueError("prompt is empty: describe the image to generate (guidance_scale=0 samples "
+                             "unconditionally, but still needs a prompt)")
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
+                or not 1 <= num_inference_steps <= MAX_STEPS:
+            raise ValueError(f"num_inference_steps must be an integer in 1..{MAX_STEPS}, got {num_inference_steps!r}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating)) \
+                or not np.isfinite(guidance_scale) or not 0 <= guidance_scale <= MAX_GUIDANCE:
+            raise ValueError(f"guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {guidance_scale!r}")
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        if (mask is None) != (image is None):
+            raise ValueError("inpainting needs both image and mask (True / white = generate); give both or neither")
+        if self.text_encoder is None:
+            raise ValueError("this pipeline has no text_encoder; pass one with encode(prompts) -> "
+                             "(tokens, mask, pooled)")
+        if image is not None:
+            image, mask = image_to_array(image), mask_to_array(mask)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"mask is {mask.shape[1]}×{mask.shape[0]} but image is "
+                                 f"{image.shape[1]}×{image.shape[0]} (width×height); they must match")
+            if (height or image.shape[0]) != image.shape[0] or (width or image.shape[1]) != image.shape[1]:
+                raise ValueError(f"height×width {height}×{width} differs from the image's "
+                                 f"{image.shape[0]}×{image.shape[1]}")
+            height, width = image.shape[:2]
+            if not mask.any():
+                raise ValueError("the mask covers nothing: mark the region to generate (True / white)")
+        height, width = int(height or self.default_size), int(width or self.default_size)
+        self.transformer.check_input_size(height, width)
+        return list(prompts), mask, image, height, width
+
+    def encode_prompt(self, prompts: list[str], device, dtype
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run the text encoder once and check what it returns: tokens ``[B, L, text_dim]``, mask ``[B, L]``
+        bool, pooled ``[B, P]`` (None when the encoder or the model has none)."""
+        tokens, mask, pooled = self.text_encoder.encode(prompts)
+        tokens = torch.as_tensor(tokens).to(device=device, dtype=dtype)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool) if mask is None else torch.as_tensor(mask)
+        mask = mask.to(device=device, dtype=torch.bool)
+        text_dim = self.transformer.config.text_dim
+        if tokens.ndim != 3 or tokens.shape[0] != len(prompts) or tokens.shape[-1] != text_dim:
+            raise ValueError(f"text_encoder returned tokens {tuple(tokens.shape)}; the transformer expects "
+                             f"[{len(prompts)}, L, {text_dim}]")
+        if mask.shape != tokens.shape[:2] or not mask.any(1).all():
+            raise ValueError("text_encoder returned a mask that does not match its tokens or marks no real token")
+        if pooled is not None and self.transformer.pooled_dim:
+            pooled = torch.as_tensor(pooled).to(device=device, dtype=dtype)
+        else:
+            pooled = None
+        return tokens, mask, pooled
+
+    # Call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_inference_steps: int = 20,
+        guidance_scale: float = 4.0,
+        generator: torch.Generator | None = None,
+        mask: ImageInput | None = None,
+        image: ImageInput | None = None,
+        output_type: str = "pil",
+        callback: ProgressFn | None = None,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> TextToImageOutput:
+        """Generate one image per prompt (or inpaint ``image`` where ``mask`` is True, the same for every prompt).
+
+        ``guidance_scale`` w: v = v_null + w·(v_text − v_null), one batched call per step (w = 1 skips the null
+        branch). ``callback(step, num_inference_steps)`` fires after every step. Raises ``ValueError`` on bad
+        input and ``FloatingPointError`` if the model produces NaN / inf.
+        """
+        prompts, mask, image, height, width = self.check_inputs(prompt, num_inference_steps, guidance_scale, mask,
+                                                                image, output_type, height, width)
+        transformer = self.transformer
+        device, dtype = self._execution_device, transformer.dtype
+        batch = len(prompts)
+
+        # Text, encoded once; the null text first for classifier-free guidance.
+        tokens, text_mask, pooled = self.encode_prompt(prompts, device, dtype)
+        guided = guidance_scale != 1
+        if guided:
+            null = transformer.apply_text_dropout(tokens, text_mask, pooled, torch.ones(batch, dtype=torch.bool))
+            tokens, text_mask = torch.cat([null[0], tokens]), torch.cat([null[1], text_mask])
+            pooled = None if pooled is None else torch.cat([null[2], pooled])
+        context = transformer.cross_attention_states(tokens, text_mask)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return transformer(x.to(dtype), t, pooled_text=pooled, context_states=context).float()
+
+        velocity_fn = cfg_velocity(velocity, float(guidance_scale)) if guided else velocity
+
+        with self.progress_bar(total=num_inference_steps) as bar:
+            def on_step(i: int, total: int) -> None:
+                bar.update()
+                if callback is not None:
+                    callback(i, total)
+
+            if image is None:
+                out = sample_flow_scheduler(velocity_fn, (batch, transformer.config.in_channels, height, width),
+                                            num_inference_steps, scheduler=self.scheduler, generator=generator,
+                                            callback=on_step, device=device)
+            else:
+                known = torch.tensor(image).permute(2, 0, 1).float().div(127.5).sub(1)
+                known = known[None].expand(batch, -1, -1, -1).to(device)
+                m = torch.from_numpy(mask)[None, None].to(device=device, dtype=torch.float32)
+                out = sample_flow_inpaint(velocity_fn, known, m, num_inference_steps,
+                                          shift=scheduler_shift(self.scheduler), scheduler=self.scheduler,
+                                          generator=generator, callback=on_step)
+
+        x = out.sample.float()
+        if not torch.isfinite(x).all():
+            raise FloatingPointError("the model produced NaN or infinite values; no image was made")
+        images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        if image is not None:
+            images = np.where(mask[None, :, :, None], images, image[None])  # known pixels copied bit-exactly
+        if output_type == "pil":
+            images = [PIL.Image.fromarray(a) for a in images]
+        return TextToImageOutput(images=images, nfe=out.nfe)

@@ -1,0 +1,617 @@
+"""SANA-style linear DiT (Xie et al., arXiv 2410.10629; SANA 1.5, arXiv 2501.18427), in pixel space.
+
+A plain (isotropic) diffusion transformer over ``p × p`` pixel patches, built from SANA's pieces:
+
+* **ReLU linear self-attention** (LiteLA): ``o_i = Σ_n v_n (φ(k_n)·φ(q_i)) / (Σ_n φ(k_n)·φ(q_i) + ε)``,
+  φ = ReLU, ε = 1e-8, head_dim 32, no 1/√d; q, k, v are cast to float32 for the attention (SANA's
+  ``fp32_attention``). Computed by the operator core's ``linear_attention``; optional RMS QK-norm (SANA 1.5).
+* **Mix-FFN** (GLUMBConv): 1×1 conv C → 2·hidden + SiLU → depthwise 3×3 → x·SiLU(gate) → 1×1 hidden → C.
+  Its depthwise conv is the only positional signal: there is **no positional embedding** (NoPE).
+* **adaLN-single** (PixArt-α): one global ``t_block`` (SiLU → Linear(C, 6C)) from the timestep (+ pooled
+  text) embedding; each block adds its own learnable ``scale_shift_table`` (6, C) to get shift / scale /
+  gate for attention and FFN. LayerNorms have no affine parameters (eps 1e-6).
+* **Cross-attention** to the text tokens after self-attention, with no norm and no modulation, through the
+  shared :class:`~genmodels.layers.CrossWKV` (``cross_attn="crosswkv"``: the text is absorbed into a WKV state
+  once per prompt; ``"joint"``, or ``"softmax"``, SANA's own choice, as baselines).
+* **Final layer** (PixArt's T2IFinalLayer): LayerNorm, shift/scale from the timestep embedding, a zero-init
+  Linear to ``p·p·C`` values per token, then unpatchify.
+
+Block (``x`` tokens ``[B, N, C]`` on an ``H × W`` token grid):
+
+    x ← x + gate_msa · LinearAttn(LN(x)·(1 + scale_msa) + shift_msa)
+    x ← x + CrossAttn(x, text)
+    x ← x + gate_mlp · MixFFN(LN(x)·(1 + scale_mlp) + shift_mlp, H, W)
+
+``SanaDiT.forward`` predicts the rectified-flow velocity ``v = ε − x₀`` at ``x_t = (1 − t)·x₀ + t·ε``,
+t ∈ [0, 1] (see :mod:`genmodels.diffusion.flow`). Classifier-free guidance uses a learned null text
+(``null_text_embedding``): a dropped sample sees one null token instead of its caption.
+
+SANA 1.5's tools close the file: :func:`block_importance` (1 − cos(input, output) per block),
+:func:`prune_blocks` and :func:`grow_depth` (new blocks start as exact identity maps).
+
+Reading order: helpers, attention, Mix-FFN, transformer block, conditioning embedders, final layer, text
+context, model class, SANA 1.5 depth tools.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from kernels import linear_attention
+
+from .layers import CrossWKV, RMSNorm, apply_wd, make_param_groups, zero_init
+from .layers.crosswkv import MODES as CROSS_ATTN_MODES
+
+LN_EPS = 1e-6  # SANA / PixArt LayerNorms (no affine)
+ATTN_EPS = 1e-8  # LiteLA's normaliser eps as the SANA blocks construct it
+
+# Helpers
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding ``[cos(t·f_j), sin(t·f_j)]``, ``f_j = max_period^(−j/half)``: ``[B] -> [B, dim]``
+    float32. The model feeds it ``1000·t`` (t ∈ [0, 1]), the DDPM-era timestep range PixArt / SANA use."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x·(1 + scale) + shift``; x ``[B, N, C]``, shift / scale ``[B, 1, C]``."""
+    return x * (1 + scale) + shift
+
+
+def layer_norm(x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the last dim without affine parameters, eps 1e-6."""
+    return F.layer_norm(x, x.shape[-1:], eps=LN_EPS)
+
+
+def _xavier(layer: nn.Module) -> nn.Module:
+    """PixArt's basic init: Xavier-uniform weight (conv kernels flattened to 2-D), zero bias."""
+    nn.init.xavier_uniform_(layer.weight.view(layer.weight.shape[0], -1))
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+# Attention
+
+
+class LinearSelfAttention(nn.Module):
+    """SANA's LiteLA: multi-head ReLU linear attention with normaliser, ``[B, N, C] -> [B, N, C]``.
+
+    ``qkv`` is bias-free, the output projection has a bias (as in SANA). With ``qk_norm`` q and k pass an
+    RMSNorm over the full width before the heads are split (SANA 1.5, against VK overflow at long N). The
+    attention itself runs in float32 whatever the activation dtype; its output is cast back.
+    """
+
+    def __init__(self, dim: int, head_dim: int = 32, qk_norm: bool = False):
+        super().__init__()
+        if dim % head_dim:
+            raise ValueError(f"width {dim} is not a multiple of head_dim {head_dim}")
+        self.dim, self.head_dim, self.n_heads = dim, head_dim, dim // head_dim
+        self.qkv = _xavier(nn.Linear(dim, 3 * dim, bias=False))
+        self.q_norm = RMSNorm(dim) if qk_norm else None
+        self.k_norm = RMSNorm(dim) if qk_norm else None
+        self.proj = _xavier(nn.Linear(dim, dim))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.n_heads}, head_dim={self.head_dim}, qk_norm={self.q_norm is not None}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (rearrange(t.float(), "b n (h d) -> b h n d", d=self.head_dim) for t in (q, k, v))
+        o = linear_attention(q, k, v, feature_map="relu", normalize=True, eps=ATTN_EPS)
+        return self.proj(rearrange(o, "b h n d -> b n (h d)").to(x.dtype))
+
+
+# Mix-FFN
+
+
+class MixFFN(nn.Module):
+    """SANA's GLUMBConv on tokens ``[B, N, C]`` laid out on an ``H × W`` grid (N = H·W):
+
+    1×1 conv C → 2·hidden (bias) + SiLU → depthwise 3×3 on 2·hidden channels (bias, no activation) →
+    split (x, gate), x·SiLU(gate) → 1×1 conv hidden → C (no bias). The 1×1 convs are Linear layers on the
+    tokens (the same map without two layout changes); only the depthwise conv sees the grid.
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.dim, self.hidden = dim, hidden
+        self.inverted = _xavier(nn.Linear(dim, 2 * hidden))
+        self.depthwise = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
+        self.point = _xavier(nn.Linear(hidden, dim, bias=False))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, hidden={self.hidden}"
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        x = F.silu(self.inverted(x))
+        x = rearrange(x, "b (h w) c -> b c h w", h=hw[0], w=hw[1])
+        x = rearrange(self.depthwise(x), "b c h w -> b (h w) c")
+        x, gate = x.chunk(2, dim=-1)
+        return self.point(x * F.silu(gate))
+
+
+# Transformer block
+
+
+class SanaBlock(nn.Module):
+    """One SANA block: modulated linear self-attention, cross-attention to the text, modulated Mix-FFN.
+
+    ``forward(x [B, N, C], hw, t6 [B, 6, C], context [B, L, C] | None, context_mask [B, L] | None,
+    state | None) -> [B, N, C]``; ``t6`` is the global adaLN-single output, to which the block adds its
+    ``scale_shift_table`` (init randn/√C). :meth:`init_identity` zeroes the three residual branches' output
+    layers, making the block an exact identity map whatever t6 is (SANA 1.5's depth growth: the adaLN gates
+    are shared with every other block through ``t_block``, so they cannot be zeroed per block).
+    """
+
+    def __init__(self, dim: int, head_dim: int, mlp_ratio: float, cross_attn: str, cross_head_dim: int,
+                 qk_norm: bool = False, layer_id: int = 0, n_layers: int = 1):
+        super().__init__()
+        self.dim = dim
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+        self.attn = LinearSelfAttention(dim, head_dim, qk_norm)
+        self.cross_attn = CrossWKV(dim, dim, head_dim=cross_head_dim, mode=cross_attn, layer_id=layer_id,
+                                   n_layers=n_layers)
+        self.mlp = MixFFN(dim, int(round(dim * mlp_ratio)))
+
+    @torch.no_grad()
+    def init_identity(self) -> SanaBlock:
+        """Zero the attention, cross-attention and FFN output layers: the block returns its input exactly."""
+        for layer in (self.attn.proj, self.cross_attn.out, self.mlp.point):
+            zero_init(layer)
+        return self
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], t6: torch.Tensor, context: torch.Tensor | None,
+                context_mask: torch.Tensor | None = None, state: torch.Tensor | None = None) -> torch.Tensor:
+        mod = (self.scale_shift_table[None].to(t6.dtype) + t6).to(x.dtype)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)
+        x = x + gate_msa * self.attn(modulate(layer_norm(x), shift_msa, scale_msa))
+        x = x + self.cross_attn(x, context, context_mask, state=state)
+        return x + gate_mlp * self.mlp(modulate(layer_norm(x), shift_mlp, scale_mlp), hw)
+
+
+# Conditioning embedders
+
+
+class TimestepEmbedder(nn.Module):
+    """t ∈ [0, 1] → sinusoidal(1000·t) → Linear → SiLU → Linear: ``[B] -> [B, C]`` (PixArt, init N(0, 0.02))."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def extra_repr(self) -> str:
+        return f"freq_dim={self.freq_dim}"
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        emb = timestep_embedding(1000 * t, self.freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class CaptionEmbedder(nn.Module):
+    """Text tokens ``[B, L, text_dim] -> [B, L, C]``: Linear → GELU(tanh) → Linear, then RMSNorm (SANA's
+    ``y_embedder`` + ``attention_y_norm``). SANA starts that norm's scale at 0.01; here it starts at 1, since
+    CrossWKV's state and its GroupNorm eps assume unit-scale context."""
+
+    def __init__(self, text_dim: int, dim: int):
+        super().__init__()
+        self.fc1, self.fc2 = _xavier(nn.Linear(text_dim, dim)), _xavier(nn.Linear(dim, dim))
+        self.norm = RMSNorm(dim)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.fc2(F.gelu(self.fc1(y), approximate="tanh")))
+
+
+# Final layer
+
+
+class FinalLayer(nn.Module):
+    """PixArt's T2IFinalLayer: ``LN(x)·(1 + scale) + shift`` with (shift, scale) = table (2, C) + t_emb, then a
+    zero-initialised Linear C → ``p·p·C_out``: ``[B, N, C] -> [B, N, p·p·C_out]``."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.linear = zero_init(nn.Linear(dim, patch_size * patch_size * out_channels))
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).to(x.dtype).chunk(2, dim=1)
+        return self.linear(modulate(layer_norm(x), shift, scale))
+
+
+# Text context
+
+
+@dataclass
+class TextContext:
+    """Text conditioning prepared once per prompt batch (:meth:`SanaDiT.cross_attention_states`) and reused
+    at every sampling step.
+
+    ``context``: projected tokens ``[B, L, C]``; ``mask``: ``[B, L]`` bool (True = real token) or None;
+    ``states``: one CrossWKV state ``[B, H, d, d]`` float32 per block (``cross_attn="crosswkv"``), else None
+    (the joint and softmax modes read ``context`` at every step).
+    """
+
+    context: torch.Tensor
+    mask: torch.Tensor | None
+    states: list[torch.Tensor] | None
+
+    @property
+    def batch_size(self) -> int:
+        return self.context.shape[0]
+
+
+# Model class
+
+
+class SanaDiT(ModelMixin, ConfigMixin):
+    """SANA-style linear DiT in pixel space; predicts the rectified-flow velocity ``ε − x₀``.
+
+    Config: ``in_channels`` / ``out_channels`` (None = in), ``patch_size`` p, ``sample_size`` (the pipelines'
+    default image side; any side divisible by p works, there is no positional table), ``width`` C, ``depth``,
+    ``head_dim`` (self-attention, 32 in SANA), ``mlp_ratio`` (Mix-FFN hidden = ratio·C), ``qk_norm``,
+    ``text_dim`` (per-token text features), ``pooled_text_dim`` (None = text_dim, 0 = no pooled input),
+    ``cross_attn`` (``"crosswkv" | "joint" | "softmax"``), ``cross_head_dim``, ``timestep_freq_dim``.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["SanaBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        patch_size: int = 4,
+        sample_size: int = 64,
+        width: int = 192,
+        depth: int = 8,
+        head_dim: int = 32,
+        mlp_ratio: float = 2.5,
+        qk_norm: bool = False,
+        text_dim: int = 512,
+        pooled_text_dim: int | None = None,
+        cross_attn: str = "crosswkv",
+        cross_head_dim: int = 64,
+        timestep_freq_dim: int = 256,
+    ):
+        super().__init__()
+        if cross_attn not in CROSS_ATTN_MODES:
+            raise ValueError(f"cross_attn must be one of {CROSS_ATTN_MODES}, got {cross_attn!r}")
+        if depth < 1 or patch_size < 1 or sample_size % patch_size:
+            raise ValueError(f"need depth ≥ 1 and sample_size divisible by patch_size, got depth={depth}, "
+                             f"patch_size={patch_size}, sample_size={sample_size}")
+        self.patch_size = patch_size
+        self.out_channels = out_channels or in_channels
+        pooled_text_dim = text_dim if pooled_text_dim is None else pooled_text_dim
+        self.gradient_checkpointing = False
+
+        self.patch_embed = _xavier(nn.Conv2d(in_channels, width, patch_size, stride=patch_size))
+
+        # Conditioning: timestep (+ pooled text) → adaLN-single; text tokens → caption embedder → blocks.
+        self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
+        self.pooled_embedder = nn.Linear(pooled_text_dim, width) if pooled_text_dim else None
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.normal_(self.t_block[1].weight, std=0.02)
+        nn.init.zeros_(self.t_block[1].bias)
+        self.caption_embedder = CaptionEmbedder(text_dim, width)
+        self.null_text_embedding = nn.Parameter(torch.randn(1, text_dim) / text_dim**0.5)
+        self.null_pooled_embedding = (
+            nn.Parameter(torch.randn(1, pooled_text_dim) / pooled_text_dim**0.5) if pooled_text_dim else None
+        )
+
+        self.blocks = nn.ModuleList(
+            SanaBlock(width, head_dim, mlp_ratio, cross_attn, cross_head_dim, qk_norm, layer_id=i, n_layers=depth)
+            for i in range(depth)
+        )
+        self.final_layer = FinalLayer(width, patch_size, self.out_channels)
+
+        # Weight decay on every Linear / conv weight; not on norms, tables, null embeddings or CrossWKV's
+        # per-channel parameters.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                apply_wd(module)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"patch_size={c.patch_size}, width={c.width}, depth={c.depth}, cross_attn={c.cross_attn!r}"
+
+    # Configurations
+
+    @classmethod
+    def tiny_config(cls) -> dict:
+        """Patch 4, width 64, depth 2, text_dim 32: milliseconds on a 3×32×32 image."""
+        return dict(in_channels=3, patch_size=4, sample_size=32, width=64, depth=2, head_dim=32, mlp_ratio=2.5,
+                    text_dim=32, cross_attn="crosswkv", cross_head_dim=32)
+
+    @classmethod
+    def shapes_config(cls) -> dict:
+        """The shapes-world text-to-image model: 64×64 RGB, patch 4 (16×16 = 256 tokens), width 192, depth 8,
+        CrossWKV heads of 64, CLIP-sized text features (512); 5.9M parameters.
+
+        Sized for a 2-core CPU, where 20 CFG steps must take ≤ 3 s. Measured single-threaded CPU time (Zen 4
+        EPYC, torch 2.14): forward at batch 1 ≈ 50 ms, CFG-batched forward (batch 2) ≈ 125 ms, text states for
+        77 tokens ≈ 50 ms, a 20-step CFG pipeline call ≈ 2.6–2.9 s, an AdamW step at batch 32 ≈ 6.9 s. Width
+        256 / depth 10 (12.5M) costs 1.7× that (≈ 210 ms per CFG forward) and misses the budget."""
+        return dict(in_channels=3, patch_size=4, sample_size=64, width=192, depth=8, head_dim=32, mlp_ratio=2.5,
+                    text_dim=512, cross_attn="crosswkv", cross_head_dim=64)
+
+    # Optimizer groups
+
+    def param_groups(self, base_lr: float = 1e-4, weight_decay: float = 0.0) -> list[dict]:
+        """AdamW groups: weight decay only on Linear / conv weights; one learning rate for everything."""
+        return make_param_groups(self, base_lr, weight_decay, mapping_lr_scale=1.0)
+
+    # Text conditioning
+
+    @property
+    def pooled_dim(self) -> int:
+        """Width of the pooled text input (0: none)."""
+        return 0 if self.null_pooled_embedding is None else self.null_pooled_embedding.shape[1]
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` unless both sides are positive multiples of the patch size."""
+        p = self.patch_size
+        if height < p or width < p or height % p or width % p:
+            raise ValueError(f"image sides must be positive multiples of patch_size {p}, got {height}×{width}")
+
+    def _check_text(self, tokens: torch.Tensor, mask: torch.Tensor | None, pooled: torch.Tensor | None,
+                    batch: int | None = None) -> None:
+        text_dim, pooled_dim = self.config.text_dim, self.pooled_dim
+        if tokens.ndim != 3 or tokens.shape[-1] != text_dim or tokens.shape[1] < 1:
+            raise ValueError(f"encoder_hidden_states must be [B, L ≥ 1, {text_dim}], got {tuple(tokens.shape)}")
+        if batch is not None and tokens.shape[0] != batch:
+            raise ValueError(f"encoder_hidden_states has batch {tokens.shape[0]}, the image batch is {batch}")
+        if mask is not None and tuple(mask.shape) != tuple(tokens.shape[:2]):
+            raise ValueError(f"encoder_attention_mask must be [B, L] = {tuple(tokens.shape[:2])}, "
+                             f"got {tuple(mask.shape)}")
+        if pooled is not None:
+            if not pooled_dim:
+                raise ValueError("pooled_text given, but the model was built with pooled_text_dim=0")
+            if tuple(pooled.shape) != (tokens.shape[0], pooled_dim):
+                raise ValueError(f"pooled_text must be [B, {pooled_dim}] = {(tokens.shape[0], pooled_dim)}, "
+                                 f"got {tuple(pooled.shape)}")
+
+    def null_text(self, batch: int, length: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The null (empty) text for ``batch`` samples: tokens ``[B, length, text_dim]`` holding the learned null
+        token at position 0 and zeros after, mask ``[B, length]`` (only position 0 real), and the null pooled
+        vector ``[B, pooled_text_dim]`` (None without pooled input)."""
+        null = self.null_text_embedding
+        tokens = torch.cat([null.expand(batch, 1, -1), null.new_zeros(batch, length - 1, null.shape[1])], dim=1)
+        mask = torch.zeros(batch, length, dtype=torch.bool, device=null.device)
+        mask[:, 0] = True
+        pooled = None if self.null_pooled_embedding is None else self.null_pooled_embedding.expand(batch, -1)
+        return tokens, mask, pooled
+
+    def apply_text_dropout(self, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None,
+                           pooled_text: torch.Tensor | None, drop: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Replace the text of the samples where ``drop`` ``[B]`` (bool) is True by the null text: one null token,
+        the rest masked out, and the null pooled vector in place of a given pooled one. Differentiable w.r.t.
+        the null embeddings, so caption dropout trains them. Returns (tokens, mask, pooled)."""
+        batch, length = encoder_hidden_states.shape[:2]
+        drop = drop.to(device=encoder_hidden_states.device, dtype=torch.bool).reshape(batch)
+        null_tokens, null_mask, null_pooled = self.null_text(batch, length)
+        mask = encoder_attention_mask
+        if mask is None:
+            mask = torch.ones(batch, length, dtype=torch.bool, device=encoder_hidden_states.device)
+        tokens = torch.where(drop[:, None, None], null_tokens.to(encoder_hidden_states.dtype), encoder_hidden_states)
+        mask = torch.where(drop[:, None], null_mask.to(mask.device), mask.bool())
+        pooled = pooled_text
+        if pooled_text is not None and null_pooled is not None:
+            pooled = torch.where(drop[:, None], null_pooled.to(pooled_text.dtype), pooled_text)
+        return tokens, mask, pooled
+
+    def cross_attention_states(self, encoder_hidden_states: torch.Tensor,
+                               encoder_attention_mask: torch.Tensor | None = None) -> TextContext:
+        """Everything the blocks need from the text, computed once per prompt batch: the projected tokens and,
+        in crosswkv mode, every block's absorbed WKV state (``CrossWKV.encode_context``). Pass the result as
+        ``context_states=`` to :meth:`forward` at every sampling step (its batch must match the image batch)."""
+        self._check_text(encoder_hidden_states, encoder_attention_mask, None)
+        return self._text_context(encoder_hidden_states, encoder_attention_mask, with_states=True)
+
+    def _text_context(self, tokens: torch.Tensor, mask: torch.Tensor | None, with_states: bool) -> TextContext:
+        context = self.caption_embedder(tokens.to(self.caption_embedder.fc1.weight.dtype))
+        mask = None if mask is None else mask.bool()
+        states = None
+        if with_states and self.config.cross_attn == "crosswkv":
+            states = [block.cross_attn.encode_context(context, mask) for block in self.blocks]
+        return TextContext(context=context, mask=mask, states=states)
+
+    # Forward
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor | float,
+                encoder_hidden_states: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None, pooled_text: torch.Tensor | None = None, *,
+                context_states: TextContext | None = None, drop_text: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity prediction.
+
+        Args:
+            x: ``[B, C_in, H, W]``, the noisy image ``x_t = (1 − t)·x₀ + t·ε`` (H, W multiples of the patch).
+            timestep: t ∈ [0, 1] (1 = pure noise), scalar or ``[B]``.
+            encoder_hidden_states: per-token text features ``[B, L, text_dim]``; None = the null text for all.
+            encoder_attention_mask: ``[B, L]`` bool, True = real token; None = all real.
+            pooled_text: ``[B, pooled_text_dim]``, projected and added to the timestep embedding; None adds
+                nothing (train and sample consistently: always or never).
+            context_states: a :class:`TextContext` from :meth:`cross_attention_states`, in place of
+                ``encoder_hidden_states`` / ``encoder_attention_mask`` (sampling).
+            drop_text: ``[B]`` bool, samples whose text is replaced by the null text (caption dropout).
+
+        Returns:
+            ``[B, C_out, H, W]``, the velocity ``ε − x₀``.
+        """
+        if x.ndim != 4:
+            raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
+        batch, _, height, width = x.shape
+        self.check_input_size(height, width)
+        timestep = torch.as_tensor(timestep, device=x.device, dtype=torch.float32)
+        timestep = timestep.reshape(1).expand(batch) if timestep.numel() == 1 else timestep.reshape(batch)
+
+        # Text
+        if context_states is not None:
+            if encoder_hidden_states is not None or drop_text is not None:
+                raise ValueError("give either context_states or encoder_hidden_states / drop_text, not both "
+                                 "(apply the dropout before cross_attention_states)")
+            if context_states.batch_size != batch:
+                raise ValueError(f"context_states has batch {context_states.batch_size}, the image batch is {batch}")
+            text = context_states
+        else:
+            if encoder_hidden_states is None:
+                encoder_hidden_states, encoder_attention_mask, _ = self.null_text(batch)
+            self._check_text(encoder_hidden_states, encoder_attention_mask, pooled_text, batch)
+            if drop_text is not None:
+                encoder_hidden_states, encoder_attention_mask, pooled_text = self.apply_text_dropout(
+                    encoder_hidden_states, encoder_attention_mask, pooled_text, drop_text)
+            text = self._text_context(encoder_hidden_states, encoder_attention_mask, with_states=False)
+
+        # adaLN-single
+        t_emb = self.t_embedder(timestep)
+        if pooled_text is not None:
+            if self.pooled_embedder is None:
+                raise ValueError("pooled_text given, but the model was built with pooled_text_dim=0")
+            t_emb = t_emb + self.pooled_embedder(pooled_text.to(t_emb.dtype))
+        t6 = self.t_block(t_emb).unflatten(1, (6, -1))
+
+        # Patching (no positional embedding)
+        x = self.patch_embed(x.to(self.patch_embed.weight.dtype))
+        hw = (x.shape[-2], x.shape[-1])
+        x = rearrange(x, "b c h w -> b (h w) c")
+
+        for i, block in enumerate(self.blocks):
+            state = None if text.states is None else text.states[i]
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, hw, t6, text.context, text.mask, state)
+            else:
+                x = block(x, hw, t6, text.context, text.mask, state)
+
+        # Unpatching
+        x = self.final_layer(x, t_emb)
+        p = self.patch_size
+        return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=hw[0], w=hw[1], p=p, q=p)
+
+
+# SANA 1.5 depth tools: block importance, pruning, growth
+
+
+@torch.no_grad()
+def block_importance(model: SanaDiT, batches: Iterable[dict]) -> torch.Tensor:
+    """SANA 1.5's block importance ``1 − cos(input, output)`` per block: ``[depth]`` float32.
+
+    Cosine similarity over channels, per token, averaged over tokens, samples and ``batches`` (each a dict of
+    :meth:`SanaDiT.forward` keyword arguments: ``x``, ``timestep``, ``encoder_hidden_states``, ...; spread
+    them over timesteps and prompts). A block that changes nothing scores 0; prune the lowest first.
+    """
+    depth = len(model.blocks)
+    sums, counts = torch.zeros(depth, dtype=torch.float64), torch.zeros(depth, dtype=torch.float64)
+
+    def hook(index):
+        def fn(_module, args, output):
+            cos = F.cosine_similarity(args[0].double(), output.double(), dim=-1, eps=1e-12)
+            sums[index] += (1 - cos).sum().cpu()
+            counts[index] += cos.numel()
+        return fn
+
+    handles = [block.register_forward_hook(hook(i)) for i, block in enumerate(model.blocks)]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if not counts.all():
+        raise ValueError("block_importance needs at least one batch")
+    return (sums / counts).float()
+
+
+def _rebuild(model: SanaDiT, depth: int, block_sources: Sequence[int | None]) -> SanaDiT:
+    """A new model of ``depth`` blocks: block j copies ``model.blocks[block_sources[j]]`` (None = a fresh,
+    identity-initialised block); every non-block weight is copied."""
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    new = type(model)(**{**config, "depth": depth})
+    old_state = model.state_dict()
+    state = {k: v for k, v in old_state.items() if not k.startswith("blocks.")}
+    for j, src in enumerate(block_sources):
+        if src is None:
+            block_state = new.blocks[j].init_identity().state_dict()
+        else:
+            prefix = f"blocks.{src}."
+            block_state = {k[len(prefix):]: v for k, v in old_state.items() if k.startswith(prefix)}
+        state.update({f"blocks.{j}.{k}": v for k, v in block_state.items()})
+    new.load_state_dict(state, strict=True)
+    param = next(model.parameters())
+    return new.to(device=param.device, dtype=param.dtype).train(model.training)
+
+
+def prune_blocks(model: SanaDiT, keep_indices: Sequence[int]) -> SanaDiT:
+    """A copy of ``model`` with only the blocks ``keep_indices`` (in that order; config ``depth`` updated).
+    Fine-tune briefly afterwards (SANA 1.5: ~100 steps) to recover quality."""
+    keep = [int(i) for i in keep_indices]
+    depth = len(model.blocks)
+    if not keep or len(set(keep)) != len(keep) or not all(0 <= i < depth for i in keep):
+        raise ValueError(f"keep_indices must be distinct block indices in 0..{depth - 1}, got {list(keep_indices)}")
+    return _rebuild(model, len(keep), keep)
+
+
+def grow_depth(model: SanaDiT, new_depth: int, positions: str | Sequence[int] = "end") -> SanaDiT:
+    """A deeper copy of ``model`` (SANA 1.5's depth growth with partial preservation): the old blocks keep
+    their weights and order, the ``new_depth − depth`` new blocks start as identity maps (their output
+    layers zeroed), so the grown model computes exactly the same function at init.
+
+    ``positions``: ``"end"`` (new blocks after the old ones), ``"start"``, or the new blocks' indices in the
+    grown stack (e.g. ``[1, 3]`` to interleave).
+    """
+    depth = len(model.blocks)
+    n_new = int(new_depth) - depth
+    if n_new < 0:
+        raise ValueError(f"new_depth {new_depth} is smaller than the current depth {depth}; use prune_blocks")
+    if positions == "end":
+        new_slots = set(range(depth, new_depth))
+    elif positions == "start":
+        new_slots = set(range(n_new))
+    elif isinstance(positions, str):
+        raise ValueError(f"positions must be 'end', 'start' or a list of indices, got {positions!r}")
+    else:
+        new_slots = {int(i) for i in positions}
+        if len(new_slots) != n_new or len(positions) != n_new or not all(0 <= i < new_depth for i in new_slots):
+            raise ValueError(f"positions must be {n_new} distinct indices in 0..{new_depth - 1}, got {list(positions)}")
+    old = iter(range(depth))
+    return _rebuild(model, new_depth, [None if j in new_slots else next(old) for j in range(new_depth)])
+
+
+__all__ = [
+    "CaptionEmbedder",
+    "FinalLayer",
+    "LinearSelfAttention",
+    "MixFFN",
+    "SanaBlock",
+    "SanaDiT",
+    "TextContext",
+    "TimestepEmbedder",
+    "block_importance",
+    "grow_depth",
+    "prune_blocks",
+    "timestep_embedding",
+]

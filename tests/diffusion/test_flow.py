@@ -1,0 +1,206 @@
+"""Rectified flow: path, time distribution and shift, objective, Euler / diffusers samplers, CFG, inpainting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genmodels.diffusion.flow import (
+    FlowObjective,
+    cfg_velocity,
+    default_shift,
+    flow_interpolate,
+    flow_target,
+    flow_timesteps,
+    logit_normal_timesteps,
+    make_flow_scheduler,
+    sample_flow_euler,
+    sample_flow_inpaint,
+    sample_flow_scheduler,
+    set_flow_timesteps,
+    shift_time,
+)
+from genmodels.sana import SanaDiT
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _point_mass(x0: torch.Tensor):
+    """Exact velocity of a dataset holding the single sample x0: v = (x_t − x0) / t."""
+    return lambda x, t: (x - x0) / t.view(-1, *[1] * (x.ndim - 1))
+
+
+def _gaussian(mu: float, s: float):
+    """Exact velocity E[ε − x0 | x_t] for data N(mu, s²); its flow maps noise ε to mu + s·ε."""
+
+    def v(x, t):
+        t = t.view(-1, *[1] * (x.ndim - 1)).double()
+        var = (1 - t) ** 2 * s**2 + t**2
+        r = x.double() - (1 - t) * mu
+        return (t / var * r - (mu + (1 - t) * s**2 / var * r)).float()
+
+    return v
+
+
+# Path, time distribution, shift
+
+
+def test_interpolation_runs_from_data_to_noise_with_constant_velocity():
+    x0, eps = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    t = torch.tensor([0.0, 0.25, 1.0])
+    xt = flow_interpolate(x0, eps, t)
+    assert torch.equal(xt[0], x0[0]) and torch.equal(xt[2], eps[2])
+    torch.testing.assert_close(xt[1], 0.75 * x0[1] + 0.25 * eps[1])
+    dt = 1e-3
+    finite_diff = (flow_interpolate(x0, eps, t + dt) - xt) / dt
+    torch.testing.assert_close(finite_diff, flow_target(x0, eps), rtol=1e-2, atol=1e-2)
+
+
+def test_shift_formula_fixes_the_ends_and_moves_toward_noise():
+    t = torch.tensor([0.0, 0.5, 1.0])
+    torch.testing.assert_close(shift_time(t, 3.0), torch.tensor([0.0, 0.75, 1.0]))
+    assert torch.equal(shift_time(t, 1.0), t)
+    assert default_shift(64, 64) == 1.0 and default_shift(128, 128) == 2.0
+    with pytest.raises(ValueError):
+        shift_time(t, 0.0)
+
+
+def test_logit_normal_times_lie_in_the_open_unit_interval_with_median_one_half():
+    t = logit_normal_timesteps(20000, generator=_gen())
+    assert t.dtype == torch.float32 and t.min() > 0 and t.max() < 1
+    assert t.median().item() == pytest.approx(0.5, abs=0.02)
+    assert logit_normal_timesteps(20000, shift=3.0, generator=_gen()).median().item() == pytest.approx(0.75, abs=0.02)
+
+
+def test_sampling_grid_matches_diffusers_flow_match_euler():
+    grid = flow_timesteps(10, shift=3.0)
+    assert grid[0] == 1 and grid[-1] == 0 and torch.all(grid[1:] < grid[:-1])
+    sigmas = set_flow_timesteps(make_flow_scheduler("euler", shift=3.0), 10)
+    torch.testing.assert_close(sigmas, grid, rtol=1e-6, atol=1e-6)
+
+
+# Objective
+
+
+def test_objective_is_the_velocity_mse_of_a_perfect_model():
+    x0 = torch.randn(4, 3, 8, 8)
+
+    def oracle(xt, t, **_):  # knows x0, recovers ε from x_t
+        t = t.view(-1, 1, 1, 1)
+        eps = (xt - (1 - t) * x0) / t
+        return eps - x0
+
+    loss = FlowObjective()(oracle, {"pixel_values": x0}, _gen())
+    assert loss.shape == (4,) and loss.max() < 1e-6
+    zero = FlowObjective()(lambda xt, t, **_: torch.zeros_like(xt), {"pixel_values": x0}, _gen())
+    assert zero.mean().item() == pytest.approx(1 + x0.square().mean().item(), rel=0.1)
+
+
+def test_objective_drops_captions_with_the_batch_flag_or_its_probability():
+    seen = {}
+
+    def spy(xt, t, **kwargs):
+        seen.update(kwargs)
+        return torch.zeros_like(xt)
+
+    batch = {"pixel_values": torch.randn(1000, 1, 1, 1), "encoder_hidden_states": torch.randn(1000, 2, 4),
+             "encoder_attention_mask": torch.ones(1000, 2, dtype=torch.bool)}
+    FlowObjective(text_drop_prob=0.1)(spy, batch, _gen())
+    assert seen["drop_text"].dtype == torch.bool and 0.07 < seen["drop_text"].float().mean() < 0.13
+    drop = torch.zeros(1000, dtype=torch.bool)
+    FlowObjective(text_drop_prob=0.5)(spy, {**batch, "drop": drop}, _gen())
+    assert torch.equal(seen["drop_text"], drop) and "pooled_text" not in seen
+
+
+# Samplers
+
+
+def test_euler_on_a_point_mass_reaches_the_point():
+    x0 = torch.randn(2, 3, 4, 4)
+    out = sample_flow_euler(_point_mass(x0), torch.randn(2, 3, 4, 4), 8, shift=2.0)
+    assert out.nfe == 8
+    torch.testing.assert_close(out.sample, x0, rtol=0, atol=1e-5)
+
+
+def test_euler_draws_its_own_noise_from_the_generator():
+    a = sample_flow_euler(_point_mass(torch.zeros(1)), (2, 3), 4, generator=_gen(1))
+    b = sample_flow_euler(lambda x, t: torch.zeros_like(x), (2, 3), 4, generator=_gen(1))
+    assert torch.equal(b.sample, torch.randn(2, 3, generator=_gen(1))) and a.sample.abs().max() < 1e-5
+
+
+def test_diffusers_euler_equals_the_hand_written_sampler():
+    eps = torch.randn(64, 4)
+    ours = sample_flow_euler(_gaussian(0.5, 0.3), eps, 12, shift=3.0).sample
+    theirs = sample_flow_scheduler(_gaussian(0.5, 0.3), eps, 12, scheduler="euler", shift=3.0).sample
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+
+def test_samplers_converge_to_the_exact_gaussian_flow_map():
+    eps = torch.randn(4096, 1, generator=_gen())
+    exact = 0.5 + 0.3 * eps
+    errors = {}
+    for name, run in (("euler", lambda n: sample_flow_euler(_gaussian(0.5, 0.3), eps, n)),
+                      ("dpm", lambda n: sample_flow_scheduler(_gaussian(0.5, 0.3), eps, n, scheduler="dpmsolver++"))):
+        errors[name] = [(run(n).sample - exact).abs().mean().item() for n in (10, 40)]
+    assert errors["euler"][1] < errors["euler"][0] / 3  # first order
+    assert errors["dpm"][1] < errors["dpm"][0] and errors["dpm"][0] < errors["euler"][0] / 3  # 2nd order, better
+    assert errors["dpm"][1] < 5e-3
+
+
+def test_cfg_with_scale_one_is_the_conditional_velocity_in_one_call():
+    model = SanaDiT(**SanaDiT.tiny_config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tokens, pooled = torch.randn(2, 4, 32), torch.randn(2, 32)
+    null = model.apply_text_dropout(tokens, None, pooled, torch.ones(2, dtype=torch.bool))
+    both = model.cross_attention_states(torch.cat([null[0], tokens]),
+                                        torch.cat([null[1], torch.ones(2, 4, dtype=torch.bool)]))
+    pooled2 = torch.cat([null[2], pooled])
+    calls = []
+
+    def velocity(x, t):
+        calls.append(x.shape[0])
+        return model(x, t, pooled_text=pooled2, context_states=both)
+
+    x, t = torch.randn(2, 3, 32, 32), torch.rand(2)
+    guided = cfg_velocity(velocity, 1.0)(x, t)
+    assert calls == [4]
+    torch.testing.assert_close(guided, model(x, t, tokens, None, pooled), rtol=1e-5, atol=1e-5)
+    v_u, v_c = velocity(x.repeat(2, 1, 1, 1), t.repeat(2)).chunk(2)
+    torch.testing.assert_close(cfg_velocity(velocity, 3.0)(x, t), v_u + 3 * (v_c - v_u))
+
+
+@pytest.mark.parametrize("scheduler", [None, "dpmsolver++"])
+def test_inpainting_keeps_the_known_region_bit_exactly(scheduler):
+    known = torch.rand(2, 3, 8, 8) * 2 - 1
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 3:7] = 1
+    target = torch.full_like(known, 0.25)
+    out = sample_flow_inpaint(_point_mass(target), known, mask, 6, scheduler=scheduler, generator=_gen())
+    keep = (mask == 0).expand_as(known)
+    assert torch.equal(out.sample[keep], known[keep])
+    torch.testing.assert_close(out.sample[~keep], target[~keep], rtol=0, atol=1e-4)
+
+
+def test_inpainting_sees_the_known_region_on_its_noisy_path():
+    known = torch.ones(1, 1, 2, 2)
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    inputs = []
+
+    def spy(x, t):
+        inputs.append((x.clone(), float(t[0])))
+        return torch.zeros_like(x)
+
+    out = sample_flow_inpaint(spy, known, mask, 4, fresh_noise=False, generator=_gen(3))
+    eps = torch.randn(1, 1, 2, 2, generator=_gen(3))
+    for x, t in inputs:
+        torch.testing.assert_close(x[0, 0, 1], (1 - t) * known[0, 0, 1] + t * eps[0, 0, 1])
+    assert out.nfe == 4
+
+
+def test_bad_inpainting_mask_raises():
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        sample_flow_inpaint(_point_mass(torch.zeros(1)), torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0), 2)
