@@ -3,8 +3,10 @@
     python benchmarks/pianoroll_eval.py --model assets/pianoroll-hdit --json benchmarks/results/pianoroll_eval.json
 
 For ``--windows`` fixed 8-bar windows of the held-out split (pieces never trained on), bars 3–6 are masked
-over the whole pitch range and filled. Reported, for the trained model and two baselines from the same run
-(random notes at the ground truth's density in the mask; the same architecture untrained):
+over the whole pitch range and filled. Reported, for the trained model and the baselines from the same run
+(random notes at the ground truth's density in the mask with durations uniform in 1–16 sixteenths; the same
+architecture untrained; and, as a stronger reference, random notes whose durations and velocities are drawn
+from the notes outside the mask):
   * pitch-class and note-duration histogram overlap of the filled region with the ground truth (1 = same),
     in-key ratio and onset-grid alignment of the filled notes;
   * the share of pixels and notes outside the mask left unchanged (must be 100%);
@@ -119,9 +121,11 @@ def main(argv=None) -> dict:
     trained = run_model(pipe, rolls, mask, args.steps, args.repaint, args.seed, args.batch)
     results["trained HDiT"] = trained
     results["untrained HDiT"] = run_model(untrained, rolls, mask, args.steps, args.repaint, args.seed, args.batch)
-    rng = np.random.default_rng(args.seed)
-    results["random notes (same density)"] = np.stack(
-        [mm.random_fill(r, mask, rng, density=mm.note_density(r, mask)) for r in rolls])
+    for name, durations in (("random notes (same density)", "uniform"),
+                            ("random notes, durations from the context", "context")):
+        rng = np.random.default_rng(args.seed)
+        results[name] = np.stack([mm.random_fill(r, mask, rng, density=mm.note_density(r, mask), durations=durations)
+                                  for r in rolls])
     report["scores"] = {name: mean_scores([region_scores(res, truth, mask) for res, truth in zip(out, rolls)])
                         for name, out in results.items()}
     report["scores"]["ground truth"] = mean_scores([region_scores(t, t, mask) for t in rolls])

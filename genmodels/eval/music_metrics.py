@@ -162,16 +162,22 @@ def random_fill(
     rng: np.random.Generator,
     density: float | None = None,
     *,
+    durations: str = "context",
+    max_duration: int = 16,
     threshold: float = EXACT_THRESHOLD,
 ) -> np.ndarray:
     """The random-notes baseline: ``roll`` with its masked cells replaced by random notes.
 
     ``density`` is onsets per masked cell (pitch x column); by default the onset density of ``roll`` outside
     the mask, or of the whole roll when the mask covers everything. ``round(density * mask cells)`` onsets are
-    put on distinct masked cells drawn uniformly; durations and velocities are drawn from the notes of
-    ``roll`` (a 16th at velocity 80 if it has none), and a note stops at the mask's edge or at the next onset
-    in its row. Cells outside the mask are unchanged (notes crossing into the mask are cut at its edge).
+    put on distinct masked cells drawn uniformly. ``durations="context"`` draws durations and velocities from
+    the notes whose onset lies *outside* the mask (never from the masked region itself, which would leak the
+    ground truth; a 16th at velocity 80 if there is none); ``durations="uniform"`` draws durations uniformly
+    from 1..``max_duration`` 16ths at velocity 80. A note stops at the mask's edge or at the next onset in its
+    row. Cells outside the mask are unchanged (notes crossing into the mask are cut at its edge).
     """
+    if durations not in ("context", "uniform"):
+        raise ValueError(f"durations must be 'context' or 'uniform', got {durations!r}")
     roll = check_roll(roll)
     mask = _check_mask(mask, roll)
     if density is None:
@@ -181,18 +187,25 @@ def random_fill(
         raise ValueError(f"density must be >= 0, got {density}")
 
     notes = roll_notes(roll, threshold=threshold)
+    if not mask.all():
+        outside = ~mask[notes.row, notes.start]
+        notes = RollNotes(*(a[outside] for a in notes))
     out = roll.copy()
     out[:, mask] = 0.0
     cells = np.flatnonzero(mask)
     n_notes = min(cells.size, int(round(density * cells.size)))
     onsets = np.sort(rng.choice(cells, size=n_notes, replace=False))
     rows, starts = np.divmod(onsets, roll.shape[2])
-    durations = rng.choice(notes.duration, size=n_notes) if notes.pitch.size else np.ones(n_notes, np.int64)
-    velocities = rng.choice(notes.velocity, size=n_notes) if notes.pitch.size else np.full(n_notes, 80)
+    if durations == "uniform":
+        lengths = rng.integers(1, max_duration + 1, size=n_notes)
+        velocities = np.full(n_notes, 80)
+    else:
+        lengths = rng.choice(notes.duration, size=n_notes) if notes.pitch.size else np.ones(n_notes, np.int64)
+        velocities = rng.choice(notes.velocity, size=n_notes) if notes.pitch.size else np.full(n_notes, 80)
 
     placed = np.zeros_like(mask)
     placed[rows, starts] = True  # a note stops at the next onset in its row, so notes never overlap
-    for r, s, d, v in zip(rows, starts, durations, velocities):
+    for r, s, d, v in zip(rows, starts, lengths, velocities):
         end = s + 1
         while end < min(s + d, roll.shape[2]) and mask[r, end] and not placed[r, end]:
             end += 1

@@ -142,3 +142,22 @@ def test_random_fill_uses_an_explicit_density_and_stays_inside_the_mask():
 def test_mask_shape_is_checked(roll):
     with pytest.raises(ValueError, match="mask must have shape"):
         notes_in_mask(roll, np.ones((64, 8), dtype=bool))
+
+
+def test_random_fill_never_copies_durations_from_inside_the_mask():
+    # context notes are 16ths; the masked truth holds only whole-bar notes, which must not leak into the fill
+    truth = roll_of([(60, 0, 1), (62, 1, 1), (64, 2, 1), (70, 32, 16), (72, 48, 16)], width=64)
+    mask = columns_mask(64, 32, 64)
+    filled = random_fill(truth, mask, np.random.default_rng(0), density=0.01)
+    inside = roll_notes(filled).start >= 32
+    assert set(roll_notes(filled).duration[inside]) == {1}
+
+
+def test_random_fill_uniform_durations():
+    context = roll_of(MELODY, width=64)
+    mask = columns_mask(64, 0, 64)
+    filled = random_fill(context, mask, np.random.default_rng(3), density=0.02, durations="uniform", max_duration=4)
+    d = roll_notes(filled).duration
+    assert d.min() >= 1 and d.max() <= 4 and len(set(d)) > 1
+    with pytest.raises(ValueError, match="durations"):
+        random_fill(context, mask, np.random.default_rng(3), durations="gaussian")
