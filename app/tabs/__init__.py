@@ -1,0 +1,1 @@
+"""One module per capability; each has ``build_tab(demo, settings, registry)`` that adds its ``gr.Tab``."""

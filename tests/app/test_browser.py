@@ -1,0 +1,108 @@
+"""The piano-roll tab in a real browser: Debian's Chromium driven by Playwright (no `playwright install`).
+
+Loads an example, paints a stroke on the roll with the mouse, presses Generate, waits for the result picture
+and the MIDI download, and saves a screenshot to ``test-artifacts/app-pianoroll.png``. A missing browser fails
+the test: CI installs ``chromium`` from ``.ci/apt-packages``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# Headless Chromium in a container: no sandbox (root), no GPU, nothing fetched from the network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+                 "--disable-default-apps", "--mute-audio"]
+EXAMPLE = "Reel: From Night Till Morn (8 bars)"
+
+
+def chromium_path() -> str:
+    """The Chromium binary: ``$LINGEN_CHROMIUM``, else ``chromium`` on PATH; fails the test when absent."""
+    path = os.environ.get("LINGEN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path or not Path(path).exists():
+        pytest.fail("no Chromium found for the browser test: install Debian's package (`apt-get install chromium`, "
+                    "listed in .ci/apt-packages) or set LINGEN_CHROMIUM to a Chromium binary", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_for_fit(page, count: int) -> None:
+    """Wait until the editor has fitted ``count`` rolls to its box (``data-fits``, set by the app's script)."""
+    page.wait_for_function(f"() => Number(document.getElementById('roll-editor')?.dataset.fits || 0) >= {count}")
+
+
+@pytest.fixture
+def shoot_on_failure(page, request):
+    """Save ``test-artifacts/app-pianoroll-failure.png`` when the test fails (what the page showed)."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app-pianoroll-failure.png"), full_page=True)
+
+
+def test_paint_generate_and_download_in_the_browser(server, page, shoot_on_failure):
+    page.goto(server)
+    page.get_by_text("Bars are numbered from 1").wait_for()  # the first example loads with the page
+    wait_for_fit(page, 1)
+
+    page.get_by_label("Example").click()
+    page.get_by_role("option", name=EXAMPLE).click()
+    page.get_by_role("button", name="Load example").click()
+    page.locator("#piece-info", has_text=EXAMPLE).wait_for()
+    wait_for_fit(page, 2)  # the editor zooms the new roll to fit; paint after that
+    canvas_width, box_width = page.evaluate("""() => [document.querySelector('#roll-editor canvas'),
+        document.querySelector('#roll-editor .pixi-target')].map((e) => e.getBoundingClientRect().width)""")
+    assert abs(canvas_width - box_width) <= 1, (canvas_width, box_width)  # the roll is shown large
+
+    # One candidate and few steps keep the test quick; typed into the sliders' number boxes like a user would.
+    for label, value in (("Number of samples (candidates to choose from)", "1"), ("Steps (more = cleaner, slower)",
+                                                                                 "4")):
+        box = page.get_by_label(f"number input for {label}")
+        box.fill(value)
+        box.press("Enter")
+
+    # A stroke across the middle of the roll (the canvas shows the picture centred). Few pointer events: each
+    # one re-renders the WebGL canvas, which takes about a second in software rendering.
+    box = page.locator("#roll-editor canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2 - 120, box["y"] + box["height"] / 2 - 30
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 240, y + 20, steps=6)
+    page.mouse.up()
+
+    page.locator("#generate").click()
+    page.locator("#result-image img").wait_for()
+    link = page.locator("#result-midi a").first
+    link.wait_for()
+    page.locator("#result-stats", has_text="4 steps × RePaint 2").wait_for()
+
+    assert page.locator("input[type=radio][value=painting]").is_checked()
+    href = link.get_attribute("href")
+    assert href and href.endswith(".mid")
+    download = page.request.get(href if href.startswith("http") else server.rstrip("/") + href)
+    assert download.ok and download.body().startswith(b"MThd")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(500)  # let the audio waveform finish drawing
+    page.screenshot(path=str(ARTIFACTS / "app-pianoroll.png"), full_page=True)
+    assert (ARTIFACTS / "app-pianoroll.png").stat().st_size > 10_000
