@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 
 from genmodels.hdit import HDiT  # noqa: E402
+from genmodels.io import write_text_atomic  # noqa: E402
 from kernels.bench import loglog_slope  # noqa: E402
 
 WIDTH, PATCH, D_HEAD = 128, 4, 64
@@ -82,10 +83,11 @@ def main(argv=None) -> dict:
         "hdit_slope": loglog_slope([(r["side"] ** 2, r["hdit_s"]) for r in rows], 0, 1 << 40),
         "dit_slope": loglog_slope([(r["side"] ** 2, r["dit_s"]) for r in rows], 0, 1 << 40),
     }
-    print(f"log-log slope of time vs pixels: HDiT {result['hdit_slope']:.3f}, global DiT {result['dit_slope']:.3f}")
+    if result["hdit_slope"] is not None:  # needs two or more sides
+        print(f"log-log slope of time vs pixels: HDiT {result['hdit_slope']:.3f}, "
+              f"global DiT {result['dit_slope']:.3f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_text_atomic(args.json, json.dumps(result, indent=2))
     return result
 
 

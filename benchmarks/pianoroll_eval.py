@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from genmodels.data.pianoroll import PianoRollDataset, crop_levels  # noqa: E402
 from genmodels.eval import music_metrics as mm  # noqa: E402
+from genmodels.io import write_text_atomic  # noqa: E402
 from genmodels.loading import load_pipeline  # noqa: E402
 from genmodels.music.roll import PNG_LEVELS, STEPS_PER_BAR, roll_notes  # noqa: E402
 from genmodels.pipelines import PianoRollInpaintPipeline  # noqa: E402
@@ -155,8 +156,7 @@ def main(argv=None) -> dict:
                                                   "threads": torch.get_num_threads()}
     print(json.dumps({k: v for k, v in report.items() if k != "window_ids"}, indent=2))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text_atomic(args.json, json.dumps(report, indent=2))
     return report
 
 
