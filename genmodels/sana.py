@@ -346,15 +346,15 @@ class SanaDiT(ModelMixin, ConfigMixin):
 
     @classmethod
     def shapes_config(cls) -> dict:
-        """The shapes-world text-to-image model: 64×64 RGB, patch 4 (16×16 = 256 tokens), width 192, depth 8,
-        CrossWKV heads of 64, CLIP-sized text features (512); 5.9M parameters.
+        """The shapes-world text-to-image model: 64×64 RGB, patch 8 (8×8 = 64 tokens), width 256, depth 8,
+        CrossWKV heads of 64, text features of the tiny CLIP (``assets/clip-shapes``: 64-wide tokens and pooled
+        embedding); 10.1M parameters.
 
-        Sized for a 2-core CPU, where 20 CFG steps must take ≤ 3 s. Measured single-threaded CPU time (Zen 4
-        EPYC, torch 2.14): forward at batch 1 ≈ 50 ms, CFG-batched forward (batch 2) ≈ 125 ms, text states for
-        77 tokens ≈ 50 ms, a 20-step CFG pipeline call ≈ 2.6–2.9 s, an AdamW step at batch 32 ≈ 6.9 s. Width
-        256 / depth 10 (12.5M) costs 1.7× that (≈ 210 ms per CFG forward) and misses the budget."""
-        return dict(in_channels=3, patch_size=4, sample_size=64, width=192, depth=8, head_dim=32, mlp_ratio=2.5,
-                    text_dim=512, cross_attn="crosswkv", cross_head_dim=64)
+        Sized for a 2-core CPU. Measured single-threaded (Zen 4 EPYC, torch 2.14, another job on the second
+        core): an AdamW step at batch 32 ≈ 2.6 s and a CFG-batched forward (batch 2) ≈ 50 ms; patch 4 at width
+        192 (256 tokens) costs 7.1 s and 107 ms, too slow to train to a useful point on this machine."""
+        return dict(in_channels=3, patch_size=8, sample_size=64, width=256, depth=8, head_dim=32, mlp_ratio=2.5,
+                    text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64)
 
     # Optimizer groups
 

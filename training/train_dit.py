@@ -19,16 +19,17 @@ import torch  # noqa: E402
 
 from genmodels.data import build_dataset  # noqa: E402
 from genmodels.diffusion.edm import SigmaSampler  # noqa: E402
-from genmodels.diffusion.objectives import EDMObjective  # noqa: E402
+from genmodels.diffusion.flow import FlowObjective  # noqa: E402
+from genmodels.diffusion.objectives import EDMObjective, TextConditioned  # noqa: E402
 from genmodels.models import build_model, model_entry  # noqa: E402
 from training.loop import TrainConfig, train  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="backbone family (hdit)")
+    p.add_argument("--model", required=True, help="backbone family (hdit, sana)")
     p.add_argument("--config", default="tiny", help="named model config (tiny, pianoroll, ...) or a JSON file")
-    p.add_argument("--dataset", required=True, help="dataset name (pianoroll)")
+    p.add_argument("--dataset", required=True, help="dataset name (pianoroll, shapes)")
     p.add_argument("--dataset-args", default="{}", help="dataset keyword arguments as JSON, e.g. '{\"width\": 128}'")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--max-steps", type=int, default=1000)
@@ -59,6 +60,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--immiscible", choices=["none", "knn", "assign"], default="none",
                    help="immiscible diffusion: nearest-of-k noise (knn) or batch linear assignment")
     p.add_argument("--immiscible-k", type=int, default=4)
+    p.add_argument("--text-encoder", default=None,
+                   help="text-conditioned training: an open_clip folder (e.g. assets/clip-shapes) or a diffusers "
+                        "text-encoder folder; captions come from the dataset's 'caption' field")
+    p.add_argument("--text-drop-prob", type=float, default=0.1, help="caption dropout for classifier-free guidance")
+    p.add_argument("--logit-mean", type=float, default=0.0, help="flow: logit-normal timestep mean")
+    p.add_argument("--logit-std", type=float, default=1.0, help="flow: logit-normal timestep std")
+    p.add_argument("--flow-shift", type=float, default=None,
+                   help="flow: timestep shift (default √(H·W)/64, 1 at 64×64)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p.parse_args(argv)
 
@@ -110,23 +119,97 @@ def main(argv=None) -> dict:
     shape = tuple(train_ds[0]["pixel_values"].shape)
     if hasattr(model, "check_input_size"):
         model.check_input_size(*shape[-2:])
-    if entry.objective != "edm":
-        raise SystemExit(f"objective {entry.objective!r} is not wired into train_dit yet")
-    objective = EDMObjective(
-        sigma_sampler=SigmaSampler(kind=args.sigma_dist, image_d=max(shape[-2:])),
-        weighting=args.weighting, immiscible=args.immiscible, immiscible_k=args.immiscible_k,
-    )
+    objective = build_objective(args, entry.objective, shape)
+    text_encoder = None
+    if args.text_encoder:
+        if "caption" not in train_ds[0]:
+            raise SystemExit(f"--text-encoder given, but the {args.dataset} dataset has no captions")
+        text_encoder = load_text_encoder(args.text_encoder)
+        if getattr(model.config, "text_dim", None) != text_encoder.width:
+            raise SystemExit(f"the text encoder's tokens are {text_encoder.width} wide; the model expects "
+                             f"text_dim={getattr(model.config, 'text_dim', None)}")
+        use_pooled = bool(getattr(model, "pooled_dim", 0))
+        if use_pooled and model.pooled_dim != text_encoder.embed_dim:
+            raise SystemExit(f"the text encoder's pooled features are {text_encoder.embed_dim} wide; the model "
+                             f"expects pooled_text_dim={model.pooled_dim}")
+        objective = TextConditioned(objective, text_encoder, use_pooled=use_pooled)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    return train(cfg, model, objective, train_ds, val_dataset=val_ds,
-                 sample_fn=make_sample_fn(args.dataset, shape) if args.sample_every else None,
-                 save_fn=make_save_fn(args.model, args.dataset, shape))
+    sample_fn = None
+    if args.sample_every:
+        sample_fn = (make_text_sample_fn(text_encoder, shape) if text_encoder is not None
+                     else make_sample_fn(args.dataset, shape))
+    return train(cfg, model, objective, train_ds, val_dataset=val_ds, sample_fn=sample_fn,
+                 save_fn=make_save_fn(args.model, args.dataset, shape, text_encoder))
 
 
-def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...]):
+def build_objective(args, kind: str, shape: tuple[int, ...]):
+    """The training objective a model family uses (``ModelEntry.objective``), from the command line."""
+    if kind == "edm":
+        return EDMObjective(
+            sigma_sampler=SigmaSampler(kind=args.sigma_dist, image_d=max(shape[-2:])),
+            weighting=args.weighting, immiscible=args.immiscible, immiscible_k=args.immiscible_k,
+        )
+    if kind == "flow":
+        if args.immiscible != "none":
+            raise SystemExit("--immiscible is implemented for the EDM objective only")
+        if not 0 <= args.text_drop_prob <= 1:
+            raise SystemExit(f"--text-drop-prob must lie in [0, 1], got {args.text_drop_prob}")
+        return FlowObjective(shift=args.flow_shift, logit_mean=args.logit_mean, logit_std=args.logit_std,
+                             text_drop_prob=args.text_drop_prob)
+    raise SystemExit(f"objective {kind!r} is not wired into train_dit")
+
+
+def load_text_encoder(path: str):
+    """A frozen :class:`~genmodels.text.CLIPTextEncoder` from an open_clip folder or a diffusers folder."""
+    from genmodels.text import CLIPTextEncoder, TextEncoderError
+
+    folder = Path(path)
+    try:
+        if (folder / "config.json").is_file():
+            return CLIPTextEncoder.from_pretrained(str(folder), use_safetensors=True)
+        return CLIPTextEncoder.from_open_clip(folder)
+    except (OSError, TextEncoderError) as err:
+        raise SystemExit(f"cannot load the text encoder {path}: {err}") from err
+
+
+def make_text_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, guidance: float = 4.0):
+    """A sample-grid function for text-to-image training: the first prompt of each shapes-eval category."""
+    from PIL import Image
+
+    from genmodels.diffusion.flow import make_flow_scheduler
+    from genmodels.eval.shapes_oracle import load_eval_set
+    from genmodels.pipelines.text_to_image import TextToImagePipeline
+
+    prompts = list({item["category"]: item["prompt"] for item in reversed(load_eval_set())}.values())
+
+    def sample_fn(model, step: int):
+        pipe = TextToImagePipeline(transformer=model, scheduler=make_flow_scheduler("dpmsolver++"),
+                                   text_encoder=text_encoder)
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, height=shape[-2],
+                      width=shape[-1], generator=torch.Generator().manual_seed(0)).images
+        grid = Image.new("RGB", (shape[-1] * len(images), shape[-2]))
+        for i, image in enumerate(images):
+            grid.paste(image, (i * shape[-1], 0))
+        return grid
+
+    return sample_fn
+
+
+def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], text_encoder=None):
     """Save the final EMA model as a diffusers pipeline folder where a pipeline exists, else the bare model."""
 
     def save_fn(ema_model, out_dir: Path) -> None:
+        if model_name == "sana" and text_encoder is not None:
+            from genmodels.diffusion.flow import make_flow_scheduler
+            from genmodels.pipelines.text_to_image import TextToImagePipeline
+
+            ema_model.register_to_config(sample_size=int(shape[-1]))
+            pipe = TextToImagePipeline(transformer=ema_model, scheduler=make_flow_scheduler("dpmsolver++"),
+                                       text_encoder=text_encoder.to("cpu"))
+            pipe.save_pretrained(Path(out_dir) / "pipeline")
+            return
         if model_name == "hdit" and dataset_name == "pianoroll":
             from genmodels.diffusion.sampling import make_edm_scheduler
             from genmodels.pipelines import PianoRollInpaintPipeline

@@ -44,3 +44,29 @@ class EDMObjective:
             noise = training_noise(x0, self.immiscible, self.immiscible_k, generator=generator)
         cond = {arg: batch[key] for arg, key in self.cond_keys.items() if key in batch}
         return KarrasDenoiser(model, weighting=self.weighting).loss(x0, noise, sigma, **cond)
+
+
+class TextConditioned:
+    """Wrap an objective so that ``batch["caption"]`` (a list of strings) reaches the model as text features.
+
+    ``text_encoder.encode(captions) -> (tokens [B, L, D], mask [B, L], pooled [B, P])`` runs frozen, without
+    gradients, on the batch's device; the objective then sees ``encoder_hidden_states``,
+    ``encoder_attention_mask`` and (when ``use_pooled``) ``pooled_text``. Caption dropout for classifier-free
+    guidance stays the wrapped objective's job.
+    """
+
+    def __init__(self, objective, text_encoder, *, use_pooled: bool = True):
+        self.objective, self.text_encoder, self.use_pooled = objective, text_encoder, use_pooled
+
+    def __call__(self, model, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        captions = batch.get("caption")
+        if captions is None:
+            raise KeyError("a text-conditioned objective needs batch['caption'] (a list of strings)")
+        device = batch["pixel_values"].device
+        if next(self.text_encoder.parameters()).device != device:
+            self.text_encoder.to(device)
+        with torch.no_grad():
+            tokens, mask, pooled = self.text_encoder.encode(list(captions))
+        batch = {**batch, "encoder_hidden_states": tokens, "encoder_attention_mask": mask,
+                 "pooled_text": pooled if self.use_pooled else None}
+        return self.objective(model, batch, generator)

@@ -24,7 +24,8 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-import genmodels.sana  # noqa: F401  (diffusers loads the transformer only from an imported module)
+import genmodels.sana  # noqa: F401  (diffusers loads components only from imported modules)
+import genmodels.text.clip  # noqa: F401
 from genmodels.diffusion.flow import cfg_velocity, sample_flow_inpaint, sample_flow_scheduler, scheduler_shift
 
 ProgressFn = Callable[[int, int], None]

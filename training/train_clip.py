@@ -1,0 +1,200 @@
+"""Train a tiny CLIP on shapes-world pairs: ``python training/train_clip.py --output-dir runs/clip-shapes``.
+
+An ``open_clip.CLIP`` from a small custom config (``training/recipes/clip_shapes.json``: a ViT over 8×8 patches
+of the 64×64 image, a 4-layer causal text transformer on open_clip's tokenizer), open_clip's contrastive
+``ClipLoss`` with the learnable temperature, AdamW with warm-up and cosine decay. Pairs are rendered on the fly
+(``ShapesDataset``), images fed in [-1, 1] (the saved ``preprocess_cfg`` says mean = std = 0.5, so open_clip's
+own transforms reproduce that).
+
+Output (written atomically, loadable by ``open_clip.create_model("local-dir:OUT")`` and by
+``genmodels.text.CLIPTextEncoder.from_open_clip(OUT)``): ``open_clip_config.json`` (``model_cfg`` +
+``preprocess_cfg``), ``open_clip_model.safetensors`` and ``metrics.json`` with held-out retrieval:
+
+- ``caption_to_image_top1``: for each of N held-out captions, is its own image the nearest of the N images;
+- ``caption_to_image_top1_oracle``: is the nearest image one the oracle says the caption is true of (captions
+  are partial descriptions: "a circle" fits many of the N images, so this is the figure that matters);
+- ``image_to_caption_top1``: the reverse direction, exact pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from genmodels.data.shapes import ShapesDataset  # noqa: E402
+from genmodels.text.clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS  # noqa: E402
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "recipes" / "clip_shapes.json"
+PREPROCESS_CFG = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+                  "resize_mode": "shortest"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="open_clip model config (JSON with embed_dim, "
+                   "vision_cfg, text_cfg)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training wall time")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--eval-pairs", type=int, default=1000, help="held-out pairs for the retrieval figures")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p.parse_args(argv)
+
+
+def load_model_cfg(path: str | Path) -> dict:
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"cannot read the CLIP config {path}: {err}") from err
+    cfg = cfg.get("model_cfg", cfg)
+    if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg):
+        raise SystemExit(f"{path} must hold an open_clip model config with embed_dim, vision_cfg and text_cfg")
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warm-up then cosine decay to 10% of --lr at --max-steps."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def retrieval_metrics(model, tokenizer, n: int, image_size: int, seed: int, batch_size: int = 250) -> dict:
+    """Held-out (val split) retrieval over ``n`` pairs; see the module docstring."""
+    from genmodels.eval.shapes_oracle import score
+
+    model.eval()
+    data = ShapesDataset("val", size=image_size, length=n, seed=seed)
+    items = [data[i] for i in range(n)]
+    image_features, text_features = [], []
+    for start in range(0, n, batch_size):
+        chunk = items[start:start + batch_size]
+        image_features.append(model.encode_image(torch.stack([it["pixel_values"] for it in chunk]), normalize=True))
+        text_features.append(model.encode_text(tokenizer([it["caption"] for it in chunk]), normalize=True))
+    sim = torch.cat(text_features) @ torch.cat(image_features).T  # [caption, image]
+    nearest_image = sim.argmax(1)
+    target = torch.arange(n)
+    images_uint8 = [((it["pixel_values"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy() for it in items]
+    oracle_hits = [score(images_uint8[j], json.loads(items[i]["spec"])) for i, j in enumerate(nearest_image.tolist())]
+    model.train()
+    return {
+        "pairs": n,
+        "caption_to_image_top1": float((nearest_image == target).float().mean()),
+        "caption_to_image_top1_oracle": float(sum(oracle_hits) / n),
+        "image_to_caption_top1": float((sim.argmax(0) == target).float().mean()),
+        "chance_top1": 1.0 / n,
+    }
+
+
+def save_open_clip_folder(model, model_cfg: dict, metrics: dict, out_dir: Path) -> Path:
+    """Write open_clip's local-folder layout atomically: a temporary sibling folder renamed into place."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / OPEN_CLIP_WEIGHTS))
+    config = {"model_cfg": model_cfg, "preprocess_cfg": {**PREPROCESS_CFG, "size": model_cfg["vision_cfg"]["image_size"]}}
+    (tmp / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def main(argv=None) -> dict:
+    import open_clip
+
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.max_steps < 1 or args.batch_size < 2 or args.eval_pairs < 2:
+        raise SystemExit("need --max-steps ≥ 1, --batch-size ≥ 2 (contrastive) and --eval-pairs ≥ 2")
+    model_cfg = load_model_cfg(args.config)
+    if model_cfg["vision_cfg"].get("image_size") != args.image_size:
+        raise SystemExit(f"vision_cfg.image_size {model_cfg['vision_cfg'].get('image_size')} differs from "
+                         f"--image-size {args.image_size}")
+    torch.manual_seed(args.seed)
+    model = open_clip.CLIP(**model_cfg)
+    tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
+    loss_fn = open_clip.ClipLoss()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
+    data = ShapesDataset("train", size=args.image_size, seed=args.seed)
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(args.seed))
+    out_dir = Path(args.output_dir)
+    log_path = out_dir.with_name(f"{out_dir.name}.log.jsonl")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("w")
+    start, step, epoch = time.monotonic(), 0, 0
+    bar = tqdm(total=args.max_steps, desc="train_clip", unit="step")
+    model.train()
+    while step < args.max_steps:
+        for batch in loader:
+            if step >= args.max_steps or (args.max_minutes and time.monotonic() - start > 60 * args.max_minutes):
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, args)
+            image_features = model.encode_image(batch["pixel_values"], normalize=True)
+            text_features = model.encode_text(tokenizer(batch["caption"]), normalize=True)
+            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            with torch.no_grad():  # CLIP's temperature clamp: logit scale ≤ 100
+                model.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            bar.update()
+            if step % args.log_every == 0 or step == 1:
+                record = {"step": step, "loss": loss.item(), "logit_scale": model.logit_scale.exp().item(),
+                          "lr": optimizer.param_groups[0]["lr"], "minutes": (time.monotonic() - start) / 60}
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+        else:
+            epoch += 1
+            continue
+        break
+    bar.close()
+    log.close()
+    metrics = {"steps": step, "batch_size": args.batch_size, "minutes": (time.monotonic() - start) / 60,
+               "final_loss": loss.item(), "parameters": sum(p.numel() for p in model.parameters()),
+               **retrieval_metrics(model, tokenizer, args.eval_pairs, args.image_size, args.seed)}
+    save_open_clip_folder(model, model_cfg, metrics, out_dir)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
