@@ -5,6 +5,8 @@ A plain (isotropic) diffusion transformer over ``p × p`` pixel patches, built f
 * **ReLU linear self-attention** (LiteLA): ``o_i = Σ_n v_n (φ(k_n)·φ(q_i)) / (Σ_n φ(k_n)·φ(q_i) + ε)``,
   φ = ReLU, ε = 1e-8, head_dim 32, no 1/√d; q, k, v are cast to float32 for the attention (SANA's
   ``fp32_attention``). Computed by the operator core's ``linear_attention``; optional RMS QK-norm (SANA 1.5).
+  ``self_attn="softmax"`` swaps in :class:`SoftmaxSelfAttention` (the same parameters, scaled-dot-product
+  softmax attention, O(N²)): the same-width softmax-attention DiT as a baseline.
 * **Mix-FFN** (GLUMBConv): 1×1 conv C → 2·hidden + SiLU → depthwise 3×3 → x·SiLU(gate) → 1×1 hidden → C.
   Its depthwise conv is the only positional signal: there is **no positional embedding** (NoPE).
 * **adaLN-single** (PixArt-α): one global ``t_block`` (SiLU → Linear(C, 6C)) from the timestep (+ pooled
@@ -53,6 +55,7 @@ from .layers.crosswkv import MODES as CROSS_ATTN_MODES
 
 LN_EPS = 1e-6  # SANA / PixArt LayerNorms (no affine)
 ATTN_EPS = 1e-8  # LiteLA's normaliser eps as the SANA blocks construct it
+SELF_ATTN_MODES = ("linear", "softmax")  # SanaDiT(self_attn=...): LinearSelfAttention | SoftmaxSelfAttention
 
 # Helpers
 
@@ -118,6 +121,48 @@ class LinearSelfAttention(nn.Module):
         return self.proj(rearrange(o, "b h n d -> b n (h d)").to(x.dtype))
 
 
+class SoftmaxSelfAttention(nn.Module):
+    """Multi-head softmax self-attention with :class:`LinearSelfAttention`'s parameters, ``[B, N, C] -> [B, N, C]``.
+
+    The same bias-free ``qkv``, optional full-width RMS QK-norm and biased output projection, under the same
+    names (identical state-dict keys and shapes); only the token mixer differs: ``softmax(q·kᵀ/√d)·v`` through
+    ``F.scaled_dot_product_attention``, O(N²) in the number of tokens. Unlike LiteLA it runs in the activation
+    dtype (no float32 cast); with float32 weights both are computed in float32.
+    """
+
+    def __init__(self, dim: int, head_dim: int = 32, qk_norm: bool = False):
+        super().__init__()
+        if dim % head_dim:
+            raise ValueError(f"width {dim} is not a multiple of head_dim {head_dim}")
+        self.dim, self.head_dim, self.n_heads = dim, head_dim, dim // head_dim
+        self.qkv = _xavier(nn.Linear(dim, 3 * dim, bias=False))
+        self.q_norm = RMSNorm(dim) if qk_norm else None
+        self.k_norm = RMSNorm(dim) if qk_norm else None
+        self.proj = _xavier(nn.Linear(dim, dim))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.n_heads}, head_dim={self.head_dim}, qk_norm={self.q_norm is not None}, softmax"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", d=self.head_dim) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(rearrange(o, "b h n d -> b n (h d)"))
+
+
+def make_self_attention(kind: str, dim: int, head_dim: int = 32, qk_norm: bool = False
+                        ) -> LinearSelfAttention | SoftmaxSelfAttention:
+    """The self-attention module for ``self_attn=kind`` (``"linear"``: LiteLA, ``"softmax"``: the O(N²)
+    baseline with the same parameters)."""
+    if kind == "linear":
+        return LinearSelfAttention(dim, head_dim, qk_norm)
+    if kind == "softmax":
+        return SoftmaxSelfAttention(dim, head_dim, qk_norm)
+    raise ValueError(f"self_attn must be one of {SELF_ATTN_MODES}, got {kind!r}")
+
+
 # Mix-FFN
 
 
@@ -151,7 +196,8 @@ class MixFFN(nn.Module):
 
 
 class SanaBlock(nn.Module):
-    """One SANA block: modulated linear self-attention, cross-attention to the text, modulated Mix-FFN.
+    """One SANA block: modulated linear self-attention (``self_attn="softmax"``: softmax), cross-attention to the
+    text, modulated Mix-FFN.
 
     ``forward(x [B, N, C], hw, t6 [B, 6, C], context [B, L, C] | None, context_mask [B, L] | None,
     state | None) -> [B, N, C]``; ``t6`` is the global adaLN-single output, to which the block adds its
@@ -161,11 +207,11 @@ class SanaBlock(nn.Module):
     """
 
     def __init__(self, dim: int, head_dim: int, mlp_ratio: float, cross_attn: str, cross_head_dim: int,
-                 qk_norm: bool = False, layer_id: int = 0, n_layers: int = 1):
+                 qk_norm: bool = False, layer_id: int = 0, n_layers: int = 1, self_attn: str = "linear"):
         super().__init__()
         self.dim = dim
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
-        self.attn = LinearSelfAttention(dim, head_dim, qk_norm)
+        self.attn = make_self_attention(self_attn, dim, head_dim, qk_norm)
         self.cross_attn = CrossWKV(dim, dim, head_dim=cross_head_dim, mode=cross_attn, layer_id=layer_id,
                                    n_layers=n_layers)
         self.mlp = MixFFN(dim, int(round(dim * mlp_ratio)))
@@ -271,7 +317,9 @@ class SanaDiT(ModelMixin, ConfigMixin):
     default image side; any side divisible by p works, there is no positional table), ``width`` C, ``depth``,
     ``head_dim`` (self-attention, 32 in SANA), ``mlp_ratio`` (Mix-FFN hidden = ratio·C), ``qk_norm``,
     ``text_dim`` (per-token text features), ``pooled_text_dim`` (None = text_dim, 0 = no pooled input),
-    ``cross_attn`` (``"crosswkv" | "joint" | "softmax"``), ``cross_head_dim``, ``timestep_freq_dim``.
+    ``cross_attn`` (``"crosswkv" | "joint" | "softmax"``), ``cross_head_dim``, ``timestep_freq_dim``,
+    ``self_attn`` (``"linear"``: SANA's ReLU linear attention; ``"softmax"``: the same model with softmax
+    self-attention, identical parameters, as the quadratic baseline).
     """
 
     _supports_gradient_checkpointing = True
@@ -294,10 +342,13 @@ class SanaDiT(ModelMixin, ConfigMixin):
         cross_attn: str = "crosswkv",
         cross_head_dim: int = 64,
         timestep_freq_dim: int = 256,
+        self_attn: str = "linear",
     ):
         super().__init__()
         if cross_attn not in CROSS_ATTN_MODES:
             raise ValueError(f"cross_attn must be one of {CROSS_ATTN_MODES}, got {cross_attn!r}")
+        if self_attn not in SELF_ATTN_MODES:
+            raise ValueError(f"self_attn must be one of {SELF_ATTN_MODES}, got {self_attn!r}")
         if depth < 1 or patch_size < 1 or sample_size % patch_size:
             raise ValueError(f"need depth ≥ 1 and sample_size divisible by patch_size, got depth={depth}, "
                              f"patch_size={patch_size}, sample_size={sample_size}")
@@ -321,7 +372,8 @@ class SanaDiT(ModelMixin, ConfigMixin):
         )
 
         self.blocks = nn.ModuleList(
-            SanaBlock(width, head_dim, mlp_ratio, cross_attn, cross_head_dim, qk_norm, layer_id=i, n_layers=depth)
+            SanaBlock(width, head_dim, mlp_ratio, cross_attn, cross_head_dim, qk_norm, layer_id=i, n_layers=depth,
+                      self_attn=self_attn)
             for i in range(depth)
         )
         self.final_layer = FinalLayer(width, patch_size, self.out_channels)
@@ -334,7 +386,8 @@ class SanaDiT(ModelMixin, ConfigMixin):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"patch_size={c.patch_size}, width={c.width}, depth={c.depth}, cross_attn={c.cross_attn!r}"
+        return (f"patch_size={c.patch_size}, width={c.width}, depth={c.depth}, self_attn={c.self_attn!r}, "
+                f"cross_attn={c.cross_attn!r}")
 
     # Configurations
 
@@ -346,14 +399,15 @@ class SanaDiT(ModelMixin, ConfigMixin):
 
     @classmethod
     def shapes_config(cls) -> dict:
-        """The shapes-world text-to-image model: 64×64 RGB, patch 8 (8×8 = 64 tokens), width 256, depth 8,
+        """The shapes-world text-to-image model: 64×64 RGB, patch 8 (8×8 = 64 tokens), width 192, depth 8,
         CrossWKV heads of 64, text features of the tiny CLIP (``assets/clip-shapes``: 64-wide tokens and pooled
-        embedding); 10.1M parameters.
+        embedding); 5.8M parameters (11.6 MB in fp16, so the pipeline with its text encoder stays under 20 MB).
 
         Sized for a 2-core CPU. Measured single-threaded (Zen 4 EPYC, torch 2.14, another job on the second
-        core): an AdamW step at batch 32 ≈ 2.6 s and a CFG-batched forward (batch 2) ≈ 50 ms; patch 4 at width
-        192 (256 tokens) costs 7.1 s and 107 ms, too slow to train to a useful point on this machine."""
-        return dict(in_channels=3, patch_size=8, sample_size=64, width=256, depth=8, head_dim=32, mlp_ratio=2.5,
+        core): an AdamW step at batch 32 ≈ 1.8 s and a CFG-batched forward (batch 2) ≈ 37 ms. Patch 4 (256
+        tokens) costs 7.1 s and 107 ms, too slow to train to a useful point here; width 256 (10.1M, 2.6 s) would
+        not fit the asset budget in fp16."""
+        return dict(in_channels=3, patch_size=8, sample_size=64, width=192, depth=8, head_dim=32, mlp_ratio=2.5,
                     text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64)
 
     # Optimizer groups
@@ -608,10 +662,12 @@ __all__ = [
     "MixFFN",
     "SanaBlock",
     "SanaDiT",
+    "SoftmaxSelfAttention",
     "TextContext",
     "TimestepEmbedder",
     "block_importance",
     "grow_depth",
+    "make_self_attention",
     "prune_blocks",
     "timestep_embedding",
 ]

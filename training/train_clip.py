@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from genmodels.data.shapes import ShapesDataset  # noqa: E402
+from genmodels.io import replace_dir_atomic  # noqa: E402
 from genmodels.text.clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "recipes" / "clip_shapes.json"
@@ -109,23 +109,15 @@ def retrieval_metrics(model, tokenizer, n: int, image_size: int, seed: int, batc
 
 
 def save_open_clip_folder(model, model_cfg: dict, metrics: dict, out_dir: Path) -> Path:
-    """Write open_clip's local-folder layout atomically: a temporary sibling folder renamed into place."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / OPEN_CLIP_WEIGHTS))
-    config = {"model_cfg": model_cfg, "preprocess_cfg": {**PREPROCESS_CFG, "size": model_cfg["vision_cfg"]["image_size"]}}
-    (tmp / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    """Write open_clip's local-folder layout; the folder appears complete or not at all."""
+    with replace_dir_atomic(out_dir) as tmp:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / OPEN_CLIP_WEIGHTS))
+        preprocess = {**PREPROCESS_CFG, "size": model_cfg["vision_cfg"]["image_size"]}
+        (tmp / OPEN_CLIP_CONFIG).write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess},
+                                                       indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return Path(out_dir)
 
 
 def main(argv=None) -> dict:

@@ -125,7 +125,7 @@ class FlowObjective:
         return (pred.float() - flow_target(x0, noise).float()).pow(2).flatten(1).mean(1)
 
 
-def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:  # one generator (training)
     draw_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=draw_device).to(device)
 

@@ -44,11 +44,18 @@ def get_sigmas_karras(n: int, sigma_min: float = 1e-2, sigma_max: float = 80.0, 
     return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device=device, dtype=torch.float32)
 
 
-def _randn(shape, generator: torch.Generator | None, like: torch.Tensor | None = None, *, device=None,
-           dtype=None) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device, returned on ``like``'s (or the given) device."""
+def _randn(shape, generator: torch.Generator | list[torch.Generator] | None, like: torch.Tensor | None = None, *,
+           device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device, returned on ``like``'s (or the given) device.
+
+    ``generator`` may be a list with one generator per item of the leading dimension (diffusers' convention):
+    item i is then drawn from ``generator[i]`` alone, so it does not depend on what else is in the batch."""
     device = like.device if like is not None else device
     dtype = like.dtype if like is not None else dtype
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([_randn((1, *shape[1:]), g, device=device, dtype=dtype) for g in generator])
     draw_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=draw_device, dtype=dtype).to(device)
 

@@ -74,6 +74,7 @@ class TextToImagePipeline(DiffusionPipeline):
     """SanaDiT (``transformer``) + flow scheduler (``scheduler``) + text encoder (``text_encoder``)."""
 
     model_cpu_offload_seq = "transformer"
+    accepts_generator_list = True  # generator may be one per prompt (batch-invariant results; see __call__)
     _optional_components = ["text_encoder"]
 
     def __init__(self, transformer, scheduler, text_encoder=None):
@@ -86,8 +87,8 @@ class TextToImagePipeline(DiffusionPipeline):
 
     # Inputs
 
-    def check_inputs(self, prompt, num_inference_steps, guidance_scale, mask, image, output_type,
-                     height, width) -> tuple[list[str], np.ndarray | None, np.ndarray | None, int, int]:
+    def check_inputs(self, prompt, num_inference_steps, guidance_scale, mask, image, output_type, height, width,
+                     generator=None) -> tuple[list[str], np.ndarray | None, np.ndarray | None, int, int]:
         """Validate everything before any work; returns (prompts, mask [H, W] bool, image [H, W, 3] uint8,
         height, width)."""
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -106,6 +107,9 @@ class TextToImagePipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
         if (mask is None) != (image is None):
             raise ValueError("inpainting needs both image and mask (True / white = generate); give both or neither")
+        if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
+            raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts; give one per prompt "
+                             "(or a single generator)")
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text_encoder; pass one with encode(prompts) -> "
                              "(tokens, mask, pooled)")
@@ -152,7 +156,7 @@ class TextToImagePipeline(DiffusionPipeline):
         prompt: str | list[str],
         num_inference_steps: int = 20,
         guidance_scale: float = 4.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         mask: ImageInput | None = None,
         image: ImageInput | None = None,
         output_type: str = "pil",
@@ -163,12 +167,15 @@ class TextToImagePipeline(DiffusionPipeline):
     ) -> TextToImageOutput:
         """Generate one image per prompt (or inpaint ``image`` where ``mask`` is True, the same for every prompt).
 
+        ``generator``: one for the whole batch, or a list with one per prompt (then image i depends only on
+        prompt i and ``generator[i]``, whatever the batch).
+
         ``guidance_scale`` w: v = v_null + w·(v_text − v_null), one batched call per step (w = 1 skips the null
         branch). ``callback(step, num_inference_steps)`` fires after every step. Raises ``ValueError`` on bad
         input and ``FloatingPointError`` if the model produces NaN / inf.
         """
         prompts, mask, image, height, width = self.check_inputs(prompt, num_inference_steps, guidance_scale, mask,
-                                                                image, output_type, height, width)
+                                                                image, output_type, height, width, generator)
         transformer = self.transformer
         device, dtype = self._execution_device, transformer.dtype
         batch = len(prompts)

@@ -92,6 +92,23 @@ def test_non_finite_model_output_raises_floating_point_error():
         pipe("a red circle", num_inference_steps=2)
 
 
+@pytest.mark.parametrize("inpaint", [False, True])
+def test_one_generator_per_prompt_makes_each_image_independent_of_the_batch(inpaint):
+    pipe = _pipe()
+    extra = {}
+    if inpaint:
+        mask = np.zeros((32, 32), bool)
+        mask[:, :16] = True
+        extra = dict(mask=mask, image=np.full((32, 32, 3), 40, np.uint8))
+    prompts = ["a red circle", "two blue squares", "a green triangle"]
+    batch = pipe(prompts, num_inference_steps=3, output_type="np",
+                 generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)], **extra).images
+    alone = pipe(prompts[1], num_inference_steps=3, output_type="np",
+                 generator=[torch.Generator().manual_seed(6)], **extra).images
+    assert np.array_equal(batch[1], alone[0])
+    assert not np.array_equal(batch[0], batch[2])
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(prompt=""), "prompt is empty"),
     (dict(prompt=["a circle", "  "]), "prompt is empty"),
@@ -105,6 +122,7 @@ def test_non_finite_model_output_raises_floating_point_error():
     (dict(image=np.zeros((32, 32, 3), np.uint8), mask=np.ones((16, 32), bool)), "must match"),
     (dict(image=np.zeros((32, 32, 3), np.uint8), mask=np.zeros((32, 32), bool)), "covers nothing"),
     (dict(height=30), "multiples of patch_size"),
+    (dict(generator=[torch.Generator(), torch.Generator()]), "generators for 1 prompts"),
 ])
 def test_bad_inputs_raise_value_error(kwargs, match):
     pipe = _pipe()

@@ -1,0 +1,86 @@
+"""training/train_clip.py on a tiny config, and text-conditioned flow training through train_dit."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import open_clip
+import pytest
+import torch
+
+from genmodels.loading import load_pipeline
+from genmodels.pipelines.text_to_image import TextToImagePipeline
+from genmodels.text import CLIPTextEncoder
+from training import train_clip, train_dit
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clip")
+    config = root / "clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    torch.set_num_threads(1)
+    metrics = train_clip.main(["--output-dir", str(root / "out"), "--config", str(config), "--image-size", "32",
+                               "--max-steps", "120", "--batch-size", "16", "--warmup-steps", "10", "--lr", "3e-3",
+                               "--eval-pairs", "40", "--log-every", "1"])
+    return root / "out", metrics
+
+
+def test_train_clip_writes_an_open_clip_folder_with_metrics(tiny_clip):
+    folder, metrics = tiny_clip
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["steps"] == 120 and saved["pairs"] == 40
+    for key in ("caption_to_image_top1", "caption_to_image_top1_oracle", "image_to_caption_top1"):
+        assert 0.0 <= saved[key] <= 1.0
+    model = open_clip.create_model(f"local-dir:{folder}")  # open_clip itself reads the folder
+    assert model.context_length == 24
+    encoder = CLIPTextEncoder.from_open_clip(folder)
+    with torch.no_grad():
+        reference = model.eval().encode_text(encoder.tokenize(["a red circle"]), normalize=True)
+    torch.testing.assert_close(encoder.encode(["a red circle"])[2], reference, rtol=1e-5, atol=1e-6)
+
+
+def test_train_clip_lowers_the_contrastive_loss(tiny_clip):
+    folder, _ = tiny_clip
+    log = [json.loads(line) for line in folder.with_name("out.log.jsonl").read_text().splitlines()]
+    first, last = log[0]["loss"], sum(r["loss"] for r in log[-5:]) / 5
+    assert last < first - 0.2 and last < math.log(16) - 0.1, (first, last)  # chance: ln 16
+
+
+def test_train_clip_rejects_a_config_for_another_image_size(tmp_path):
+    config = tmp_path / "clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    with pytest.raises(SystemExit, match="image_size"):
+        train_clip.main(["--output-dir", str(tmp_path / "out"), "--config", str(config), "--image-size", "64"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_dit_trains_sana_on_shapes_with_text_and_saves_a_pipeline(tiny_clip, tmp_path):
+    folder, _ = tiny_clip
+    out = tmp_path / "run"
+    summary = train_dit.main(["--model", "sana", "--config", "tiny", "--dataset", "shapes",
+                              "--dataset-args", '{"size": 32}', "--text-encoder", str(folder),
+                              "--output-dir", str(out), "--max-steps", "3", "--batch-size", "4",
+                              "--checkpoint-every", "3", "--log-every", "1", "--threads", "1"])
+    assert summary["step"] == 3
+    pipe = load_pipeline(TextToImagePipeline, out / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
+    # the pipeline's text encoder is the trained CLIP's text tower
+    torch.testing.assert_close(pipe.text_encoder.encode(["a circle"])[2],
+                               CLIPTextEncoder.from_open_clip(folder).encode(["a circle"])[2])
+
+
+def test_train_dit_refuses_a_text_encoder_of_the_wrong_width(tiny_clip, tmp_path):
+    folder, _ = tiny_clip
+    with pytest.raises(SystemExit, match="text_dim"):
+        train_dit.main(["--model", "sana", "--config", "shapes", "--dataset", "shapes", "--text-encoder",
+                        str(folder), "--output-dir", str(tmp_path / "run"), "--max-steps", "1"])
