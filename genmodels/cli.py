@@ -2,14 +2,19 @@
 
     lingen pianoroll inpaint --midi IN.mid --bars 5-8 --pitches 60-84 --repaint 2 --samples 8 --out DIR
     lingen pianoroll inpaint --midi IN.mid --mask mask.png --out DIR
+    lingen generate --model FOLDER --prompt "a red circle" --prompt "a blue square" --seed 7 --out DIR
+    lingen generate --model FOLDER --prompts prompts.txt --mask mask.png --image photo.png --out DIR
 
-Errors in the input (a corrupt MIDI file, an impossible range, a mask that covers nothing) are reported in
-one line on stderr with exit status 2, and nothing is written.
+Errors in the input (a corrupt MIDI file, an impossible range, a mask that covers nothing, an unsafe or
+unknown checkpoint, an empty prompt) are reported in one line on stderr with exit status 2, and nothing is
+written.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +22,13 @@ from pathlib import Path
 from genmodels.io import ASSETS_DIR
 
 DEFAULT_PIANOROLL_MODEL = ASSETS_DIR / "pianoroll-hdit"
+DEFAULT_IMAGE_MODEL = ASSETS_DIR / "shapes-sana"
+
+# `lingen generate` serves every image model of the project: the checkpoint folder's model_index.json names
+# its pipeline class (``_class_name``), looked up here as "module:attribute".
+IMAGE_PIPELINES = {
+    "TextToImagePipeline": "genmodels.pipelines.text_to_image:TextToImagePipeline",
+}
 
 
 class CliError(Exception):
@@ -92,10 +104,150 @@ def pianoroll_inpaint(args) -> dict:
     return manifest
 
 
+def _add_generate(sub) -> None:
+    g = sub.add_parser(
+        "generate", help="text-to-image (and inpainting) with an image model checkpoint",
+        description="Write DIR/0000.png, DIR/0001.png, ... (one per prompt, in order) and DIR/manifest.jsonl. "
+                    "Image i uses seed SEED + i with its own generator, so an image depends only on its prompt, "
+                    "its seed and the settings, never on --batch-size or on the other prompts.")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a prompt (repeat for several images)")
+    src.add_argument("--prompts", help="text file, one prompt per line (blank lines are skipped)")
+    g.add_argument("--model", default=str(DEFAULT_IMAGE_MODEL), help="pipeline folder (model_index.json)")
+    g.add_argument("--mask", help="inpainting mask (white = generate), the image's size; needs --image")
+    g.add_argument("--image", help="image to inpaint (kept exactly outside the mask); needs --mask")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i")
+    g.add_argument("--steps", type=int, default=20, help="sampler steps")
+    g.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    g.add_argument("--batch-size", type=int, default=4,
+                   help="images per pipeline call, where the pipeline takes one generator per image "
+                        "(otherwise images are made one at a time); never changes the result")
+    g.add_argument("--height", type=int, help="image height (default: the model's; with --width)")
+    g.add_argument("--width", type=int, help="image width (default: the model's; with --height)")
+    g.add_argument("--out", required=True, help="output folder")
+
+
+def _read_prompts(args) -> list[str]:
+    if args.prompts is None:
+        prompts = list(args.prompt)
+        blank = [i for i, p in enumerate(prompts) if not p.strip()]
+        if blank:
+            raise CliError(f"--prompt number {blank[0] + 1} is empty: describe the image to generate")
+        return prompts
+    try:
+        text = Path(args.prompts).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CliError(f"cannot read prompts file {args.prompts}: {err}") from err
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise CliError(f"prompts file {args.prompts} holds no prompt (one per line, blank lines are skipped)")
+    return prompts
+
+
+def _read_image(path: str, mode: str, what: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)  # decodes fully, so a truncated file fails here, not mid-run
+    except (OSError, Image.DecompressionBombError) as err:
+        raise CliError(f"cannot read {what} {path}: {err}") from err
+
+
+def _pipeline_class(model_dir: Path):
+    index = model_dir / "model_index.json"
+    if not index.is_file():
+        hint = " (the shipped model is not built yet; pass --model FOLDER)" if model_dir == DEFAULT_IMAGE_MODEL \
+            else ""
+        raise CliError(f"{model_dir} is not a pipeline folder (no model_index.json){hint}")
+    try:
+        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise CliError(f"{index} is not a valid pipeline index: {err}") from err
+    if name not in IMAGE_PIPELINES:
+        raise CliError(f"{model_dir} holds a {name!r} pipeline; lingen generate supports "
+                       f"{', '.join(sorted(IMAGE_PIPELINES))}")
+    module, attr = IMAGE_PIPELINES[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def generate(args) -> list[dict]:
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from tqdm.auto import tqdm
+
+    from genmodels.io import atomic_path, write_text_atomic
+    from genmodels.loading import load_pipeline
+
+    # Everything is checked and loaded before the first file is written.
+    prompts = _read_prompts(args)
+    if args.steps < 1:
+        raise CliError(f"--steps must be at least 1, got {args.steps}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0 <= args.seed or args.seed + len(prompts) - 1 >= 2**63:
+        raise CliError(f"--seed must be in 0..2^63 - {len(prompts)} ({len(prompts)} images), got {args.seed}")
+    if (args.height is None) != (args.width is None):
+        raise CliError("give --height and --width together, or neither (the model's default size)")
+    if args.height is not None and (args.height < 1 or args.width < 1):
+        raise CliError(f"--height and --width must be positive, got {args.height}×{args.width}")
+    if (args.mask is None) != (args.image is None):
+        raise CliError("inpainting needs both --mask (white = generate) and --image; give both or neither")
+    mask = image = None
+    if args.mask is not None:
+        mask, image = _read_image(args.mask, "L", "mask image"), _read_image(args.image, "RGB", "image")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a folder")
+    model_dir = Path(args.model)
+    cls = _pipeline_class(model_dir)
+    bars_on = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # stderr keeps to our bar and, on error, the one error line
+    try:
+        pipe = load_pipeline(cls, model_dir)
+    except (OSError, RuntimeError, KeyError) as err:  # unsafe/malformed folders raise ValueError themselves
+        raise CliError(f"cannot load the pipeline in {model_dir}: {err}") from err
+    finally:
+        if bars_on:
+            diffusers_logging.enable_progress_bar()
+    pipe.set_progress_bar_config(disable=True)
+    settings = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, mask=mask, image=image,
+                    height=args.height, width=args.width)
+    pipe.check_inputs(prompts, output_type="pil", **settings)  # the pipeline's own checks, before any work
+
+    # One generator per image; a pipeline that takes a list of them gets whole batches, others one image a call.
+    batch = args.batch_size if getattr(cls, "accepts_generator_list", False) else 1
+    base = {"steps": args.steps, "guidance": args.guidance, "model": str(model_dir), "pipeline": cls.__name__}
+    if mask is not None:
+        base.update(mask=str(args.mask), image=str(args.image))
+    records: list[dict] = []
+    with tqdm(total=len(prompts), desc="generate", unit="image") as bar:
+        for start in range(0, len(prompts), batch):
+            chunk = prompts[start:start + batch]
+            seeds = [args.seed + start + i for i in range(len(chunk))]
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            t0 = time.perf_counter()
+            result = pipe(chunk if batch > 1 else chunk[0], generator=gens if batch > 1 else gens[0], **settings)
+            seconds = round((time.perf_counter() - t0) / len(chunk), 3)
+            for i, (prompt, seed, img) in enumerate(zip(chunk, seeds, result.images, strict=True)):
+                index = start + i
+                name = f"{index:04d}.png"
+                with atomic_path(out / name) as tmp:
+                    img.save(tmp, format="PNG")
+                records.append({"index": index, "file": name, "prompt": prompt, "seed": seed, **base,
+                                "height": img.height, "width": img.width, "seconds": seconds})
+            # rewritten after every batch, so an interrupted run leaves a manifest of the images it made
+            write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            bar.update(len(chunk))
+    print(f"wrote {len(records)} image(s) and manifest.jsonl to {out}")
+    return records
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lingen", description="linear-time generative models")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_pianoroll(sub)
+    _add_generate(sub)
     return parser
 
 
@@ -104,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pianoroll" and args.action == "inpaint":
             pianoroll_inpaint(args)
+        elif args.command == "generate":
+            generate(args)
     except (CliError, ValueError, FloatingPointError) as err:
         print(f"lingen: error: {err}", file=sys.stderr)
         return 2
