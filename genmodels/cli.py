@@ -4,6 +4,7 @@
     lingen pianoroll inpaint --midi IN.mid --mask mask.png --out DIR
     lingen generate --model FOLDER --prompt "a red circle" --prompt "a blue square" --seed 7 --out DIR
     lingen generate --model FOLDER --prompts prompts.txt --mask mask.png --image photo.png --out DIR
+    lingen generate --model FOLDER --prompts prompts.txt --search best-of-n --n 8 --verifier clip --out DIR
 
 Errors in the input (a corrupt MIDI file, an impossible range, a mask that covers nothing, an unsafe or
 unknown checkpoint, an empty prompt) are reported in one line on stderr with exit status 2, and nothing is
@@ -23,6 +24,12 @@ from genmodels.io import ASSETS_DIR
 
 DEFAULT_PIANOROLL_MODEL = ASSETS_DIR / "pianoroll-hdit"
 DEFAULT_IMAGE_MODEL = ASSETS_DIR / "shapes-sana"
+DEFAULT_CLIP = ASSETS_DIR / "clip-shapes"
+SEARCHES = ("none", "best-of-n", "tournament")
+IMAGE_VERIFIERS = ("clip", "oracle", "ensemble")
+MAX_CANDIDATES = 1024
+ORACLE_WARNING = ("the shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not what a "
+                  "deployable search achieves; do not report it as a verifier result")
 
 # `lingen generate` serves every image model of the project: the checkpoint folder's model_index.json names
 # its pipeline class (``_class_name``), looked up here as "module:attribute".
@@ -125,6 +132,21 @@ def _add_generate(sub) -> None:
     g.add_argument("--height", type=int, help="image height (default: the model's; with --width)")
     g.add_argument("--width", type=int, help="image width (default: the model's; with --height)")
     g.add_argument("--out", required=True, help="output folder")
+    s = g.add_argument_group(
+        "test-time search",
+        "Draw --n candidates per prompt (candidate j of prompt i uses seed SEED + i*N + j, so --n 1 reproduces the "
+        "plain run), score them with --verifier and keep the best (best-of-n: the argmax; tournament: SANA-1.5's "
+        "knockout bracket, N-1 comparisons). The manifest records every candidate's seed and score, the chosen "
+        "seed, the NFE and the wall time; DIR/score_vs_nfe.png plots the best score against NFE.")
+    s.add_argument("--search", choices=SEARCHES, default="none", help="search strategy (default: none)")
+    s.add_argument("--n", type=int, help="candidates per prompt (default 4 with a search; none takes 1)")
+    s.add_argument("--verifier", choices=IMAGE_VERIFIERS, default="clip",
+                   help="clip: CLIP score of the prompt (default); ensemble: CLIP score + agreement with the other "
+                        "candidates (CLIP-embedding cosine), rank-normalised, weights 1 and 0.5; oracle: the shapes "
+                        "oracle, the evaluator itself (upper bound / pass@k only; the manifest marks it)")
+    s.add_argument("--clip", default=str(DEFAULT_CLIP), help="open_clip folder for the clip / ensemble verifiers")
+    s.add_argument("--save-candidates", action="store_true",
+                   help="also write every candidate, DIR/candidates/IIII-JJ.png (prompt I, candidate J)")
 
 
 def _read_prompts(args) -> list[str]:
@@ -185,8 +207,16 @@ def generate(args) -> list[dict]:
         raise CliError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not 0 <= args.seed or args.seed + len(prompts) - 1 >= 2**63:
-        raise CliError(f"--seed must be in 0..2^63 - {len(prompts)} ({len(prompts)} images), got {args.seed}")
+    search = getattr(args, "search", "none")
+    if search == "none" and getattr(args, "n", None) not in (None, 1):
+        raise CliError(f"--n {args.n} needs --search best-of-n or tournament (without a search there is one "
+                       "image per prompt)")
+    n = 1 if search == "none" else 4 if args.n is None else args.n
+    if not 1 <= n <= MAX_CANDIDATES:
+        raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")
+    images_needed = len(prompts) * n
+    if not 0 <= args.seed or args.seed + images_needed - 1 >= 2**63:
+        raise CliError(f"--seed must be in 0..2^63 - {images_needed} ({images_needed} images), got {args.seed}")
     if (args.height is None) != (args.width is None):
         raise CliError("give --height and --width together, or neither (the model's default size)")
     if args.height is not None and (args.height < 1 or args.width < 1):
@@ -214,6 +244,8 @@ def generate(args) -> list[dict]:
     settings = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, mask=mask, image=image,
                     height=args.height, width=args.width)
     pipe.check_inputs(prompts, output_type="pil", **settings)  # the pipeline's own checks, before any work
+    if search != "none":
+        return _generate_search(args, pipe, cls, prompts, settings, n, model_dir, mask is not None)
 
     # One generator per image; a pipeline that takes a list of them gets whole batches, others one image a call.
     batch = args.batch_size if getattr(cls, "accepts_generator_list", False) else 1
@@ -240,6 +272,97 @@ def generate(args) -> list[dict]:
             write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             bar.update(len(chunk))
     print(f"wrote {len(records)} image(s) and manifest.jsonl to {out}")
+    return records
+
+
+def _load_verifier(args, prompts: list[str]):
+    """The image verifier named by ``--verifier``, checked against the prompts before any work."""
+    from genmodels.search import AgreementVerifier, CLIPScoreVerifier, EnsembleVerifier, ShapesOracleVerifier
+
+    if args.verifier == "oracle":
+        from genmodels.data.shapes import parse_caption
+
+        for prompt in prompts:
+            try:
+                parse_caption(prompt)
+            except ValueError as err:
+                raise CliError(f"--verifier oracle needs shapes-world captions; {prompt!r}: {err}") from err
+        return ShapesOracleVerifier()
+    folder = Path(args.clip)
+    if not (folder / "open_clip_config.json").is_file():
+        hint = " (the shipped CLIP is not built yet; pass --clip FOLDER)" if folder == DEFAULT_CLIP else ""
+        raise CliError(f"--clip {folder} is not an open_clip folder (no open_clip_config.json){hint}")
+    try:
+        clip = CLIPScoreVerifier.from_folder(folder)
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        raise CliError(f"cannot load the CLIP verifier in {folder}: {err}") from err
+    if args.verifier == "ensemble":
+        return EnsembleVerifier([clip, AgreementVerifier(clip.embed_images)], weights=[1.0, 0.5], normalise="rank")
+    return clip
+
+
+def _generate_search(args, pipe, cls, prompts: list[str], settings: dict, n: int, model_dir: Path,
+                     inpainting: bool) -> list[dict]:
+    """``lingen generate --search``: n candidates per prompt, verified, the chosen one written as DIR/IIII.png."""
+    import numpy as np
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from genmodels.io import atomic_path, write_text_atomic
+    from genmodels.search import best_so_far, plot_score_vs_nfe, run_search, text_to_image_generate_fn
+
+    if not getattr(cls, "accepts_generator_list", False):
+        raise CliError(f"{cls.__name__} does not take one generator per image, which --search needs")
+    verifier = _load_verifier(args, prompts)
+    out = Path(args.out)
+    base = {"steps": args.steps, "guidance": args.guidance, "model": str(model_dir), "pipeline": cls.__name__,
+            "search": args.search, "n": n, "verifier": args.verifier, "verifier_is_oracle": verifier.is_oracle}
+    if verifier.is_oracle:
+        base["verifier_warning"] = ORACLE_WARNING
+    if args.verifier != "oracle":
+        base["clip"] = str(args.clip)
+    if inpainting:
+        base.update(mask=str(args.mask), image=str(args.image))
+    records: list[dict] = []
+    running_best, cumulative_nfe = [], []
+    with tqdm(total=len(prompts) * n, desc=args.search, unit="candidate") as bar:
+        def with_progress(fn):
+            def generate(seeds):
+                result = fn(seeds)
+                bar.update(len(seeds))
+                return result
+            return generate
+
+        for index, prompt in enumerate(prompts):
+            seeds = [args.seed + index * n + j for j in range(n)]
+            result = run_search(args.search, verifier=verifier, context={"prompt": prompt},
+                                generate_fn=with_progress(text_to_image_generate_fn(pipe, prompt, **settings)),
+                                n=n, seeds=seeds, batch_size=args.batch_size)
+            name = f"{index:04d}.png"
+            img = Image.fromarray(result.output)
+            with atomic_path(out / name) as tmp:
+                img.save(tmp, format="PNG")
+            record = {"index": index, "file": name, "prompt": prompt, "seed": result.seed, **base,
+                      "height": img.height, "width": img.width, "chosen": result.index,
+                      "candidate_seeds": result.candidates.seeds, "scores": [float(x) for x in result.scores],
+                      "nfe": result.nfe, "nfe_per_candidate": [int(x) for x in result.nfe_per_candidate],
+                      "comparisons": result.comparisons, "seconds": round(result.seconds, 3)}
+            if args.save_candidates:
+                files = []
+                for j, candidate in enumerate(result.candidates.outputs):
+                    files.append(f"candidates/{index:04d}-{j:02d}.png")
+                    with atomic_path(out / files[-1]) as tmp:
+                        Image.fromarray(candidate).save(tmp, format="PNG")
+                record["candidate_files"] = files
+            records.append(record)
+            running_best.append(best_so_far(result.scores))
+            cumulative_nfe.append(np.cumsum(result.nfe_per_candidate))
+            write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    label = f"{args.search} ({verifier.name}), mean over {len(prompts)} prompt(s)"
+    plot_score_vs_nfe(out / "score_vs_nfe.png", {label: (np.mean(cumulative_nfe, 0), np.mean(running_best, 0))},
+                      ylabel=f"best {verifier.name} score among the first m candidates",
+                      title="best verifier score vs NFE (per prompt)")
+    print(f"wrote {len(records)} image(s), manifest.jsonl and score_vs_nfe.png to {out}")
     return records
 
 

@@ -1,0 +1,190 @@
+"""Test-time search for any generator of this project: repeated sampling, verifiers, selectors, Tree-of-Frames.
+
+Three parts (``/work/shared/reference/test_time_search.md``): a seeded, batched **generator** (``sampling``: a
+generate fn ``seeds -> (outputs, nfe)``; ``tree_of_frames.UnitGenerator`` for unit-by-unit generation), a
+**verifier** (``verifiers``: ``score`` / ``compare``) and a **search** (``run_search``: ``"none"``,
+``"best-of-n"``, ``"tournament"``, ``"tree-of-frames"``). NFE (denoiser evaluations, summed over all candidates) is
+recorded for every result; ``scaling`` turns per-candidate correctness and scores into pass@k, power-law fits and
+selection-accuracy curves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from genmodels.search.sampling import (
+    Candidates,
+    GenerateFn,
+    generators,
+    pianoroll_generate_fn,
+    sample_candidates,
+    text_to_image_generate_fn,
+)
+from genmodels.search.scaling import (
+    PowerLawFit,
+    best_so_far,
+    coverage_curve,
+    fit_power_law,
+    pass_at_k,
+    plot_scaling,
+    plot_score_vs_nfe,
+    selection_accuracy,
+)
+from genmodels.search.selectors import (
+    TournamentResult,
+    agreement_scores,
+    knockout_tournament,
+    pixel_features,
+    select_argmax,
+    select_majority,
+    tournament_select,
+)
+from genmodels.search.tree_of_frames import (
+    PianoRollBarGenerator,
+    RollState,
+    TreeConfig,
+    TreeResult,
+    UnitBatch,
+    UnitGenerator,
+    default_stage,
+    prune_at_median,
+    tree_of_frames,
+)
+from genmodels.search.verifiers import (
+    AgreementVerifier,
+    BusynessVerifier,
+    CLIPScoreVerifier,
+    EnsembleVerifier,
+    InKeyVerifier,
+    OnsetGridVerifier,
+    ShapesOracleVerifier,
+    StagedVerifier,
+    Verifier,
+    normalise_scores,
+)
+
+STRATEGIES = ("none", "best-of-n", "tournament", "tree-of-frames")
+
+
+@dataclass
+class SearchResult:
+    """One search's outcome.
+
+    ``output``: the chosen output; ``index``: its position among the candidates (leaves for the tree); ``seed``:
+    its seed (None for the tree, whose outputs come from several); ``scores``: ``[N]`` verifier scores of the
+    candidates / leaves (empty without a verifier); ``nfe``: denoiser evaluations over everything generated;
+    ``nfe_per_candidate``: ``[N]`` (None for the tree); ``comparisons``: tournament matches; ``seconds``: wall time
+    including verification; ``candidates`` / ``tree``: the full record.
+    """
+
+    strategy: str
+    output: Any
+    index: int
+    seed: int | None
+    scores: np.ndarray
+    nfe: int
+    nfe_per_candidate: np.ndarray | None
+    comparisons: int
+    seconds: float
+    candidates: Candidates | None = None
+    tree: TreeResult | None = None
+
+
+def _compare_by_cached_scores(verifier: Verifier, scores: np.ndarray, outputs: list, context: Mapping):
+    """The tournament's judge: the verifier's own ``compare`` when it overrides the default, otherwise the sign
+    of the already computed score difference (the same answer without scoring twice)."""
+    if type(verifier).compare is not Verifier.compare:
+        return lambda i, j: verifier.compare(outputs[i], outputs[j], context)
+    return lambda i, j: int(np.sign(scores[i] - scores[j]))
+
+
+def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapping | None = None,
+               generate_fn: GenerateFn | None = None, n: int = 1, seeds: Sequence[int] | None = None,
+               batch_size: int | None = None, unit_generator: UnitGenerator | None = None,
+               tree_config: TreeConfig | None = None, seed: int = 0) -> SearchResult:
+    """Dispatch one search.
+
+    - ``"none"``: one sample (``seeds[0]``, default ``seed``) from ``generate_fn``; scored when a verifier is given.
+    - ``"best-of-n"``: ``n`` samples (``seeds``, default ``seed .. seed + n − 1``), the verifier's argmax.
+    - ``"tournament"``: the same ``n`` samples, a knockout bracket judged by the verifier (``n − 1`` comparisons).
+    - ``"tree-of-frames"``: ``unit_generator`` searched with ``tree_config`` from ``seed``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    context = dict(context or {})
+    t0 = time.perf_counter()
+    if strategy == "tree-of-frames":
+        if unit_generator is None or tree_config is None or verifier is None:
+            raise ValueError("tree-of-frames needs unit_generator, tree_config and verifier")
+        tree = tree_of_frames(unit_generator, verifier, tree_config, context=context, seed=seed)
+        return SearchResult(strategy, tree.output, tree.best, None, tree.leaf_scores, tree.nfe, None, 0,
+                            time.perf_counter() - t0, tree=tree)
+    if generate_fn is None:
+        raise ValueError(f"{strategy} needs generate_fn (seeds -> (outputs, nfe))")
+    if strategy == "none":
+        n = 1
+    elif verifier is None:
+        raise ValueError(f"{strategy} needs a verifier")
+    seeds = list(range(seed, seed + n)) if seeds is None else list(seeds)[:n]
+    cands = sample_candidates(generate_fn, n, seeds, batch_size)
+    scores = verifier.score(cands.outputs, context) if verifier is not None else np.zeros(0)
+    comparisons = 0
+    if strategy == "tournament":
+        result = knockout_tournament(n, _compare_by_cached_scores(verifier, scores, cands.outputs, context))
+        index, comparisons = result.winners[0], result.comparisons
+    else:
+        index = select_argmax(scores) if strategy == "best-of-n" else 0
+    return SearchResult(strategy, cands.outputs[index], index, cands.seeds[index], scores, cands.total_nfe,
+                        cands.nfe, comparisons, time.perf_counter() - t0, candidates=cands)
+
+
+__all__ = [
+    "STRATEGIES",
+    "AgreementVerifier",
+    "BusynessVerifier",
+    "CLIPScoreVerifier",
+    "Candidates",
+    "EnsembleVerifier",
+    "GenerateFn",
+    "InKeyVerifier",
+    "OnsetGridVerifier",
+    "PianoRollBarGenerator",
+    "PowerLawFit",
+    "RollState",
+    "SearchResult",
+    "ShapesOracleVerifier",
+    "StagedVerifier",
+    "TournamentResult",
+    "TreeConfig",
+    "TreeResult",
+    "UnitBatch",
+    "UnitGenerator",
+    "Verifier",
+    "agreement_scores",
+    "best_so_far",
+    "coverage_curve",
+    "default_stage",
+    "fit_power_law",
+    "generators",
+    "knockout_tournament",
+    "normalise_scores",
+    "pass_at_k",
+    "pianoroll_generate_fn",
+    "pixel_features",
+    "plot_scaling",
+    "plot_score_vs_nfe",
+    "prune_at_median",
+    "run_search",
+    "sample_candidates",
+    "select_argmax",
+    "select_majority",
+    "selection_accuracy",
+    "text_to_image_generate_fn",
+    "tournament_select",
+    "tree_of_frames",
+]
