@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # idle OpenMP threads sleep instead of spinning (small matmuls on a busy 2-core machine are 20-60x faster)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-fast test-slow lint bench assets-pianoroll clean-venv
+.PHONY: demo test test-fast test-slow lint bench assets-pianoroll assets-shapes clean-venv
 
 # The venv is (re)installed when pyproject.toml changes; pip takes torch from the files on the machine.
 $(VENV)/.installed: pyproject.toml
@@ -42,3 +42,8 @@ clean-venv:
 # Re-train the shipped piano-roll model (80 min on this CPU; see training/recipes/pianoroll_hdit.sh).
 assets-pianoroll: $(VENV)/.installed
 	PY=$(PY) training/recipes/pianoroll_hdit.sh
+
+# Re-train the shipped shapes-world models: the tiny CLIP, then the SANA-style DiT (see
+# training/recipes/shapes_sana.sh; about 18 + 75 minutes on this CPU).
+assets-shapes: $(VENV)/.installed
+	PY=$(PY) training/recipes/shapes_sana.sh

@@ -11,7 +11,7 @@ import gradio as gr
 
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.tabs import pianoroll
+from app.tabs import image, pianoroll
 
 TITLE = "lingen: linear-time generative models"
 HEADER = """\
@@ -21,19 +21,21 @@ Generative models built on linear-time attention, running on a CPU. Pick a tab.
 
 CSS = """
 .gradio-container { max-width: 1280px !important; margin: 0 auto !important; }
-#generate { min-height: 52px; font-size: 1.1em; }
-#result-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#generate, #image-generate { min-height: 52px; font-size: 1.1em; }
+#result-image img, #image-result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .instructions p { margin: 0.2em 0; }
 """
 
 # Tab builders in page order; a new capability adds its module here.
-TABS = (pianoroll.build_tab,)
+TABS = (pianoroll.build_tab, image.build_tab)
 
 
 def about_markdown(settings: Settings, registry: ModelRegistry) -> str:
     """The "About" tab: models, where they come from, and the limits this server enforces."""
     folder = settings.model_dir("pianoroll")
     status = "installed" if registry.is_available("pianoroll") else "**not installed**: run `make assets-pianoroll`"
+    image_folder = settings.model_dir("image")
+    image_status = "installed" if registry.is_available("image") else "**not installed**: run `make assets-shapes`"
     return f"""\
 ## Piano roll (Pictures of MIDI)
 A diffusion transformer (HDiT, neighbourhood attention) trained on music21's corpus (Bach chorales and Ryan's
@@ -44,6 +46,11 @@ the mask is returned, as in [Pictures of MIDI](https://huggingface.co/spaces/drs
 
 Model folder: `{folder}` ({status}). The same is available on the command line:
 `lingen pianoroll inpaint --midi IN.mid --bars 5-8 --pitches 60-84 --out DIR`.
+
+## Image (shapes world)
+A SANA-style linear diffusion transformer (CrossWKV text conditioning, rectified flow) draws 64×64 pictures of
+coloured circles, squares and triangles from a caption, and inpaints the painted part of a picture. Model folder:
+`{image_folder}` ({image_status}).
 
 ## Limits on this server
 MIDI uploads up to {settings.max_upload_bytes / 1e6:.0f} MB; pieces are cut to their first {settings.max_bars} bars;

@@ -2,11 +2,13 @@
 
 ``ModelRegistry.get("pianoroll")`` loads the pipeline folder ``settings.model_dir("pianoroll")`` once (under a
 per-model lock, so concurrent first requests load it once) and returns the cached pipeline afterwards. A
-missing folder is a ``gr.Error`` that says how to build it.
+missing folder is a ``gr.Error`` that says how to build it. ``get("image", folder)`` loads another folder of the
+same kind (the Image tab offers every text-to-image folder it finds); each folder is cached once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -32,7 +34,29 @@ def load_pianoroll(folder: Path, device: str) -> Any:
     return pipe.to(device)
 
 
-LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll}
+def load_text_to_image(folder: Path, device: str) -> Any:
+    from genmodels.loading import load_pipeline
+    from genmodels.pipelines.text_to_image import TextToImagePipeline
+
+    kind = pipeline_class(folder)
+    if kind != TextToImagePipeline.__name__:
+        raise ValueError(f"{folder} holds a {kind or 'unnamed'} pipeline, not a TextToImagePipeline")
+    pipe = load_pipeline(TextToImagePipeline, folder)  # safetensors only; pickled weights are refused
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def pipeline_class(folder: Path) -> str | None:
+    """The ``_class_name`` in ``folder/model_index.json`` (None when it is missing or unreadable)."""
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    return name if isinstance(name, str) else None
+
+
+LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll, "image": load_text_to_image}
 
 
 class ModelRegistry:
@@ -44,28 +68,37 @@ class ModelRegistry:
         self._models: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.loaders}
 
-    def is_available(self, name: str) -> bool:
-        """Whether model ``name`` has a pipeline folder (without loading it)."""
-        return name in self._models or (self.settings.model_dir(name) / "model_index.json").is_file()
+    def _key(self, name: str, folder: str | Path | None) -> tuple[str, Path]:
+        """Cache key of model ``name`` loaded from ``folder`` (default: its configured folder) and that folder:
+        the configured folder is cached as ``name``, another one as ``name:folder``."""
+        default = self.settings.model_dir(name)
+        folder = default if folder is None else Path(folder)
+        return (name if folder == default else f"{name}:{folder}"), folder
+
+    def is_available(self, name: str, folder: str | Path | None = None) -> bool:
+        """Whether model ``name`` (from ``folder``, default its configured one) has a pipeline folder (without
+        loading it)."""
+        key, folder = self._key(name, folder)
+        return key in self._models or (folder / "model_index.json").is_file()
 
     def loaded(self) -> list[str]:
         return sorted(self._models)
 
-    def get(self, name: str) -> Any:
-        """The pipeline ``name``, loading it on first use."""
-        if name in self._models:
-            return self._models[name]
+    def get(self, name: str, folder: str | Path | None = None) -> Any:
+        """The pipeline ``name`` (from ``folder``, default ``settings.model_dir(name)``), loading it on first use."""
         if name not in self.loaders:
             raise KeyError(f"unknown model {name!r}; known: {sorted(self.loaders)}")
+        key, folder = self._key(name, folder)
+        if key in self._models:
+            return self._models[key]
         with self._locks[name]:
-            if name not in self._models:  # another thread may have loaded it while this one waited
-                folder = self.settings.model_dir(name)
+            if key not in self._models:  # another thread may have loaded it while this one waited
                 if not (folder / "model_index.json").is_file():
                     spec = MODELS[name]
                     raise gr.Error(f"the {spec.title} model is not installed: no pipeline folder at {folder}. "
                                    f"Build it with `{spec.build_command}` (or point LINGEN_{name.upper()}_MODEL "
                                    "at one).", print_exception=False)
                 t0 = time.perf_counter()
-                self._models[name] = self.loaders[name](folder, self.settings.device)
+                self._models[key] = self.loaders[name](folder, self.settings.device)
                 log.info("loaded model %s from %s in %.1f s", name, folder, time.perf_counter() - t0)
-        return self._models[name]
+        return self._models[key]

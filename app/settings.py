@@ -4,7 +4,9 @@ Read from the environment by ``Settings.from_env()``; tests build one directly.
 
 Environment:
     LINGEN_ASSETS_DIR          folder holding the shipped models (default: the repository's ``assets/``)
-    LINGEN_<NAME>_MODEL        one model's pipeline folder, e.g. ``LINGEN_PIANOROLL_MODEL=/path/to/pipeline``
+    LINGEN_<NAME>_MODEL        one model's pipeline folder, e.g. ``LINGEN_PIANOROLL_MODEL=/path/to/pipeline``;
+                               ``LINGEN_IMAGE_MODEL`` is the Image tab's default text-to-image pipeline (default
+                               ``assets/shapes-sana``)
     LINGEN_APP_OUTPUT_DIR      folder for the files the app serves (default: a fresh temp dir)
     LINGEN_APP_MAX_SAMPLES     candidates per request (default 16 on CPU, 64 with CUDA)
     LINGEN_APP_CONCURRENCY     generations run at once (default 1)
@@ -34,6 +36,7 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "pianoroll": ModelSpec("pianoroll-hdit", "make assets-pianoroll", "piano-roll"),
+    "image": ModelSpec("shapes-sana", "make assets-shapes", "text-to-image"),
 }
 
 
@@ -55,7 +58,8 @@ class Settings:
     """Everything the app reads from its environment.
 
     Limits are enforced server side (sliders only help the browser): a request outside them gets a
-    ``gr.Error``. ``roll_scale`` is the pixels per roll cell of the picture the user paints on.
+    ``gr.Error``. ``roll_scale`` is the pixels per roll cell of the picture the user paints on; ``image_scale``
+    the nearest-neighbour magnification of generated images on screen (the download keeps the model's size).
     """
 
     assets_dir: Path = ASSETS_DIR
@@ -73,6 +77,8 @@ class Settings:
     concurrency: int = 1  # generations at once; one saturates a 2-core CPU
     max_queue: int = 32
     roll_scale: int = 4
+    image_scale: int = 4
+    max_prompt_chars: int = 500  # text-to-image prompts (the text encoder cuts long ones to its context anyway)
 
     def __post_init__(self) -> None:
         for f in fields(self):

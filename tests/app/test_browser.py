@@ -1,8 +1,10 @@
-"""The piano-roll tab in a real browser: Debian's Chromium driven by Playwright (no `playwright install`).
+"""The app in a real browser: Debian's Chromium driven by Playwright (no `playwright install`).
 
-Loads an example, paints a stroke on the roll with the mouse, presses Generate, waits for the result picture
-and the MIDI download, and saves a screenshot to ``test-artifacts/app-pianoroll.png``. A missing browser fails
-the test: CI installs ``chromium`` from ``.ci/apt-packages``.
+Piano roll: loads an example, paints a stroke on the roll with the mouse, presses Generate, waits for the result
+picture and the MIDI download, and saves a screenshot to ``test-artifacts/app-pianoroll.png``. Image: types a
+prompt, presses Generate, waits for the picture and its PNG download, puts the result into the inpainting editor,
+and saves ``test-artifacts/app-image.png``. A missing browser fails the tests: CI installs ``chromium`` from
+``.ci/apt-packages``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from tests.app.test_image_tab import (  # noqa: F401  (fixtures: an app whose Image tab has a tiny model)
+    image_app_settings,
+    image_server,
+    tiny_image_pipeline_dir,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Headless Chromium in a container: no sandbox (root), no GPU, nothing fetched from the network.
@@ -50,14 +59,26 @@ def wait_for_fit(page, count: int) -> None:
     page.wait_for_function(f"() => Number(document.getElementById('roll-editor')?.dataset.fits || 0) >= {count}")
 
 
+def screenshot_if_failed(page, request, name: str) -> None:
+    """Save ``test-artifacts/<name>-failure.png`` when the test failed (what the page showed)."""
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"), full_page=True)
+
+
 @pytest.fixture
 def shoot_on_failure(page, request):
     """Save ``test-artifacts/app-pianoroll-failure.png`` when the test fails (what the page showed)."""
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "app-pianoroll-failure.png"), full_page=True)
+    screenshot_if_failed(page, request, "app-pianoroll")
+
+
+@pytest.fixture
+def shoot_image_on_failure(page, request):
+    """Save ``test-artifacts/app-image-failure.png`` when the test fails."""
+    yield
+    screenshot_if_failed(page, request, "app-image")
 
 
 def test_paint_generate_and_download_in_the_browser(server, page, shoot_on_failure):
@@ -106,3 +127,41 @@ def test_paint_generate_and_download_in_the_browser(server, page, shoot_on_failu
     page.wait_for_timeout(500)  # let the audio waveform finish drawing
     page.screenshot(path=str(ARTIFACTS / "app-pianoroll.png"), full_page=True)
     assert (ARTIFACTS / "app-pianoroll.png").stat().st_size > 10_000
+
+
+def test_prompt_generate_download_and_reuse_an_image_in_the_browser(image_server, page,  # noqa: F811
+                                                                    shoot_image_on_failure):
+    page.goto(image_server)
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#image-model-status", has_text="32×32 pictures").wait_for()
+
+    page.locator("#image-prompt textarea").fill("a red circle to the left of a blue square")
+    box = page.get_by_label("number input for Steps (fewer = faster, rougher)")
+    box.fill("4")
+    box.press("Enter")
+    page.locator("#image-generate").click()
+
+    page.locator("#image-result img").wait_for()
+    page.locator("#image-stats", has_text="4 steps").wait_for()
+    link = page.locator("#image-file a").first
+    link.wait_for()
+    href = link.get_attribute("href")
+    assert href and href.endswith(".png")
+    download = page.request.get(href if href.startswith("http") else image_server.rstrip("/") + href)
+    assert download.ok and download.body().startswith(b"\x89PNG")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "app-image-result.png").write_bytes(download.body())
+    assert Image.open(ARTIFACTS / "app-image-result.png").size == (32, 32)  # the model's own size
+
+    checkbox = page.locator("#image-inpaint input[type=checkbox]")
+    assert not checkbox.is_checked()
+    page.locator("#image-use-result").click()  # the result goes into the editor, fitted to its box
+    page.wait_for_function("() => Number(document.getElementById('image-editor')?.dataset.fits || 0) >= 1")
+    page.wait_for_function("() => document.querySelector('#image-inpaint input[type=checkbox]')?.checked")
+    canvas_width, box_width = page.evaluate("""() => [document.querySelector('#image-editor canvas'),
+        document.querySelector('#image-editor .pixi-target')].map((e) => e.getBoundingClientRect().width)""")
+    assert abs(canvas_width - box_width) <= 1, (canvas_width, box_width)
+
+    page.wait_for_timeout(500)  # let the editor finish drawing
+    page.screenshot(path=str(ARTIFACTS / "app-image.png"), full_page=True)
+    assert (ARTIFACTS / "app-image.png").stat().st_size > 10_000

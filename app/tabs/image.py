@@ -1,0 +1,411 @@
+"""The "Image" tab: text-to-image and text-guided inpainting with the shapes-world model (SANA-style linear DiT).
+
+Workflow: type a prompt → Generate → the picture appears magnified (the download is the model's own size) →
+"Use result as inpainting input" puts it into the editor → paint white over what should change, tick
+*Inpaint* (painting ticks it) → Generate again: only the painted part is regenerated.
+
+Inpainting input, the rules a user can rely on (also shown in the tab):
+
+* the model works on ``N × N`` pictures (64 × 64 for the shipped model); the editor may hold any picture;
+* a square picture whose side is a whole multiple (or a whole fraction) of ``N``, such as a result the app
+  shows ×4, is scaled by whole blocks, so a magnified result comes back pixel for pixel;
+* any other picture is cropped to its centred square and resized (Lanczos) to ``N × N``, and the result's
+  statistics say so: that resized picture is what is kept outside the mask and what the download holds;
+* a model pixel is regenerated when at least half of its area is painted (strokes thinner than that still
+  count where they touch); paint counts where it is bright and not fully transparent (white = regenerate);
+* outside the mask the output equals the (resized) input exactly.
+
+The handlers are methods of ``ImageTab`` and are plain functions of plain values, so they can be tested without
+a browser; ``build_tab`` wires them to components. Every failure reaches the user as a ``gr.Error``
+(``app.errors``); a missing model folder makes the tab explain how to get one instead of breaking the app.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from app.errors import user_errors
+from app.outputs import OutputStore
+from app.registry import ModelRegistry, pipeline_class
+from app.settings import MODELS, Settings
+from app.tabs.pianoroll import MAX_SEED, check_number
+
+MODEL = "image"
+PIPELINE_CLASS = "TextToImagePipeline"
+MAX_GUIDANCE = 15.0
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 4.0
+# Half-transparent white, so the picture under the paint stays visible; any paint counts (see painted_pixels).
+BRUSH_COLOUR = ("#FFFFFF", 0.6)
+EXAMPLE_PROMPTS = ("a red circle to the left of a blue square", "three yellow triangles", "a large green square",
+                   "a purple triangle above an orange circle", "a small blue circle and a red triangle")
+# After a picture arrives, size the editor's canvas to its box and zoom the picture to fit, centred (as the
+# piano-roll tab does: Gradio 6.31's editor can keep a canvas of a stale size). ``window.editor`` is the editor
+# mounted last, used only when it is this one; its zoom tool's ``set_zoom("fit")`` centres on the current canvas
+# (the toolbar's "Fit to screen" can run before the resize lands). ``data-fits`` counts finished fits.
+FIT_IMAGE_EDITOR_JS = """
+async () => {
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const root = document.getElementById("image-editor");
+  if (!root) return;
+  const busy = () => {
+    const tracker = root.querySelector('[data-testid="status-tracker"]');
+    return tracker && !tracker.classList.contains("hide");
+  };
+  for (let i = 0; i < 200 && busy(); i++) await sleep(100);
+  await sleep(100);
+  const editor = window.editor;
+  const canvas = root.querySelector("canvas");
+  if (editor && editor.target_element && root.contains(editor.target_element) && canvas) {
+    const box = editor.target_element.getBoundingClientRect();
+    if (Math.abs(canvas.getBoundingClientRect().width - box.width) > 1) editor.resize_canvas(box.width, box.height);
+    await sleep(100);
+    const zoom = editor.tools && editor.tools.get && editor.tools.get("zoom");
+    if (zoom && zoom.set_zoom) zoom.set_zoom("fit");
+  }
+  root.dataset.fits = String(Number(root.dataset.fits || 0) + 1);
+}
+"""
+GRAMMAR_HINT = ("shapes (circle, square, triangle), colours (red, green, blue, yellow, purple, orange), sizes "
+                "(small, large), counts (two to four) and relations (left of, right of, above, below)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def check_prompt(prompt: Any, max_chars: int) -> str:
+    """``prompt`` stripped; ValueError when it is not text, empty or too long."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"the prompt must be text, got {type(prompt).__name__}")
+    prompt = prompt.strip()
+    if not prompt:
+        raise ValueError(f"the prompt is empty: describe the picture, e.g. '{EXAMPLE_PROMPTS[0]}'")
+    if len(prompt) > max_chars:
+        raise ValueError(f"the prompt is {len(prompt)} characters long; up to {max_chars} are accepted")
+    return prompt
+
+
+def prompt_note(prompt: str) -> str:
+    """A hint when ``prompt`` is outside the captions of the shapes world (the model still runs)."""
+    from genmodels.data.shapes import CaptionError, parse_caption
+
+    try:
+        parse_caption(prompt)
+    except CaptionError:
+        return (f"  \nThe prompt is not a shapes-world caption (those use {GRAMMAR_HINT}, e.g. "
+                f"'{EXAMPLE_PROMPTS[0]}'); the model may follow it loosely.")
+    return ""
+
+
+def model_sample_size(folder: Path) -> int | None:
+    """The picture side a pipeline folder's transformer makes (from its config, without loading it)."""
+    try:
+        size = json.loads((Path(folder) / "transformer" / "config.json").read_text()).get("sample_size")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def model_choices(settings: Settings) -> list[tuple[str, str]]:
+    """Dropdown (label, folder) pairs: the configured model first (even when missing, so choosing it explains
+    what to do), then every other text-to-image pipeline folder directly under the assets folder."""
+    default = settings.model_dir(MODEL)
+    installed = (default / "model_index.json").is_file()
+    choices = [(f"{default.name} (default{'' if installed else ', not installed'})", str(default))]
+    assets = Path(settings.assets_dir)
+    if assets.is_dir():
+        for sub in sorted(assets.iterdir()):
+            if sub.is_dir() and sub != default and pipeline_class(sub) == PIPELINE_CLASS:
+                choices.append((sub.name, str(sub)))
+    return choices
+
+
+def _size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    if isinstance(image, np.ndarray):
+        return image.shape[1], image.shape[0]
+    return image.size
+
+
+def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
+    return Image.fromarray(image) if isinstance(image, np.ndarray) else image
+
+
+def painted_pixels(layer: Image.Image | np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool: where a layer carries paint (bright and not fully transparent; white = regenerate).
+
+    The editor's brush is half-transparent white; an opaque black-and-white mask works too (black = keep)."""
+    rgba = np.asarray(_as_pil(layer).convert("RGBA"), dtype=np.float32)
+    return (rgba[..., 3] > 0) & (rgba[..., :3].mean(-1) > 127)
+
+
+def _resize_exact(array: np.ndarray, size: int) -> np.ndarray | None:
+    """``array`` (``[S, S, ...]``) scaled to ``size`` by whole blocks (block means down, repeats up); None
+    when neither side divides the other. Block means are float (coverage) for bool input."""
+    side = array.shape[0]
+    if side >= size and side % size == 0:
+        k = side // size
+        return array.reshape(size, k, size, k, *array.shape[2:]).mean(axis=(1, 3))
+    if side < size and size % side == 0:
+        k = size // side
+        return np.repeat(np.repeat(array, k, axis=0), k, axis=1).astype(np.float64)
+    return None
+
+
+@dataclass(frozen=True)
+class InpaintInput:
+    """What the pipeline inpaints: ``image`` ``[N, N, 3]`` uint8, ``mask`` ``[N, N]`` bool (True = generate),
+    and ``note``: what was done to the user's picture to fit the model ("" when it fitted exactly)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    note: str
+
+
+def inpaint_input(value: dict[str, Any] | None, size: int, *, max_pixels: int) -> InpaintInput:
+    """The image and mask for an ``N × N`` model (``N = size``) from an ImageEditor value (module docstring)."""
+    background = (value or {}).get("background")
+    if background is None:
+        raise ValueError("inpainting needs a picture: upload one into the editor, or press 'Use result as "
+                         "inpainting input' (or untick Inpaint to generate from the prompt alone)")
+    layers = [layer for layer in (value.get("layers") or []) if layer is not None]
+    for image in (background, *layers):
+        w, h = _size(image)
+        if w * h > max_pixels:
+            raise ValueError(f"the editor image is too large ({w}×{h} pixels)")
+    width, height = _size(background)
+    painted = np.zeros((height, width), dtype=bool)
+    for layer in layers:
+        if _size(layer) != (width, height):
+            w, h = _size(layer)
+            raise ValueError(f"the mask layer is {w}×{h} pixels but the picture is {width}×{height}: paint in the "
+                             "editor over the picture")
+        painted |= painted_pixels(layer)
+    if not painted.any():
+        raise ValueError("the mask covers nothing: paint white over the part of the picture to regenerate (or "
+                         "untick Inpaint to generate a new picture from the prompt alone)")
+
+    side = min(width, height)
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    picture = np.asarray(_as_pil(background).convert("RGB"), dtype=np.uint8)[y0:y0 + side, x0:x0 + side]
+    painted = painted[y0:y0 + side, x0:x0 + side]
+    if not painted.any():
+        raise ValueError(f"the paint lies outside the centred {side}×{side} square of the {width}×{height} "
+                         "picture, which is all the model uses: paint inside it, or upload a square picture")
+    notes = [f"cropped to its centred {side}×{side} square"] if (width, height) != (side, side) else []
+
+    exact = _resize_exact(picture.astype(np.float64), size)
+    if exact is not None:
+        image = np.rint(exact).astype(np.uint8)
+        lossless = side == size or (side > size and np.array_equal(_resize_exact(image, side).astype(np.uint8),
+                                                                     picture))
+    else:
+        image = np.asarray(Image.fromarray(picture).resize((size, size), Image.LANCZOS), dtype=np.uint8)
+        lossless = False
+    if not lossless:
+        notes.append(f"resized from {side}×{side} to {size}×{size}, the model's size")
+
+    coverage = _resize_exact(painted, size)
+    if coverage is None:
+        coverage = np.asarray(Image.fromarray(painted.astype(np.float32), "F").resize((size, size), Image.BOX))
+    mask = coverage >= 0.5
+    if not mask.any():  # only thin strokes: keep every model pixel they touch
+        mask = coverage > 0
+    note = f"The {width}×{height} picture was {' and '.join(notes)}; that is what is kept outside the mask." \
+        if notes else ""
+    return InpaintInput(image=image, mask=mask, note=note)
+
+
+def magnified(image: Image.Image, scale: int) -> Image.Image:
+    """``image`` enlarged ``scale`` times with nearest neighbour (every model pixel a sharp square)."""
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
+def with_own_scheduler(pipe: Any) -> Any:
+    """A view of ``pipe`` sharing its weights but with a fresh scheduler: diffusers schedulers keep per-run
+    state (timesteps, solver history), so concurrent requests must not share one."""
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    view = type(pipe)(transformer=pipe.transformer, scheduler=scheduler, text_encoder=pipe.text_encoder)
+    view.set_progress_bar_config(disable=True)
+    return view
+
+
+def result_stats(size: int, *, steps: int, nfe: int, guidance: float, seed: int, seconds: float,
+                 job: InpaintInput | None) -> str:
+    what = f"{size}×{size} picture"
+    if job is not None:
+        n = int(job.mask.sum())
+        what = f"inpainted {n} of {size * size} pixels ({100 * n / (size * size):.0f}%) of the {size}×{size} picture"
+    text = (f"{what[0].upper()}{what[1:]} in **{seconds:.2f} s** · {steps} steps · {nfe} network evaluations (nfe) · "
+            f"guidance {guidance:g} · seed {seed}")
+    return f"{text}  \n{job.note}" if job is not None and job.note else text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Event handlers
+
+
+class ImageTab:
+    """The tab's event handlers, bound to the app's settings, model registry and output folder."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry):
+        self.settings = settings
+        self.registry = registry
+        self.choices = model_choices(settings)
+        self.store = OutputStore(Path(settings.output_dir) / "image", settings.output_ttl_s)
+
+    @property
+    def default_folder(self) -> Path:
+        return self.settings.model_dir(MODEL)
+
+    def model_status(self) -> str:
+        """Markdown for the top of the tab: what the default model is, or what to do when it is missing."""
+        folder = self.default_folder
+        if self.registry.is_available(MODEL, folder):
+            size = model_sample_size(folder)
+            return f"Model `{folder.name}`: {f'{size}×{size}' if size else 'square'} pictures."
+        spec = MODELS[MODEL]
+        others = [label for label, _ in self.choices[1:]]
+        alternative = f" Meanwhile pick another model: {', '.join(others)}." if others else ""
+        return (f"**The {spec.title} model is not installed**: no pipeline folder at `{folder}`. Build it with "
+                f"`{spec.build_command}` (or point `LINGEN_IMAGE_MODEL` at a TextToImagePipeline folder) and restart "
+                f"the app; until then Generate explains this.{alternative}")
+
+    def folder_of(self, model: Any) -> Path:
+        """The pipeline folder the dropdown value names (only folders this server offers)."""
+        for _label, value in self.choices:
+            if model == value:
+                return Path(value)
+        if model is None or model == "":
+            return self.default_folder
+        labels = ", ".join(label for label, _ in self.choices)
+        raise ValueError(f"unknown model {model!r}; choose one of: {labels}")
+
+    @user_errors
+    def generate(self, prompt: str, model: str, steps: float, guidance: float, seed: float, inpaint: bool,
+                 editor: dict[str, Any] | None, progress: gr.Progress = gr.Progress()  # noqa: B008
+                 ) -> tuple[Image.Image, str, str, np.ndarray]:
+        """Generate (or inpaint) one picture; returns it magnified, the original-size PNG's path, the statistics
+        and the result (``[N, N, 3]`` uint8, for "Use result as inpainting input")."""
+        s = self.settings
+        prompt = check_prompt(prompt, s.max_prompt_chars)
+        steps = check_number("steps", steps, 1, s.max_steps, integer=True)
+        guidance = check_number("guidance", guidance, 0, MAX_GUIDANCE)
+        seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
+        if not isinstance(inpaint, bool):
+            raise ValueError(f"inpaint must be true or false, got {inpaint!r}")
+        folder = self.folder_of(model)
+
+        progress(0.0, desc="loading the model")
+        pipe = self.registry.get(MODEL, folder)
+        size = pipe.default_size
+        job = inpaint_input(editor, size, max_pixels=s.max_image_pixels) if inpaint else None
+        desc = "inpainting" if job is not None else "generating"
+
+        def on_step(done: int, total: int) -> None:
+            progress((done, total), desc=desc, unit="steps")
+
+        t0 = time.perf_counter()
+        out = with_own_scheduler(pipe)(
+            prompt, num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
+            mask=None if job is None else job.mask, image=None if job is None else job.image, output_type="pil",
+            callback=on_step)
+        seconds = time.perf_counter() - t0
+
+        image = out.images[0]
+        path = self.store.new_dir() / f"lingen-image-seed{seed}.png"
+        image.save(path)
+        stats = result_stats(size, steps=steps, nfe=out.nfe, guidance=guidance, seed=seed, seconds=seconds, job=job)
+        return magnified(image, s.image_scale), str(path), stats + prompt_note(prompt), np.asarray(image)
+
+    @user_errors
+    def use_result(self, result: np.ndarray | None) -> tuple[dict[str, Any], bool]:
+        """Put the last result (magnified, nothing painted) into the editor and tick Inpaint."""
+        if result is None:
+            raise ValueError("there is no result yet: press Generate first")
+        image = magnified(Image.fromarray(np.asarray(result, dtype=np.uint8)), self.settings.image_scale)
+        return {"background": image, "layers": [], "composite": image}, True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layout
+
+
+def instructions(size: int | None, scale: int) -> str:
+    n = f"{size}×{size}" if size else "N×N"
+    return f"""\
+**1.** Describe a picture, e.g. *{EXAMPLE_PROMPTS[0]}*; the model knows {GRAMMAR_HINT}.
+
+**2.** Press **Generate**. The result is shown ×{scale}; the download is the model's own {n} PNG.
+
+**3.** To change part of it, press **Use result as inpainting input** (or upload a picture into the editor below),
+paint **white** over what should change and press Generate again: every unpainted pixel is kept exactly.
+
+*Inpainting details:* the model works on {n} pictures; a model pixel is regenerated when at least half of it is
+painted. A picture of another size is cropped to its centred square and resized to {n} (the result says so);
+results shown ×{scale} come back pixel for pixel.
+"""
+
+
+def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> ImageTab:
+    """The "Image" tab, inside ``demo``'s context. Endpoints: ``/generate_image``, ``/use_image_result``."""
+    tab = ImageTab(settings, registry)
+    size = model_sample_size(tab.default_folder)
+    shown = f"{size * settings.image_scale}×{size * settings.image_scale}" if size else f"×{settings.image_scale}"
+    with gr.Tab("Image", id="image"):
+        result = gr.State(None)  # the last result, [N, N, 3] uint8
+        gr.Markdown(instructions(size, settings.image_scale), elem_classes=["instructions"])
+        gr.Markdown(tab.model_status(), elem_id="image-model-status")
+        with gr.Row():
+            with gr.Column(scale=1):
+                prompt = gr.Textbox(label="Prompt", placeholder=f"e.g. {EXAMPLE_PROMPTS[0]}", lines=2,
+                                    max_length=settings.max_prompt_chars, elem_id="image-prompt")
+                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Try a prompt",
+                            api_visibility="private")
+                model = gr.Dropdown(tab.choices, value=tab.choices[0][1], label="Model", elem_id="image-model")
+                with gr.Row():
+                    steps = gr.Slider(1, settings.max_steps, value=min(DEFAULT_STEPS, settings.max_steps), step=1,
+                                      label="Steps (fewer = faster, rougher)")
+                    guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_GUIDANCE, step=0.5,
+                                         label="Guidance (higher = follows the prompt more closely)")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                    inpaint = gr.Checkbox(False, label="Inpaint: regenerate only the part painted below",
+                                          elem_id="image-inpaint")
+                generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="image-generate")
+            with gr.Column(scale=1):
+                result_image = gr.Image(label=f"Result (shown {shown})", type="pil", format="png",
+                                        interactive=False, height=360, buttons=["fullscreen"],
+                                        elem_id="image-result")
+                stats = gr.Markdown(label="Result statistics", elem_id="image-stats")
+                with gr.Row():
+                    download = gr.File(label=f"PNG at the model's size{f' ({size}×{size})' if size else ''}",
+                                       interactive=False, height=80, elem_id="image-file", scale=2)
+                    use_button = gr.Button("Use result as inpainting input", elem_id="image-use-result", scale=1)
+        editor = gr.ImageEditor(
+            label="Inpainting: upload a picture (or use a result) and paint white over what should change",
+            type="pil", image_mode="RGBA", format="png", sources=("upload", "clipboard"), transforms=(),
+            brush=gr.Brush(colors=[BRUSH_COLOUR], default_color=BRUSH_COLOUR, color_mode="fixed", default_size=16),
+            eraser=gr.Eraser(default_size=16), layers=False, canvas_size=(512, 512), fixed_canvas=False,
+            height=440, buttons=["fullscreen"], elem_id="image-editor")
+
+    generate_button.click(tab.generate, [prompt, model, steps, guidance, seed, inpaint, editor],
+                          [result_image, download, stats, result], api_name="generate_image")
+    prompt.submit(tab.generate, [prompt, model, steps, guidance, seed, inpaint, editor],
+                  [result_image, download, stats, result], api_visibility="private")
+    fit = {"fn": None, "js": FIT_IMAGE_EDITOR_JS, "api_visibility": "private", "queue": False}
+    use_button.click(tab.use_result, result, [editor, inpaint], api_name="use_image_result").success(**fit)
+    editor.upload(**fit)
+    # Painting says the user means to inpaint; clearing the editor says not (in the browser, no round trip).
+    editor.input(None, None, inpaint, js="() => true", api_visibility="private")
+    editor.clear(None, None, inpaint, js="() => false", api_visibility="private")
+    return tab

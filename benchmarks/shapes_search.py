@@ -1,0 +1,203 @@
+"""Test-time search on the shapes world: oracle accuracy vs number of samples, with a verifier that is not the oracle.
+
+    python benchmarks/shapes_search.py --model assets/shapes-sana --clip assets/clip-shapes \\
+        [--per-category 10] [--n 32] [--steps 20] [--guidance 4.0] \\
+        [--json benchmarks/results/shapes_search.json] [--plot-dir benchmarks/results]
+
+For each evaluation prompt (``genmodels/eval/shapes_eval_prompts.jsonl``, the first ``--per-category`` of each
+category) ``--n`` candidates are drawn once, candidate j from seed ``prompt seed + j`` (so candidate 0 is the
+single sample the plain evaluation draws). Each candidate gets a CLIP score (the shipped tiny CLIP,
+cos(image, prompt)) and the oracle's verdict. The oracle only *evaluates*; the selectors never see it.
+
+From that pool, for N in 1, 2, 4, …, n:
+
+- **best-of-N (CLIP)**: the expected oracle accuracy of the CLIP argmax over N candidates drawn at random from
+  the pool (exact, ``selection_accuracy``), and the realised one for the first N candidates;
+- **tournament (CLIP)**: SANA-1.5's knockout over the first N candidates, pairwise by CLIP score (N − 1
+  comparisons; with a score-consistent comparator its winner is the argmax, which the script checks);
+- **ensemble**: CLIP score + ½ × agreement (mean CLIP-embedding cosine to the other candidates), rank-normalised;
+- **coverage** (pass@N, any of N passes the oracle, unbiased estimator from the n samples) with the fitted
+  exponentiated power law c(k) ≈ exp(a·k^b) and its mean absolute error.
+
+Accuracies are GenEval-style: mean over the six categories of the per-category accuracy. NFE per candidate is
+the sampler's denoiser calls (CFG-batched, so one per step). Plots: ``shapes_search_scaling.png`` (coverage, fit,
+selection curves vs k) and ``shapes_search_nfe.png`` (oracle accuracy vs NFE per prompt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from genmodels.eval.shapes_oracle import CATEGORIES, evaluate, load_eval_set  # noqa: E402
+from genmodels.io import write_text_atomic  # noqa: E402
+from genmodels.loading import load_pipeline  # noqa: E402
+from genmodels.pipelines.text_to_image import TextToImagePipeline  # noqa: E402
+from genmodels.search import (  # noqa: E402
+    CLIPScoreVerifier,
+    coverage_curve,
+    fit_power_law,
+    knockout_tournament,
+    plot_scaling,
+    plot_score_vs_nfe,
+    selection_accuracy,
+)
+from genmodels.search.selectors import agreement_scores  # noqa: E402
+from genmodels.search.verifiers import normalise_scores  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="assets/shapes-sana")
+    p.add_argument("--clip", default="assets/clip-shapes", help="open_clip folder of the CLIP verifier")
+    p.add_argument("--per-category", type=int, default=10)
+    p.add_argument("--n", type=int, default=32, help="candidates per prompt (a power of two)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot-dir", default=None)
+    return p.parse_args(argv)
+
+
+def category_mean(values: np.ndarray, categories: list[str]) -> float:
+    """GenEval-style overall: the mean over categories of the per-category mean of ``values`` ``[P]``."""
+    cats = np.asarray(categories)
+    return float(np.mean([values[cats == c].mean() for c in CATEGORIES if (cats == c).any()]))
+
+
+def per_category(values: np.ndarray, categories: list[str]) -> dict:
+    cats = np.asarray(categories)
+    return {c: float(values[cats == c].mean()) for c in CATEGORIES if (cats == c).any()}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.n < 1 or args.n & (args.n - 1):
+        raise SystemExit(f"--n must be a power of two, got {args.n}")
+    pipe = load_pipeline(TextToImagePipeline, args.model)
+    pipe.set_progress_bar_config(disable=True)
+    verifier = CLIPScoreVerifier.from_folder(args.clip)
+    items = [it for c in CATEGORIES for it in [i for i in load_eval_set() if i["category"] == c][:args.per_category]]
+    categories = [it["category"] for it in items]
+    P, n = len(items), args.n
+    clip = np.zeros((P, n))
+    agree = np.zeros((P, n))
+    correct = np.zeros((P, n), dtype=bool)
+    nfe_per_candidate = None
+    t0 = time.perf_counter()
+    for p, item in enumerate(tqdm(items, desc="prompts", unit="prompt")):
+        images, nfe = [], 0
+        for start in range(0, n, args.batch_size):
+            seeds = [item["seed"] + j for j in range(start, min(n, start + args.batch_size))]
+            out = pipe([item["prompt"]] * len(seeds), num_inference_steps=args.steps, guidance_scale=args.guidance,
+                       generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="np")
+            images.extend(out.images)
+            nfe = out.nfe
+        nfe_per_candidate = nfe
+        context = {"prompt": item["prompt"]}
+        clip[p] = verifier.score(images, context)
+        agree[p] = agreement_scores(verifier.embed_images(images))
+        correct[p] = evaluate(np.stack(images), [item["spec"]] * n)["correct"]
+    seconds = time.perf_counter() - t0
+
+    ensemble = np.stack([normalise_scores(c, "rank") + 0.5 * normalise_scores(a, "rank")
+                         for c, a in zip(clip, agree, strict=True)])
+    ks = [2**i for i in range(int(np.log2(n)) + 1)]
+    cats = np.asarray(categories)
+
+    def selection_by_category(scores: np.ndarray) -> list[float]:
+        """Expected best-of-k accuracy (random k-subsets of the pool), GenEval-averaged over categories."""
+        per_cat = [selection_accuracy(scores[cats == c], correct[cats == c], ks)[1] for c in CATEGORIES
+                   if (cats == c).any()]
+        return [float(v) for v in np.mean(per_cat, axis=0)]
+
+    expected_clip = selection_by_category(clip)
+    expected_ensemble = selection_by_category(ensemble)
+    expected_random = selection_by_category(np.zeros_like(clip))  # ties everywhere: a uniform random pick
+    first_n, tournament, comparisons, agree_check = [], [], [], True
+    for k in ks:
+        pick = clip[:, :k].argmax(1)
+        first_n.append(category_mean(correct[np.arange(P), pick].astype(float), categories))
+        winners = []
+        for p in range(P):
+            result = knockout_tournament(k, lambda i, j, p=p: int(np.sign(clip[p, i] - clip[p, j])))
+            winners.append(result.winners[0])
+            comparisons.append(result.comparisons)
+        agree_check &= bool(np.array_equal(np.asarray(winners), pick))
+        tournament.append(category_mean(correct[np.arange(P), winners].astype(float), categories))
+    coverage_ks, coverage = coverage_curve(np.full(P, n), correct.sum(1), np.arange(1, n + 1))
+    per_cat_coverage = {c: coverage_curve(np.full((cats == c).sum(), n), correct[cats == c].sum(1), ks)[1].tolist()
+                        for c in CATEGORIES if (cats == c).any()}
+    coverage_geneval = np.mean([per_cat_coverage[c] for c in per_cat_coverage], axis=0)
+    try:
+        fit = fit_power_law(coverage_ks, coverage)
+    except ValueError as err:  # e.g. an untrained model that never passes: nothing to fit
+        fit, fit_error = None, str(err)
+    nfe = [k * nfe_per_candidate for k in ks]
+
+    result = {
+        "settings": {"model": args.model, "clip": args.clip, "prompts": P, "per_category": args.per_category,
+                     "n": n, "steps": args.steps, "guidance": args.guidance, "seed_rule": "prompt seed + j"},
+        "seconds": seconds,
+        "nfe_per_candidate": nfe_per_candidate,
+        "ks": ks,
+        "nfe": nfe,
+        "single_sample_accuracy": category_mean(correct[:, 0].astype(float), categories),
+        "mean_candidate_accuracy": category_mean(correct.mean(1), categories),
+        "best_of_n_clip_expected": expected_clip,
+        "best_of_n_clip_first_n": first_n,
+        "tournament_clip_first_n": tournament,
+        "tournament_comparisons_total": int(sum(comparisons)),
+        "tournament_winner_equals_argmax": agree_check,
+        "best_of_n_ensemble_expected": expected_ensemble,
+        "random_pick_expected": expected_random,
+        "coverage_geneval": coverage_geneval.tolist(),
+        "coverage_per_category": per_cat_coverage,
+        "coverage_pooled_all_k": coverage.tolist(),
+        "power_law_fit": ({"a": fit.a, "b": fit.b, "mae": fit.mae, "points_used": fit.used} if fit is not None
+                          else {"error": fit_error}),
+        "gain_1_to_16_clip_expected": (expected_clip[ks.index(16)] - expected_clip[0]) if 16 in ks else None,
+        "per_category_best_of_16_clip": (per_category(correct[np.arange(P), clip[:, :16].argmax(1)].astype(float),
+                                                      categories) if n >= 16 else None),
+        "per_category_single": per_category(correct[:, 0].astype(float), categories),
+    }
+    print(f"{P} prompts × {n} candidates, {nfe_per_candidate} NFE each, {seconds / 60:.1f} min")
+    print(f"{'N':>4} {'NFE':>6} {'coverage':>9} {'CLIP best-of-N':>15} {'first-N CLIP':>13} {'tournament':>11} "
+          f"{'ensemble':>9}")
+    for i, k in enumerate(ks):
+        print(f"{k:>4} {nfe[i]:>6} {coverage_geneval[i]:>9.3f} {expected_clip[i]:>15.3f} {first_n[i]:>13.3f} "
+              f"{tournament[i]:>11.3f} {expected_ensemble[i]:>9.3f}")
+    if fit is not None:
+        print(f"power law: coverage ≈ exp({fit.a:.3f}·k^{fit.b:.3f}), mean abs error {fit.mae:.4f}")
+    else:
+        print(f"power law: not fitted ({fit_error})")
+    if result["gain_1_to_16_clip_expected"] is not None:
+        print(f"gain N=1 → 16 (CLIP best-of-N, expected): {result['gain_1_to_16_clip_expected']:+.3f} (target ≥ +0.10)")
+    if args.plot_dir:
+        out = Path(args.plot_dir)
+        plot_scaling(out / "shapes_search_scaling.png", coverage_ks, coverage, fit=fit,
+                     title=f"shapes: {P} prompts, n = {n} samples each (pooled)")
+        plot_score_vs_nfe(out / "shapes_search_nfe.png",
+                          {"coverage (oracle selects)": (nfe, coverage_geneval),
+                           "best-of-N, CLIP verifier": (nfe, expected_clip),
+                           "best-of-N, CLIP + agreement": (nfe, expected_ensemble),
+                           "random pick": (nfe, expected_random)},
+                          ylabel="oracle accuracy (GenEval-style mean)", title="shapes: accuracy vs NFE per prompt")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Export a training checkpoint's EMA weights as a text-to-image pipeline folder.
+
+    python training/export_pipeline.py --checkpoint runs/shapes-sana-crosswkv/checkpoint-600 \\
+        --config runs/shapes-sana-crosswkv.config.json --text-encoder assets/clip-shapes --out runs/sana-600 [--fp16]
+
+``train_dit`` writes the pipeline only at the end of a run; this reads any ``checkpoint-N`` folder (its
+``ema.safetensors``, never a pickle) so intermediate points of a run can be evaluated or shipped. The output
+folder is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from genmodels.diffusion.flow import make_flow_scheduler  # noqa: E402
+from genmodels.io import replace_dir_atomic  # noqa: E402
+from genmodels.models import build_model  # noqa: E402
+from genmodels.pipelines.text_to_image import TextToImagePipeline  # noqa: E402
+from training.checkpoint import EMA_FILE  # noqa: E402
+from training.train_dit import load_text_encoder  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint-N folder with ema.safetensors")
+    p.add_argument("--model", default="sana")
+    p.add_argument("--config", required=True, help="the model config the run was trained with (name or JSON)")
+    p.add_argument("--text-encoder", required=True, help="open_clip or diffusers text-encoder folder")
+    p.add_argument("--sample-size", type=int, default=64)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fp16", action="store_true", help="store half-precision weights (they load as float32)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    ema_path = Path(args.checkpoint) / EMA_FILE
+    if not ema_path.is_file():
+        raise SystemExit(f"{args.checkpoint} has no {EMA_FILE}")
+    model = build_model(args.model, args.config, sample_size=args.sample_size)
+    missing, unexpected = model.load_state_dict(load_file(str(ema_path)), strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"{ema_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    pipe = TextToImagePipeline(transformer=model.eval(), scheduler=make_flow_scheduler("dpmsolver++"),
+                               text_encoder=load_text_encoder(args.text_encoder))
+    with replace_dir_atomic(args.out) as tmp:
+        (pipe.to(torch.float16) if args.fp16 else pipe).save_pretrained(tmp)
+    print(f"wrote {args.out}")
+    return Path(args.out)
+
+
+if __name__ == "__main__":
+    main()
