@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from app import gradio_fixes
 from app.registry import ModelRegistry
 from app.settings import Settings
 from app.tabs import image, pianoroll
@@ -64,6 +65,7 @@ def build_app(settings: Settings | None = None, registry: ModelRegistry | None =
     """The app for ``settings`` (default: from the environment), with its queue configured."""
     settings = Settings.from_env() if settings is None else settings
     registry = ModelRegistry(settings) if registry is None else registry
+    gradio_fixes.install(settings.max_image_pixels)  # atomic image-cache writes; bombs refused from the header
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
         with gr.Tabs():

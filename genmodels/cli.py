@@ -70,13 +70,16 @@ def pianoroll_inpaint(args) -> dict:
     from genmodels.pipelines import PianoRollInpaintPipeline
     from genmodels.pipelines.pianoroll_io import load_roll, mask_from_image, parse_range, rect_mask, write_outputs
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a folder")
     roll, bpm = load_roll(args.midi)
     width = roll.shape[2]
     if args.mask:
         try:
             with Image.open(args.mask) as img:
-                mask = mask_from_image(img, width)
-        except OSError as err:
+                mask = mask_from_image(img, width)  # refuses oversized images before decoding them
+        except (OSError, Image.DecompressionBombError) as err:
             raise CliError(f"cannot read mask image {args.mask}: {err}") from err
     elif args.bars:
         pitches = parse_range(args.pitches, "--pitches") if args.pitches else (PITCH_LOW, PITCH_HIGH)
@@ -169,8 +172,13 @@ def _read_prompts(args) -> list[str]:
 def _read_image(path: str, mode: str, what: str):
     from PIL import Image
 
+    from genmodels.pipelines.text_to_image import MAX_IMAGE_PIXELS
+
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # the header's size: refused before decoding
+                raise CliError(f"{what} {path} is too large ({img.width}×{img.height} pixels; up to "
+                               f"{MAX_IMAGE_PIXELS} pixels are accepted)")
             return img.convert(mode)  # decodes fully, so a truncated file fails here, not mid-run
     except (OSError, Image.DecompressionBombError) as err:
         raise CliError(f"cannot read {what} {path}: {err}") from err
@@ -381,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             pianoroll_inpaint(args)
         elif args.command == "generate":
             generate(args)
-    except (CliError, ValueError, FloatingPointError) as err:
+    except (CliError, ValueError, FloatingPointError, OSError) as err:  # OSError: e.g. a full disk on writing
         print(f"lingen: error: {err}", file=sys.stderr)
         return 2
     return 0

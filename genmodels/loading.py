@@ -41,6 +41,14 @@ def check_pipeline_folder(path: str | Path) -> Path:
 
 
 def load_pipeline(cls, path: str | Path, **kwargs):
-    """``cls.from_pretrained(path)`` after :func:`check_pipeline_folder`, with ``use_safetensors=True``."""
+    """``cls.from_pretrained(path)`` after :func:`check_pipeline_folder`, with ``use_safetensors=True``.
+
+    Whatever goes wrong while loading (a config value of the wrong type, truncated weights, shapes that do not
+    match the config) is raised as :class:`UnsafeCheckpointError` naming the folder, never as another type."""
     root = check_pipeline_folder(path)
-    return cls.from_pretrained(str(root), use_safetensors=True, **kwargs)
+    try:
+        return cls.from_pretrained(str(root), use_safetensors=True, **kwargs)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as err:  # diffusers, safetensors and the model constructors raise many types on bad folders
+        raise UnsafeCheckpointError(f"cannot load the pipeline in {root}: {type(err).__name__}: {err}") from err

@@ -5,23 +5,37 @@ schedule and the EMA advance on real optimizer steps only; a deterministic data 
 (seeded by seed, epoch, micro-step and process), so a resumed run continues exactly where the checkpoint
 was taken; atomic ``checkpoint-N`` folders with a total limit; ``--resume latest``; tqdm progress, a
 ``metrics.jsonl`` log and periodic sample grids.
+
+Distribution comes from the accelerate config it is launched with (``training/configs/``): DDP, FSDP or a
+single process, with the mixed precision of the config unless ``mixed_precision`` overrides it. Under DDP every
+process holds the whole model and the EMA. Under FSDP the training weights are sharded, but the EMA is kept
+whole (unsharded, fp32) on every process: each optimizer step gathers the full parameters once
+(``summon_full_params``; FSDP2: ``DTensor.full_tensor``) to update it. That costs one all-gather of the model
+per step and one full copy per process; it keeps checkpoints, sampling and the final save identical to DDP.
+Checkpoints use accelerate's FSDP save (``fsdp_state_dict_type`` of the config; FULL_STATE_DICT gathers on
+rank 0). accelerate enables FSDP only on GPU-type backends; on a CPU-only machine the loop turns an FSDP launch
+into FSDP over gloo itself (:func:`make_accelerator`), so the same config is tested without GPUs.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from genmodels.diffusion.noise import GlobalBatch
+
+from .checkpoint import load_checkpoint, resolve_resume, rewind_metrics, save_checkpoint
 from .ema import InversePowerEMA
 from .lr_scaling import LAMB, GradientNoiseScale, grad_sq_norm, scaled_lr, warmup_factor
 
@@ -53,7 +67,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     resume: str | None = None
-    mixed_precision: str = "no"
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: the accelerate config's (else no)
     num_workers: int = 0
 
 
@@ -100,6 +114,116 @@ def _noise_generator(seed: int, micro_step: int, process: int) -> torch.Generato
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1_009 + process)
 
 
+def make_accelerator(grad_accum: int = 1, mixed_precision: str | None = None) -> Accelerator:
+    """The loop's ``Accelerator``: CPU processes over gloo when CUDA is absent, else GPUs.
+
+    An FSDP launch (``ACCELERATE_USE_FSDP=true``, set by ``accelerate launch`` with ``distributed_type: FSDP``)
+    on a machine without CUDA would silently run as plain DDP (MULTI_CPU): accelerate 1.x switches to FSDP
+    only for GPU-type backends. torch's FSDP itself runs on CPU/gloo, so here the state is switched to FSDP
+    with the plugin read from the launch environment (the same plugin accelerate would build on GPUs).
+    """
+    accelerator = Accelerator(gradient_accumulation_steps=grad_accum, mixed_precision=mixed_precision,
+                              cpu=not torch.cuda.is_available())
+    fsdp_env = accelerator.distributed_type == DistributedType.MULTI_CPU and \
+        getattr(accelerator.state, "fsdp_plugin", None) is None and \
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_env:
+        plugin = FullyShardedDataParallelPlugin()
+        if plugin.fsdp_version != 1:
+            raise ValueError("FSDP on CPU processes is wired for fsdp_version 1 (the configs' default)")
+        if accelerator.mixed_precision != "no":
+            plugin.set_mixed_precision(accelerator.mixed_precision)
+        accelerator.state.fsdp_plugin = plugin
+        _fix_fsdp_cpu_optimizer_state_dict()
+        # FSDP wants its device_id to equal its compute device, torch.device("cpu"); accelerate's CPU processes
+        # use "cpu:<local rank>" (the same memory, a different torch.device)
+        for shared in (accelerator.state._shared_state, PartialState._shared_state):
+            shared["distributed_type"] = DistributedType.FSDP
+            shared["device"] = torch.device("cpu")
+    return accelerator
+
+
+def _fix_fsdp_cpu_optimizer_state_dict() -> None:
+    """Work around a torch FSDP1 bug that only bites when FSDP computes on CPU.
+
+    ``FSDP.optim_state_dict`` (``use_orig_params=True``) all-gathers each optimizer state (exp_avg, then
+    exp_avg_sq) into one buffer per flat parameter and hands out views of it; the "offload to CPU" that follows
+    is what copies them on GPUs, but on CPU it is a no-op, so the next state overwrites the previous one and a
+    saved AdamW state has exp_avg == exp_avg_sq for every parameter (resume then diverges). Cloning each
+    state before it is unflattened makes the views own their memory. Applied only for FSDP on CPU processes.
+    """
+    from torch.distributed.fsdp import _optim_utils
+
+    original = _optim_utils._unflatten_orig_param_states
+    if getattr(original, "_lingen_cpu_fix", False):
+        return
+
+    def unflatten(fsdp_param_info, output_states, state_name, *args, **kwargs):
+        for states in output_states.values():
+            value = states.get(state_name)
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+                states[state_name] = value.clone()
+        return original(fsdp_param_info, output_states, state_name, *args, **kwargs)
+
+    unflatten._lingen_cpu_fix = True
+    _optim_utils._unflatten_orig_param_states = unflatten
+
+
+_WRAPPER_NAMES = {"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"}
+
+
+def _clean_name(name: str) -> str:
+    """A parameter name without the segments FSDP, activation checkpointing and torch.compile insert."""
+    return ".".join(part for part in name.split(".") if part not in _WRAPPER_NAMES)
+
+
+class _FullWeights:
+    """The model's full (unsharded) parameters and buffers, ordered like ``reference``'s: what
+    :meth:`InversePowerEMA.step` reads (``parameters()``, ``buffers()``)."""
+
+    def __init__(self, model: torch.nn.Module, reference: torch.nn.Module):
+        def full(t):
+            return t.full_tensor() if hasattr(t, "full_tensor") else t  # FSDP2 DTensor → whole tensor
+
+        params = {_clean_name(n): full(p) for n, p in model.named_parameters()}
+        buffers = {_clean_name(n): full(b) for n, b in model.named_buffers()}
+        self._params = [params[n] for n, _ in reference.named_parameters()]
+        self._buffers = [buffers[n] for n, _ in reference.named_buffers()]
+
+    def parameters(self):
+        return iter(self._params)
+
+    def buffers(self):
+        return iter(self._buffers)
+
+
+@torch.no_grad()
+def ema_step(accelerator: Accelerator, model: torch.nn.Module, ema: InversePowerEMA) -> None:
+    """One EMA update from the prepared ``model``. DDP / single process: its parameters directly. FSDP: the
+    full parameters, gathered for the update (every process updates its whole EMA copy identically)."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        ema.step(accelerator.unwrap_model(model))
+        return
+    if getattr(accelerator, "is_fsdp2", False):
+        ema.step(_FullWeights(model, ema.model))
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    with FSDP.summon_full_params(model, writeback=False, with_grads=False):
+        ema.step(_FullWeights(model, ema.model))
+
+
+def _check_checkpoint_kind(path: Path, fsdp: bool) -> None:
+    """accelerate writes FSDP checkpoints (``pytorch_model_fsdp*``) and the others (``model.safetensors``)
+    differently and reads each back only under the same kind of launch: say so instead of a missing file."""
+    written_by_fsdp = any(Path(path).glob("pytorch_model_fsdp*"))
+    if written_by_fsdp != fsdp:
+        raise ValueError(f"{path} was written by {'an FSDP' if written_by_fsdp else 'a DDP / single-process'} run "
+                         f"and this run is {'FSDP' if fsdp else 'not FSDP'}: resume it with the same kind of "
+                         "accelerate config (training/configs/fsdp.yaml or ddp.yaml); the final EMA model folder "
+                         "is the same either way")
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -129,8 +253,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     """
     out = Path(cfg.output_dir)
     # cpu=True on a machine without CUDA makes a torchrun-launched job use gloo across CPU processes
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
-                              cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg.grad_accum, cfg.mixed_precision)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -148,6 +271,10 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adamw or lamb")
     if cfg.log_noise_scale and cfg.grad_accum < 2:
         raise ValueError("log_noise_scale needs grad_accum ≥ 2 (it compares a micro-batch with the full batch)")
+    if accelerator.distributed_type == DistributedType.FSDP and (cfg.log_noise_scale or cfg.optimizer == "lamb"):
+        # both read per-tensor norms of whole parameters / gradients, which FSDP shards over the processes
+        raise ValueError("log_noise_scale and the lamb optimizer need whole tensors; under FSDP they are sharded "
+                         "(use DDP: training/configs/ddp.yaml)")
     # The LR schedule is a pure function of the optimizer step, so nothing about it needs checkpointing
     # (accelerate would pickle a scheduler object and unpickle it on resume).
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -174,11 +301,17 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     state = {"step": 0, "epoch": 0, "samples_in_epoch": 0, "micro_step": 0}
     resume_path = resolve_resume(out, cfg.resume)
     if resume_path is not None:
+        _check_checkpoint_kind(resume_path, accelerator.distributed_type == DistributedType.FSDP)
         state.update(load_checkpoint(accelerator, resume_path, ema))
         accelerator.print(f"resumed from {resume_path} at step {state['step']}")
+    if cfg.resume and accelerator.is_main_process:  # steps a killed run logged after its checkpoint are redone
+        rewind_metrics(out / "metrics.jsonl", state["step"])
     ema.model.to(accelerator.device)
 
     global_micro_batch = cfg.batch_size * accelerator.num_processes
+    # objectives that couple the items of a batch (immiscible "assign") solve over the batch of all processes
+    global_batch = GlobalBatch(accelerator.gather, accelerator.process_index) if accelerator.num_processes > 1 \
+        else None
     metrics_path = out / "metrics.jsonl"
     pbar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", disable=not accelerator.is_main_process,
                 dynamic_ncols=True)
@@ -196,6 +329,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
         for batch in epoch_iter:
             gen = _noise_generator(cfg.seed, state["micro_step"], accelerator.process_index)
             current_lr = set_lr(state["step"])
+            if global_batch is not None:
+                batch = {**batch, "global_batch": global_batch}
             with accelerator.accumulate(model):
                 loss = objective(model, batch, gen).mean()
                 accelerator.backward(loss)
@@ -215,7 +350,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1
-            ema.step(accelerator.unwrap_model(model))
+            ema_step(accelerator, model, ema)
             step = state["step"]
             pbar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -251,7 +386,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
             state["samples_in_epoch"] = 0
     pbar.close()
     accelerator.wait_for_everyone()
-    summary = {"step": state["step"], "last": last_log, "seconds": time.perf_counter() - t_start}
+    summary = {"step": state["step"], "last": last_log, "seconds": time.perf_counter() - t_start,
+               "distributed_type": str(accelerator.distributed_type).split(".")[-1],
+               "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision}
+    if accelerator.distributed_type == DistributedType.FSDP and not getattr(accelerator, "is_fsdp2", False):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        summary["fsdp_units"] = len(FSDP.fsdp_modules(model))  # the root plus one per auto-wrapped block
     if accelerator.is_main_process:
         if val_dataset is not None:
             summary["val_loss_ema"] = evaluate(ema.model, objective, val_dataset, batches=cfg.eval_batches,

@@ -22,6 +22,7 @@ from genmodels.diffusion.edm import SigmaSampler  # noqa: E402
 from genmodels.diffusion.flow import FlowObjective  # noqa: E402
 from genmodels.diffusion.objectives import EDMObjective, TextConditioned  # noqa: E402
 from genmodels.models import build_model, model_entry  # noqa: E402
+from training.checkpoint import check_output_dir  # noqa: E402
 from training.loop import TrainConfig, train  # noqa: E402
 
 
@@ -54,7 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
+                   help="autocast precision (default: the accelerate config's, e.g. training/configs/bf16.yaml; "
+                        "else no)")
     p.add_argument("--weighting", choices=["soft-min-snr", "karras", "snr"], default="soft-min-snr")
     p.add_argument("--sigma-dist", choices=["cosine-interpolated", "log-normal"], default="cosine-interpolated")
     p.add_argument("--immiscible", choices=["none", "knn", "assign"], default="none",
@@ -105,17 +108,27 @@ def make_sample_fn(dataset_name: str, shape: tuple[int, ...], steps: int = 20, n
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    try:  # before any work: an unwritable folder would otherwise fail at the first checkpoint
+        check_output_dir(args.output_dir)
+    except OSError as err:
+        raise SystemExit(f"--output-dir: {err.strerror or err}") from err
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         dataset_args = json.loads(args.dataset_args)
     except json.JSONDecodeError as err:
         raise SystemExit(f"--dataset-args is not valid JSON: {err}") from err
+    if not isinstance(dataset_args, dict) or "seed" in dataset_args:
+        raise SystemExit(f"--dataset-args must be a JSON object of dataset arguments (the seed is --seed), "
+                         f"got {args.dataset_args!r}")
     torch.manual_seed(args.seed)  # model initialisation
     entry = model_entry(args.model)
     model = build_model(args.model, args.config)
-    train_ds = build_dataset(args.dataset, "train", seed=args.seed, **dataset_args)
-    val_ds = build_dataset(args.dataset, "val", **{k: v for k, v in dataset_args.items() if k != "transpose"})
+    try:
+        train_ds = build_dataset(args.dataset, "train", seed=args.seed, **dataset_args)
+        val_ds = build_dataset(args.dataset, "val", **{k: v for k, v in dataset_args.items() if k != "transpose"})
+    except ValueError as err:
+        raise SystemExit(f"--dataset {args.dataset} --dataset-args {args.dataset_args}: {err}") from err
     shape = tuple(train_ds[0]["pixel_values"].shape)
     if hasattr(model, "check_input_size"):
         model.check_input_size(*shape[-2:])

@@ -33,4 +33,7 @@ def build_dataset(name: str, split: str, **kwargs) -> Dataset:
     """The dataset registered as ``name``, for ``split`` ("train" or "val"), built with ``kwargs``."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    return DATASETS[name](split=split, **kwargs)
+    try:
+        return DATASETS[name](split=split, **kwargs)
+    except TypeError as err:  # an unknown keyword, or a value of the wrong type (kwargs often come from JSON)
+        raise ValueError(f"bad arguments for the {name} dataset {kwargs}: {err}") from err

@@ -53,6 +53,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from genmodels.music.roll import (
+    MAX_ROLL_COLUMNS,
     PNG_LEVELS,
     ROLL_PITCHES,
     STEPS_PER_BAR,
@@ -376,10 +377,16 @@ class PianoRollDataset(Dataset):
     ) -> None:
         if split not in ("train", "val"):
             raise DatasetError(f"split must be 'train' or 'val', got {split!r}")
-        if width <= 0 or width % STEPS_PER_BAR:
-            raise DatasetError(f"width must be a positive multiple of {STEPS_PER_BAR} columns, got {width}")
-        if transpose is not None and transpose[0] > transpose[1]:
-            raise DatasetError(f"transpose must be (low, high) with low <= high, got {transpose}")
+        if isinstance(width, bool) or not isinstance(width, int) or not 0 < width <= MAX_ROLL_COLUMNS \
+                or width % STEPS_PER_BAR:
+            raise DatasetError(f"width must be a positive multiple of {STEPS_PER_BAR} columns up to "
+                               f"{MAX_ROLL_COLUMNS}, got {width!r}")
+        if transpose is not None and (not isinstance(transpose, (tuple, list)) or len(transpose) != 2
+                                      or not all(isinstance(t, int) and not isinstance(t, bool) for t in transpose)
+                                      or transpose[0] > transpose[1]):
+            raise DatasetError(f"transpose must be (low, high) semitones with low <= high, got {transpose!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise DatasetError(f"seed must be a non-negative integer, got {seed!r}")
         if pieces is None:
             pieces = load_pieces(collections, max_pieces=max_pieces, cache_dir=cache_dir, progress=progress)
         want_val = split == "val"

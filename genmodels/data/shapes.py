@@ -129,9 +129,12 @@ def object_gap(side: int) -> int:
     return max(2, side // 20)
 
 
+MAX_IMAGE_SIDE = 4096  # larger pictures are refused rather than allocated
+
+
 def check_image_side(side: int) -> int:
-    if not isinstance(side, (int, np.integer)) or side < 24:
-        raise ShapesError(f"image size must be an integer >= 24 pixels, got {side!r}")
+    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or not 24 <= side <= MAX_IMAGE_SIDE:
+        raise ShapesError(f"image size must be an integer in 24..{MAX_IMAGE_SIDE} pixels, got {side!r}")
     return int(side)
 
 
@@ -559,6 +562,8 @@ class ShapesDataset(Dataset):
         if self.length <= 0:
             raise ShapesError(f"length must be positive, got {length}")
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ShapesError(f"seed must be >= 0, got {seed!r}")
         self.categories = _check_categories(categories)
 
     def __len__(self) -> int:

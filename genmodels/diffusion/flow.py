@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .noise import item_generators
 from .sampling import SamplerOutput, _randn
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -99,6 +100,12 @@ class FlowObjective:
     ``[B]`` bool (captions to replace by the null text). Without ``drop``, each caption is dropped with
     probability ``text_drop_prob`` (SANA: 0.1) using ``generator``, which trains the null text for
     classifier-free guidance. Without text keys the model is trained unconditionally.
+
+    With ``noise_seed`` ``[B]`` in the batch (the training loop attaches one per item), t, ε and the
+    caption-dropout draw of item i all come from a generator seeded by ``noise_seed[i]`` (see
+    :func:`~genmodels.diffusion.noise.item_generators`) and ``generator`` is ignored: an item's training
+    noise then does not depend on the batch size, the process count or its position in the batch, which
+    makes N processes × batch B train exactly like one process × batch N·B.
     """
 
     shift: float | None = None
@@ -112,14 +119,23 @@ class FlowObjective:
         x0 = batch["pixel_values"]
         b = x0.shape[0]
         shift = default_shift(*x0.shape[-2:]) if self.shift is None else self.shift
-        t = logit_normal_timesteps(b, mean=self.logit_mean, std=self.logit_std, shift=shift, generator=generator,
-                                   device=x0.device)
-        noise = _randn(x0.shape, generator, x0)
         text = {key: batch[key] for key in self.TEXT_KEYS if batch.get(key) is not None}
-        if "encoder_hidden_states" in text:
-            drop = batch.get("drop")
-            if drop is None:
+        drop = batch.get("drop")
+        if "noise_seed" in batch:  # one generator per item: results do not depend on how items are batched
+            gens = item_generators(batch["noise_seed"])
+            # per item, in this order: t, noise, caption-dropout draw
+            t = torch.cat([logit_normal_timesteps(1, mean=self.logit_mean, std=self.logit_std, shift=shift,
+                                                  generator=g) for g in gens]).to(x0.device)
+            noise = _randn(x0.shape, gens, x0)
+            if "encoder_hidden_states" in text and drop is None:
+                drop = torch.cat([torch.rand((1,), generator=g) for g in gens]) < self.text_drop_prob
+        else:
+            t = logit_normal_timesteps(b, mean=self.logit_mean, std=self.logit_std, shift=shift, generator=generator,
+                                       device=x0.device)
+            noise = _randn(x0.shape, generator, x0)
+            if "encoder_hidden_states" in text and drop is None:
                 drop = _rand((b,), generator, x0.device) < self.text_drop_prob
+        if "encoder_hidden_states" in text:
             text["drop_text"] = drop.to(device=x0.device, dtype=torch.bool)
         pred = model(flow_interpolate(x0, noise, t), t, **text)
         return (pred.float() - flow_target(x0, noise).float()).pow(2).flatten(1).mean(1)

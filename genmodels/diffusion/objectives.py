@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .edm import KarrasDenoiser, SigmaSampler
-from .noise import item_generators, nearest_of_k_noise, training_noise
+from .noise import assign_noise, item_generators, nearest_of_k_noise, training_noise
+from .sampling import _randn
 
 
 @dataclass
@@ -19,7 +20,8 @@ class EDMObjective:
     """Karras preconditioning + loss weighting (soft-min-SNR by default) + a σ distribution.
 
     ``cond_keys`` maps batch keys to model keyword arguments (e.g. ``{"class_labels": "class_labels"}``).
-    ``immiscible`` is ``none``, ``knn`` (nearest of ``immiscible_k`` noise draws) or ``assign``.
+    ``immiscible`` is ``none``, ``knn`` (nearest of ``immiscible_k`` noise draws) or ``assign`` (batch linear
+    assignment; with ``batch["global_batch"]`` (a :class:`~.noise.GlobalBatch`) over the batch of all processes).
     """
 
     sigma_sampler: SigmaSampler = field(default_factory=SigmaSampler)
@@ -34,8 +36,11 @@ class EDMObjective:
             gens = item_generators(batch["noise_seed"])
             u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens])
             sigma = self.sigma_sampler.from_uniform(u).to(x0.device, torch.float32)
-            if self.immiscible == "assign":  # assignment couples the items of the local batch
-                noise = training_noise(x0, "assign", generator=gens[0])
+            if self.immiscible == "assign":
+                # each item draws its own Gaussian; the linear assignment then re-pairs noise with images over
+                # the global batch (all processes, when the loop passes ``global_batch``). Only the noise is
+                # permuted: σ and the conditioning stay with their image.
+                noise = assign_noise(x0, _randn(x0.shape, gens, x0), batch.get("global_batch"))
             else:
                 k = self.immiscible_k if self.immiscible == "knn" else 1
                 noise = torch.cat([nearest_of_k_noise(x0[i : i + 1], k, generator=g) for i, g in enumerate(gens)])

@@ -373,6 +373,9 @@ def image_to_roll(image: Image.Image) -> np.ndarray:
         raise ValueError(
             f"a piano-roll image must be {ROLL_PITCHES} pixels tall (one row per pitch), got {image.height}"
         )
+    if image.width > MAX_ROLL_COLUMNS:  # checked on the header's size, before anything is decoded
+        raise ValueError(f"the piano-roll image is too large: {image.width} columns, more than the "
+                         f"{MAX_ROLL_COLUMNS} limit")
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     roll = np.stack([rgb[..., 0], rgb[..., 1]]) / PNG_LEVELS
     return np.minimum(roll, 1.0).astype(np.float32)

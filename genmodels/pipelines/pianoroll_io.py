@@ -7,6 +7,7 @@ preview and a JSON manifest, each written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from genmodels.io import atomic_path, write_text_atomic
+from genmodels.io import atomic_path
 from genmodels.music import (
     PITCH_HIGH,
     PITCH_LOW,
@@ -28,9 +29,12 @@ from genmodels.music import (
     roll_to_midi,
     write_wav,
 )
-from genmodels.music.roll import pitch_to_row
+from genmodels.music.roll import MidiError, pitch_to_row
 
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # mask images above this are refused before decoding
+# A file's tempo is kept for the outputs: outside this range the audio preview of even a short piece would run
+# for hours (or last microseconds), so such files are refused.
+MIN_BPM, MAX_BPM = 10.0, 1000.0
 
 
 def parse_range(text: str, name: str) -> tuple[int, int]:
@@ -45,8 +49,13 @@ def parse_range(text: str, name: str) -> tuple[int, int]:
 
 
 def load_roll(midi: str | Path | bytes, *, min_bars: int = 8) -> tuple[np.ndarray, float]:
-    """A MIDI file as a roll padded with silence to whole bars (at least ``min_bars``), and its tempo."""
+    """A MIDI file as a roll padded with silence to whole bars (at least ``min_bars``), and its tempo.
+
+    Raises ``MidiError`` (a ``ValueError``) for unusable files, including a tempo outside ``MIN_BPM..MAX_BPM``."""
     info = midi_to_roll(midi)
+    if not MIN_BPM <= info.bpm <= MAX_BPM:
+        raise MidiError(f"the MIDI file's tempo is {info.bpm:.4g} bpm; files from {MIN_BPM:g} to {MAX_BPM:g} bpm "
+                        "are accepted")
     width = max(min_bars * STEPS_PER_BAR, -(-info.roll.shape[2] // STEPS_PER_BAR) * STEPS_PER_BAR)
     roll = np.zeros((2, ROLL_PITCHES, width), dtype=np.float32)
     roll[:, :, : info.roll.shape[2]] = info.roll
@@ -96,17 +105,25 @@ def midi_bytes(roll: np.ndarray, bpm: float) -> bytes:
 def write_outputs(out_dir: str | Path, roll: np.ndarray, mask: np.ndarray, bpm: float, manifest: dict,
                   *, name: str = "result", sample_rate: int = 22050) -> dict[str, Path]:
     """Write ``name.png`` (rendered, generated notes highlighted), ``name_roll.png`` (the roll format),
-    ``name.mid``, ``name.wav`` and ``manifest.json`` into ``out_dir``; returns their paths."""
+    ``name.mid``, ``name.wav`` and ``manifest.json`` into ``out_dir``; returns their paths.
+
+    All or nothing: every file is written to a temporary name first and renamed into place only when all five
+    are complete, so an error (a full disk, say) leaves no partial output behind."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"image": out / f"{name}.png", "roll": out / f"{name}_roll.png", "midi": out / f"{name}.mid",
              "audio": out / f"{name}.wav", "manifest": out / "manifest.json"}
-    with atomic_path(paths["image"]) as tmp:
-        render_roll(roll, highlight_mask=mask).save(tmp, format="PNG")
-    with atomic_path(paths["roll"]) as tmp:
-        roll_to_image(roll).save(tmp, format="PNG")
-    with atomic_path(paths["midi"]) as tmp:
-        tmp.write_bytes(midi_bytes(roll, bpm))
-    write_wav(paths["audio"], render_audio(roll_to_midi(roll, bpm=bpm), sr=sample_rate), sample_rate)
-    write_text_atomic(paths["manifest"], json.dumps(manifest, indent=2))
+    created = not out.exists()
+    try:
+        with contextlib.ExitStack() as stack:  # on exit the temporary files are renamed (or, on error, removed)
+            tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+            render_roll(roll, highlight_mask=mask).save(tmp["image"], format="PNG")
+            roll_to_image(roll).save(tmp["roll"], format="PNG")
+            tmp["midi"].write_bytes(midi_bytes(roll, bpm))
+            write_wav(tmp["audio"], render_audio(roll_to_midi(roll, bpm=bpm), sr=sample_rate), sample_rate)
+            tmp["manifest"].write_text(json.dumps(manifest, indent=2))
+    except BaseException:
+        if created:  # the folder was made for these outputs: leave nothing behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     return paths

@@ -32,6 +32,12 @@ ProgressFn = Callable[[int, int], None]
 ImageInput = PIL.Image.Image | np.ndarray
 MAX_STEPS = 1000
 MAX_GUIDANCE = 30.0
+MAX_IMAGE_PIXELS = 4096 * 4096  # input images and masks (checked on the size, before decoding) and outputs
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{what} is too large ({width}×{height} pixels; up to {MAX_IMAGE_PIXELS} are accepted)")
 
 
 @dataclass
@@ -44,8 +50,10 @@ class TextToImageOutput(BaseOutput):
 
 
 def image_to_array(image: ImageInput) -> np.ndarray:
-    """PIL image or ``[H, W, 3]`` uint8 array → ``[H, W, 3]`` uint8 (RGB)."""
+    """PIL image or ``[H, W, 3]`` uint8 array → ``[H, W, 3]`` uint8 (RGB). A PIL image over ``MAX_IMAGE_PIXELS``
+    is refused from its size alone, before it is decoded."""
     if isinstance(image, PIL.Image.Image):
+        _check_size(*image.size, "image")
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
@@ -55,8 +63,10 @@ def image_to_array(image: ImageInput) -> np.ndarray:
 
 
 def mask_to_array(mask: ImageInput) -> np.ndarray:
-    """PIL mask (white = generate) or ``[H, W]`` array (True / ≥ 0.5 = generate) → ``[H, W]`` bool."""
+    """PIL mask (white = generate) or ``[H, W]`` array (True / ≥ 0.5 = generate) → ``[H, W]`` bool. A PIL mask
+    over ``MAX_IMAGE_PIXELS`` is refused from its size alone, before it is decoded."""
     if isinstance(mask, PIL.Image.Image):
+        _check_size(*mask.size, "mask")
         return np.asarray(mask.convert("L")) > 127
     array = np.asarray(mask)
     if array.ndim != 2:
@@ -101,7 +111,7 @@ class TextToImagePipeline(DiffusionPipeline):
                 or not 1 <= num_inference_steps <= MAX_STEPS:
             raise ValueError(f"num_inference_steps must be an integer in 1..{MAX_STEPS}, got {num_inference_steps!r}")
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating)) \
-                or not np.isfinite(guidance_scale) or not 0 <= guidance_scale <= MAX_GUIDANCE:
+                or not 0 <= guidance_scale <= MAX_GUIDANCE:  # NaN fails the comparison; no np.isfinite (big ints)
             raise ValueError(f"guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {guidance_scale!r}")
         if output_type not in ("pil", "np"):
             raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
@@ -113,6 +123,10 @@ class TextToImagePipeline(DiffusionPipeline):
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text_encoder; pass one with encode(prompts) -> "
                              "(tokens, mask, pooled)")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 1):
+                raise ValueError(f"{name} must be a positive integer (or None for the model's size), got {value!r}")
         if image is not None:
             image, mask = image_to_array(image), mask_to_array(mask)
             if mask.shape != image.shape[:2]:
@@ -125,6 +139,7 @@ class TextToImagePipeline(DiffusionPipeline):
             if not mask.any():
                 raise ValueError("the mask covers nothing: mark the region to generate (True / white)")
         height, width = int(height or self.default_size), int(width or self.default_size)
+        _check_size(width, height, "the requested image")
         self.transformer.check_input_size(height, width)
         return list(prompts), mask, image, height, width
 

@@ -23,12 +23,14 @@ def _args(out: Path, batch: int, steps: int = 4, *extra: str) -> list[str]:
             "--threads", "1", *extra]
 
 
-def _run(args: list[str], processes: int, cache: Path, port: int) -> None:
+def _run(args: list[str], processes: int, cache: Path, port: int, config: str = "ddp") -> None:
+    """``python args`` for one process with the default config, else ``accelerate launch``
+    with ``training/configs/<config>.yaml`` and ``processes`` processes."""
     env = {**os.environ, "LINGEN_CACHE": str(cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    if processes == 1:
+    if processes == 1 and config == "ddp":
         cmd = [sys.executable, *args]
     else:
-        cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "training" / "configs" / "ddp.yaml"),
+        cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "training" / "configs" / f"{config}.yaml"),
                "--num_processes", str(processes), "--main_process_port", str(port), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
