@@ -300,6 +300,8 @@ def test_huge_declared_images_are_refused_before_decoding(colour_type, monkeypat
 
     monkeypatch.setattr(Image.Image, "load", spy)
     monkeypatch.setattr("PIL.ImageFile.ImageFile.load", spy)
+    # PIL's default bomb limit (the app lowers it process-wide; this test is about the library's own checks)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(1024 * 1024 * 1024 // 4 // 3))
     for side in (10_000, 20_000):
         data = header_only_png(side, side, colour_type)
         with pytest.warns(Image.DecompressionBombWarning) if side == 10_000 else contextlib.nullcontext():
