@@ -27,7 +27,6 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -47,39 +46,13 @@ from benchmarks.shapes_t2i_eval import (  # noqa: E402
     select_items,
 )
 from genmodels.data.shapes import CATEGORIES, ShapesDataset  # noqa: E402
-from genmodels.diffusion.flow import FlowObjective, flow_interpolate  # noqa: E402
+from genmodels.diffusion.flow import FlowObjective  # noqa: E402
 from genmodels.diffusion.objectives import TextConditioned  # noqa: E402
 from genmodels.eval.shapes_oracle import load_eval_set  # noqa: E402
 from genmodels.io import atomic_path, write_text_atomic  # noqa: E402
 from genmodels.pipelines.text_to_image import TextToImagePipeline  # noqa: E402
 from genmodels.sana import block_importance, prune_blocks  # noqa: E402
-
-
-@torch.no_grad()
-def importance_batches(model, text_encoder, *, side: int, batches: int = 4, batch_size: int = 16,
-                       timesteps: Sequence[float] = (0.25, 0.5, 0.75), seed: int = 0) -> list[dict]:
-    """``SanaDiT.forward`` keyword batches for :func:`block_importance`: ``batches`` batches of validation
-    images, each noised at every t of ``timesteps`` (fixed noise from ``seed``), with their captions' text
-    features (pooled ones when the model takes them)."""
-    device = next(model.parameters()).device
-    dataset = ShapesDataset("val", size=side)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    generator = torch.Generator().manual_seed(seed)
-    out = []
-    for i, batch in enumerate(loader):
-        if i >= batches:
-            break
-        x0 = batch["pixel_values"]
-        tokens, mask, pooled = text_encoder.encode(list(batch["caption"]))
-        text = {"encoder_hidden_states": tokens.to(device), "encoder_attention_mask": mask.to(device),
-                "pooled_text": pooled.to(device) if model.pooled_dim and pooled is not None else None}
-        for t in timesteps:
-            noise = torch.randn(x0.shape, generator=generator)
-            t_batch = torch.full((x0.shape[0],), float(t))
-            out.append({"x": flow_interpolate(x0, noise, t_batch).to(device), "timestep": t_batch.to(device), **text})
-    if not out:
-        raise ValueError("importance_batches needs at least one batch and one timestep")
-    return out
+from training.prune_pipeline import importance_batches  # noqa: E402
 
 
 def finetune(model, text_encoder, *, steps: int, side: int, lr: float = 1e-4, batch_size: int = 16,
