@@ -121,24 +121,14 @@ class LinearSelfAttention(nn.Module):
         return self.proj(rearrange(o, "b h n d -> b n (h d)").to(x.dtype))
 
 
-class SoftmaxSelfAttention(nn.Module):
+class SoftmaxSelfAttention(LinearSelfAttention):
     """Multi-head softmax self-attention with :class:`LinearSelfAttention`'s parameters, ``[B, N, C] -> [B, N, C]``.
 
-    The same bias-free ``qkv``, optional full-width RMS QK-norm and biased output projection, under the same
-    names (identical state-dict keys and shapes); only the token mixer differs: ``softmax(q·kᵀ/√d)·v`` through
+    It inherits LiteLA's bias-free ``qkv``, optional full-width RMS QK-norm and biased output projection
+    (identical state-dict keys and shapes); only the token mixer differs: ``softmax(q·kᵀ/√d)·v`` through
     ``F.scaled_dot_product_attention``, O(N²) in the number of tokens. Unlike LiteLA it runs in the activation
     dtype (no float32 cast); with float32 weights both are computed in float32.
     """
-
-    def __init__(self, dim: int, head_dim: int = 32, qk_norm: bool = False):
-        super().__init__()
-        if dim % head_dim:
-            raise ValueError(f"width {dim} is not a multiple of head_dim {head_dim}")
-        self.dim, self.head_dim, self.n_heads = dim, head_dim, dim // head_dim
-        self.qkv = _xavier(nn.Linear(dim, 3 * dim, bias=False))
-        self.q_norm = RMSNorm(dim) if qk_norm else None
-        self.k_norm = RMSNorm(dim) if qk_norm else None
-        self.proj = _xavier(nn.Linear(dim, dim))
 
     def extra_repr(self) -> str:
         return f"heads={self.n_heads}, head_dim={self.head_dim}, qk_norm={self.q_norm is not None}, softmax"
