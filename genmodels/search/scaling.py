@@ -150,11 +150,22 @@ def _pyplot():
     return plt
 
 
+def _finish(plt, fig, ax, path: str | Path) -> Path:
+    """Grid, legend, tight layout; the PNG written atomically; the figure closed."""
+    from genmodels.io import atomic_path
+
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_scaling(path: str | Path, ks, coverage, *, fit: PowerLawFit | None = None,
                  selection: Mapping[str, Sequence[float]] | None = None, title: str = "repeated sampling") -> Path:
     """Coverage (pass@k), its power-law fit and selection accuracy (one curve per selector) vs k, log-x; PNG."""
-    from genmodels.io import atomic_path
-
     plt = _pyplot()
     ks = np.asarray(ks, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -165,13 +176,7 @@ def plot_scaling(path: str | Path, ks, coverage, *, fit: PowerLawFit | None = No
     for name, acc in (selection or {}).items():
         ax.plot(ks, acc, "s-", ms=3, label=f"selection: {name}")
     ax.set(xscale="log", xlabel="k (samples)", ylabel="fraction of problems", ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _finish(plt, fig, ax, path)
 
 
 def best_so_far(scores: np.ndarray) -> np.ndarray:
@@ -182,17 +187,9 @@ def best_so_far(scores: np.ndarray) -> np.ndarray:
 def plot_score_vs_nfe(path: str | Path, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
                       ylabel: str = "best verifier score", title: str = "score vs NFE") -> Path:
     """One line per search (``name -> (nfe [M], score [M])``), NFE on a log axis; PNG written atomically."""
-    from genmodels.io import atomic_path
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, (nfe, score) in curves.items():
         ax.plot(np.asarray(nfe, dtype=np.float64), score, "o-", ms=3, label=name)
     ax.set(xscale="log", xlabel="NFE (denoiser evaluations, all candidates)", ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _finish(plt, fig, ax, path)
