@@ -31,15 +31,14 @@ t ∈ [0, 1] (see :mod:`genmodels.diffusion.flow`). Classifier-free guidance use
 SANA 1.5's tools close the file: :func:`block_importance` (1 − cos(input, output) per block),
 :func:`prune_blocks` and :func:`grow_depth` (new blocks start as exact identity maps).
 
-Reading order: helpers, attention, Mix-FFN, transformer block, conditioning embedders, final layer, text
-context, model class, SANA 1.5 depth tools.
+Reading order: attention, Mix-FFN, transformer block, final layer, model class, SANA 1.5 depth tools. The
+timestep / caption embedders and the text side (null text, caption dropout, CrossWKV states) are shared with
+Diffusion Mamba and live in :mod:`genmodels.layers.dit`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
@@ -52,41 +51,19 @@ from kernels import linear_attention
 
 from .layers import CrossWKV, RMSNorm, apply_wd, make_param_groups, zero_init
 from .layers.crosswkv import MODES as CROSS_ATTN_MODES
+from .layers.dit import (
+    CaptionEmbedder,
+    TextConditioning,
+    TextContext,
+    TimestepEmbedder,
+    layer_norm,
+    modulate,
+    timestep_embedding,
+    xavier_init,
+)
 
-LN_EPS = 1e-6  # SANA / PixArt LayerNorms (no affine)
 ATTN_EPS = 1e-8  # LiteLA's normaliser eps as the SANA blocks construct it
 SELF_ATTN_MODES = ("linear", "softmax")  # SanaDiT(self_attn=...): LinearSelfAttention | SoftmaxSelfAttention
-
-# Helpers
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding ``[cos(t·f_j), sin(t·f_j)]``, ``f_j = max_period^(−j/half)``: ``[B] -> [B, dim]``
-    float32. The model feeds it ``1000·t`` (t ∈ [0, 1]), the DDPM-era timestep range PixArt / SANA use."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    return F.pad(emb, (0, dim % 2))
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``x·(1 + scale) + shift``; x ``[B, N, C]``, shift / scale ``[B, 1, C]``."""
-    return x * (1 + scale) + shift
-
-
-def layer_norm(x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm over the last dim without affine parameters, eps 1e-6."""
-    return F.layer_norm(x, x.shape[-1:], eps=LN_EPS)
-
-
-def _xavier(layer: nn.Module) -> nn.Module:
-    """PixArt's basic init: Xavier-uniform weight (conv kernels flattened to 2-D), zero bias."""
-    nn.init.xavier_uniform_(layer.weight.view(layer.weight.shape[0], -1))
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-    return layer
-
 
 # Attention
 
@@ -104,10 +81,10 @@ class LinearSelfAttention(nn.Module):
         if dim % head_dim:
             raise ValueError(f"width {dim} is not a multiple of head_dim {head_dim}")
         self.dim, self.head_dim, self.n_heads = dim, head_dim, dim // head_dim
-        self.qkv = _xavier(nn.Linear(dim, 3 * dim, bias=False))
+        self.qkv = xavier_init(nn.Linear(dim, 3 * dim, bias=False))
         self.q_norm = RMSNorm(dim) if qk_norm else None
         self.k_norm = RMSNorm(dim) if qk_norm else None
-        self.proj = _xavier(nn.Linear(dim, dim))
+        self.proj = xavier_init(nn.Linear(dim, dim))
 
     def extra_repr(self) -> str:
         return f"heads={self.n_heads}, head_dim={self.head_dim}, qk_norm={self.q_norm is not None}"
@@ -167,9 +144,9 @@ class MixFFN(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.dim, self.hidden = dim, hidden
-        self.inverted = _xavier(nn.Linear(dim, 2 * hidden))
+        self.inverted = xavier_init(nn.Linear(dim, 2 * hidden))
         self.depthwise = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
-        self.point = _xavier(nn.Linear(hidden, dim, bias=False))
+        self.point = xavier_init(nn.Linear(hidden, dim, bias=False))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, hidden={self.hidden}"
@@ -222,42 +199,6 @@ class SanaBlock(nn.Module):
         return x + gate_mlp * self.mlp(modulate(layer_norm(x), shift_mlp, scale_mlp), hw)
 
 
-# Conditioning embedders
-
-
-class TimestepEmbedder(nn.Module):
-    """t ∈ [0, 1] → sinusoidal(1000·t) → Linear → SiLU → Linear: ``[B] -> [B, C]`` (PixArt, init N(0, 0.02))."""
-
-    def __init__(self, dim: int, freq_dim: int = 256):
-        super().__init__()
-        self.freq_dim = freq_dim
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        for layer in (self.mlp[0], self.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)
-            nn.init.zeros_(layer.bias)
-
-    def extra_repr(self) -> str:
-        return f"freq_dim={self.freq_dim}"
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        emb = timestep_embedding(1000 * t, self.freq_dim)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
-
-
-class CaptionEmbedder(nn.Module):
-    """Text tokens ``[B, L, text_dim] -> [B, L, C]``: Linear → GELU(tanh) → Linear, then RMSNorm (SANA's
-    ``y_embedder`` + ``attention_y_norm``). SANA starts that norm's scale at 0.01; here it starts at 1, since
-    CrossWKV's state and its GroupNorm eps assume unit-scale context."""
-
-    def __init__(self, text_dim: int, dim: int):
-        super().__init__()
-        self.fc1, self.fc2 = _xavier(nn.Linear(text_dim, dim)), _xavier(nn.Linear(dim, dim))
-        self.norm = RMSNorm(dim)
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.fc2(F.gelu(self.fc1(y), approximate="tanh")))
-
-
 # Final layer
 
 
@@ -275,32 +216,10 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(layer_norm(x), shift, scale))
 
 
-# Text context
-
-
-@dataclass
-class TextContext:
-    """Text conditioning prepared once per prompt batch (:meth:`SanaDiT.cross_attention_states`) and reused
-    at every sampling step.
-
-    ``context``: projected tokens ``[B, L, C]``; ``mask``: ``[B, L]`` bool (True = real token) or None;
-    ``states``: one CrossWKV state ``[B, H, d, d]`` float32 per block (``cross_attn="crosswkv"``), else None
-    (the joint and softmax modes read ``context`` at every step).
-    """
-
-    context: torch.Tensor
-    mask: torch.Tensor | None
-    states: list[torch.Tensor] | None
-
-    @property
-    def batch_size(self) -> int:
-        return self.context.shape[0]
-
-
 # Model class
 
 
-class SanaDiT(ModelMixin, ConfigMixin):
+class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     """SANA-style linear DiT in pixel space; predicts the rectified-flow velocity ``ε − x₀``.
 
     Config: ``in_channels`` / ``out_channels`` (None = in), ``patch_size`` p, ``sample_size`` (the pipelines'
@@ -347,7 +266,7 @@ class SanaDiT(ModelMixin, ConfigMixin):
         pooled_text_dim = text_dim if pooled_text_dim is None else pooled_text_dim
         self.gradient_checkpointing = False
 
-        self.patch_embed = _xavier(nn.Conv2d(in_channels, width, patch_size, stride=patch_size))
+        self.patch_embed = xavier_init(nn.Conv2d(in_channels, width, patch_size, stride=patch_size))
 
         # Conditioning: timestep (+ pooled text) → adaLN-single; text tokens → caption embedder → blocks.
         self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
@@ -406,81 +325,13 @@ class SanaDiT(ModelMixin, ConfigMixin):
         """AdamW groups: weight decay only on Linear / conv weights; one learning rate for everything."""
         return make_param_groups(self, base_lr, weight_decay, mapping_lr_scale=1.0)
 
-    # Text conditioning
-
-    @property
-    def pooled_dim(self) -> int:
-        """Width of the pooled text input (0: none)."""
-        return 0 if self.null_pooled_embedding is None else self.null_pooled_embedding.shape[1]
+    # Input checks
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` unless both sides are positive multiples of the patch size."""
         p = self.patch_size
         if height < p or width < p or height % p or width % p:
             raise ValueError(f"image sides must be positive multiples of patch_size {p}, got {height}×{width}")
-
-    def _check_text(self, tokens: torch.Tensor, mask: torch.Tensor | None, pooled: torch.Tensor | None,
-                    batch: int | None = None) -> None:
-        text_dim, pooled_dim = self.config.text_dim, self.pooled_dim
-        if tokens.ndim != 3 or tokens.shape[-1] != text_dim or tokens.shape[1] < 1:
-            raise ValueError(f"encoder_hidden_states must be [B, L ≥ 1, {text_dim}], got {tuple(tokens.shape)}")
-        if batch is not None and tokens.shape[0] != batch:
-            raise ValueError(f"encoder_hidden_states has batch {tokens.shape[0]}, the image batch is {batch}")
-        if mask is not None and tuple(mask.shape) != tuple(tokens.shape[:2]):
-            raise ValueError(f"encoder_attention_mask must be [B, L] = {tuple(tokens.shape[:2])}, "
-                             f"got {tuple(mask.shape)}")
-        if pooled is not None:
-            if not pooled_dim:
-                raise ValueError("pooled_text given, but the model was built with pooled_text_dim=0")
-            if tuple(pooled.shape) != (tokens.shape[0], pooled_dim):
-                raise ValueError(f"pooled_text must be [B, {pooled_dim}] = {(tokens.shape[0], pooled_dim)}, "
-                                 f"got {tuple(pooled.shape)}")
-
-    def null_text(self, batch: int, length: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The null (empty) text for ``batch`` samples: tokens ``[B, length, text_dim]`` holding the learned null
-        token at position 0 and zeros after, mask ``[B, length]`` (only position 0 real), and the null pooled
-        vector ``[B, pooled_text_dim]`` (None without pooled input)."""
-        null = self.null_text_embedding
-        tokens = torch.cat([null.expand(batch, 1, -1), null.new_zeros(batch, length - 1, null.shape[1])], dim=1)
-        mask = torch.zeros(batch, length, dtype=torch.bool, device=null.device)
-        mask[:, 0] = True
-        pooled = None if self.null_pooled_embedding is None else self.null_pooled_embedding.expand(batch, -1)
-        return tokens, mask, pooled
-
-    def apply_text_dropout(self, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None,
-                           pooled_text: torch.Tensor | None, drop: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Replace the text of the samples where ``drop`` ``[B]`` (bool) is True by the null text: one null token,
-        the rest masked out, and the null pooled vector in place of a given pooled one. Differentiable w.r.t.
-        the null embeddings, so caption dropout trains them. Returns (tokens, mask, pooled)."""
-        batch, length = encoder_hidden_states.shape[:2]
-        drop = drop.to(device=encoder_hidden_states.device, dtype=torch.bool).reshape(batch)
-        null_tokens, null_mask, null_pooled = self.null_text(batch, length)
-        mask = encoder_attention_mask
-        if mask is None:
-            mask = torch.ones(batch, length, dtype=torch.bool, device=encoder_hidden_states.device)
-        tokens = torch.where(drop[:, None, None], null_tokens.to(encoder_hidden_states.dtype), encoder_hidden_states)
-        mask = torch.where(drop[:, None], null_mask.to(mask.device), mask.bool())
-        pooled = pooled_text
-        if pooled_text is not None and null_pooled is not None:
-            pooled = torch.where(drop[:, None], null_pooled.to(pooled_text.dtype), pooled_text)
-        return tokens, mask, pooled
-
-    def cross_attention_states(self, encoder_hidden_states: torch.Tensor,
-                               encoder_attention_mask: torch.Tensor | None = None) -> TextContext:
-        """Everything the blocks need from the text, computed once per prompt batch: the projected tokens and,
-        in crosswkv mode, every block's absorbed WKV state (``CrossWKV.encode_context``). Pass the result as
-        ``context_states=`` to :meth:`forward` at every sampling step (its batch must match the image batch)."""
-        self._check_text(encoder_hidden_states, encoder_attention_mask, None)
-        return self._text_context(encoder_hidden_states, encoder_attention_mask, with_states=True)
-
-    def _text_context(self, tokens: torch.Tensor, mask: torch.Tensor | None, with_states: bool) -> TextContext:
-        context = self.caption_embedder(tokens.to(self.caption_embedder.fc1.weight.dtype))
-        mask = None if mask is None else mask.bool()
-        states = None
-        if with_states and self.config.cross_attn == "crosswkv":
-            states = [block.cross_attn.encode_context(context, mask) for block in self.blocks]
-        return TextContext(context=context, mask=mask, states=states)
 
     # Forward
 
@@ -511,22 +362,8 @@ class SanaDiT(ModelMixin, ConfigMixin):
         timestep = torch.as_tensor(timestep, device=x.device, dtype=torch.float32)
         timestep = timestep.reshape(1).expand(batch) if timestep.numel() == 1 else timestep.reshape(batch)
 
-        # Text
-        if context_states is not None:
-            if encoder_hidden_states is not None or drop_text is not None:
-                raise ValueError("give either context_states or encoder_hidden_states / drop_text, not both "
-                                 "(apply the dropout before cross_attention_states)")
-            if context_states.batch_size != batch:
-                raise ValueError(f"context_states has batch {context_states.batch_size}, the image batch is {batch}")
-            text = context_states
-        else:
-            if encoder_hidden_states is None:
-                encoder_hidden_states, encoder_attention_mask, _ = self.null_text(batch)
-            self._check_text(encoder_hidden_states, encoder_attention_mask, pooled_text, batch)
-            if drop_text is not None:
-                encoder_hidden_states, encoder_attention_mask, pooled_text = self.apply_text_dropout(
-                    encoder_hidden_states, encoder_attention_mask, pooled_text, drop_text)
-            text = self._text_context(encoder_hidden_states, encoder_attention_mask, with_states=False)
+        text, pooled_text = self.resolve_text(batch, encoder_hidden_states, encoder_attention_mask, pooled_text,
+                                             context_states, drop_text)
 
         # adaLN-single
         t_emb = self.t_embedder(timestep)
