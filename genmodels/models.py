@@ -27,6 +27,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "hdit": ModelEntry("genmodels.hdit:HDiT", ("tiny", "pianoroll"), "edm"),
     "sana": ModelEntry("genmodels.sana:SanaDiT", ("tiny", "shapes"), "flow"),
+    "dim": ModelEntry("genmodels.dim:DiffusionMamba", ("tiny", "moving_shapes", "shapes"), "flow"),
 }
 
 

@@ -101,6 +101,11 @@ class FlowObjective:
     probability ``text_drop_prob`` (SANA: 0.1) using ``generator``, which trains the null text for
     classifier-free guidance. Without text keys the model is trained unconditionally.
 
+    Clips ``[B, C, F, H, W]`` with ``given_frames_prob`` > 0 train text-to-video and frame continuation in
+    one model (temporal inpainting): with that probability an item gets its first k frames given, k uniform
+    in 1..F−1. Given frames enter the model clean (not noised) and flagged by ``frame_mask`` ``[B, F]``; the
+    loss averages over the other frames only. The model must accept ``frame_mask``.
+
     With ``noise_seed`` ``[B]`` in the batch (the training loop attaches one per item), t, ε and the
     caption-dropout draw of item i all come from a generator seeded by ``noise_seed[i]`` (see
     :func:`~genmodels.diffusion.noise.item_generators`) and ``generator`` is ignored: an item's training
@@ -112,6 +117,7 @@ class FlowObjective:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     text_drop_prob: float = 0.1
+    given_frames_prob: float = 0.0
 
     TEXT_KEYS = ("encoder_hidden_states", "encoder_attention_mask", "pooled_text")
 
@@ -137,8 +143,27 @@ class FlowObjective:
                 drop = _rand((b,), generator, x0.device) < self.text_drop_prob
         if "encoder_hidden_states" in text:
             text["drop_text"] = drop.to(device=x0.device, dtype=torch.bool)
-        pred = model(flow_interpolate(x0, noise, t), t, **text)
-        return (pred.float() - flow_target(x0, noise).float()).pow(2).flatten(1).mean(1)
+        x_t = flow_interpolate(x0, noise, t)
+        if not (self.given_frames_prob > 0 and x0.ndim == 5 and x0.shape[2] > 1):
+            pred = model(x_t, t, **text)
+            return (pred.float() - flow_target(x0, noise).float()).pow(2).flatten(1).mean(1)
+        given = self._given_frames(b, x0.shape[2], gens if "noise_seed" in batch else generator, x0.device)
+        keep = given[:, None, :, None, None]
+        pred = model(torch.where(keep, x0, x_t), t, frame_mask=given, **text)
+        err = (pred.float() - flow_target(x0, noise).float()).pow(2).mean(dim=(1, 3, 4))  # [B, F]
+        weight = (~given).float()
+        return (err * weight).sum(1) / weight.sum(1)
+
+    def _given_frames(self, b: int, frames: int, generators, device) -> torch.Tensor:
+        """``[B, F]`` bool: a prefix of k ∈ 1..F−1 frames with probability ``given_frames_prob``, else none
+        (drawn after t, noise and the caption drop, from the item's generator when there is one)."""
+        if isinstance(generators, list):
+            u = torch.cat([torch.rand((2,), generator=g) for g in generators]).reshape(b, 2)
+        else:
+            u = _rand((b, 2), generators, "cpu")
+        k = torch.where(u[:, 0] < self.given_frames_prob, 1 + (u[:, 1] * (frames - 1)).long().clamp(max=frames - 2),
+                        torch.zeros(b, dtype=torch.long))
+        return (torch.arange(frames)[None] < k[:, None]).to(device)
 
 
 def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:  # one generator (training)

@@ -1,0 +1,495 @@
+"""Diffusion Mamba (DiM): a DiT whose token mixer is a bidirectional selective state-space model, for images
+and video, in pixel space (Mo & Tian, arXiv 2405.15881; scan orders after ZigMa, arXiv 2403.13802).
+
+Tokens are ``p × p`` pixel patches of every frame: a clip ``[B, C, F, H, W]`` becomes ``F·(H/p)·(W/p)``
+tokens (an image is a one-frame clip). Each block:
+
+    x ← x + gate_ssm · BiSSM(LN(x)·(1 + scale_ssm) + shift_ssm, order_i)
+    x ← x + CrossAttn(x, text)                                  (the shared CrossWKV: one state per prompt)
+    x ← x + gate_mlp · MLP(LN(x)·(1 + scale_mlp) + shift_mlp)
+
+with adaLN-Zero (DiT): every block maps c = t_emb (+ pooled text) through SiLU → Linear(C, 6C), zero-init,
+so every block starts as the identity.
+
+**BiSSM** (:class:`BidirectionalSSM`) is Mamba's mixer in its SSD / Mamba-2 form (scalar decay per head), run
+once along the scan order and once along its reverse (Vim's "v2" style: two branches with their own conv,
+Δ/B/C projection, A and D; outputs averaged, then gated by SiLU(z)). Per direction, on tokens in scan order:
+
+    x, z = in_proj(u)                          u ∈ [N, C],  x, z ∈ [N, E]  (E = expand·C, H heads of P)
+    x̃ = SiLU(causal depthwise conv(x))        kernel d_conv, along the scan
+    Δ_h = softplus(W_Δ x̃ + b_Δ)  [N, H];   B, C_ = W_B x̃, W_C x̃  [N, d_state]
+    h_t = exp(Δ_t·A) h_{t−1} + B_t (Δ_t x̃_t)ᵀ,   y_t = C_tᵀ h_t + D ⊙ x̃_t      (A = −exp(A_log) < 0 per head)
+
+The recurrence is the operator core's ``linear_attention(q=C, k=B, v=Δ·x̃, causal=True, log_decay=Δ·A)``
+(chunked matmul form on CPU, Triton on GPU): linear in the number of tokens. Both directions go through one
+call, stacked on the head axis. Scan, A_log and D stay in float32 (half precision made users' Mamba NaN).
+
+**Scan orders** (:func:`scan_orders`): a scan sees tokens as a 1-D sequence, so the order decides which
+neighbours are close. ``scan="zigzag"``: images use ZigMa's eight spatially continuous snakes (four corners ×
+row / column), layer i uses order i mod 8; videos cycle spatial snakes within frames (frames in order) and
+temporal scans (each spatial position through all frames, positions in snake order, time direction alternating
+so the path stays continuous), as spatial, spatial, temporal ("sst"). ``scan="raster"``: plain row-major
+order in every layer (the ablation baseline). Orders are permutations applied with ``index_select`` before the
+mixer and undone after it.
+
+Positions: fixed sinusoidal embeddings, 2-D over the patch grid plus 1-D over frames, so any frame count and
+any size divisible by p work. With ``frame_conditioning`` the patch embedding reads one extra channel, the
+frame mask (1 = this frame is given): frame continuation is temporal inpainting, the given frames enter clean
+and the model generates the rest.
+
+Reading order: scan orders, position embeddings, the SSM mixer, block, final layer, model class.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from kernels import linear_attention
+
+from .layers import CrossWKV, apply_wd, make_param_groups, zero_init
+from .layers.crosswkv import MODES as CROSS_ATTN_MODES
+from .layers.dit import (
+    CaptionEmbedder,
+    TextConditioning,
+    TimestepEmbedder,
+    layer_norm,
+    modulate,
+    xavier_init,
+)
+
+SCAN_MODES = ("zigzag", "raster")
+MIXERS = ("ssm", "softmax")
+MAX_FRAMES = 256
+
+# Scan orders
+
+
+def snake_order(h: int, w: int, corner: int = 0, columns: bool = False) -> torch.Tensor:
+    """A spatially continuous boustrophedon path over an ``h × w`` grid: ``[h·w]`` row-major token indices.
+
+    ``corner`` 0..3 picks the start (top-left, top-right, bottom-left, bottom-right); ``columns`` walks
+    columns (alternating down / up) instead of rows (alternating left / right). Consecutive tokens of the
+    path are always grid neighbours.
+    """
+    grid = torch.arange(h * w).reshape(h, w)
+    if corner in (1, 3):
+        grid = grid.flip(1)
+    if corner in (2, 3):
+        grid = grid.flip(0)
+    if columns:
+        grid = grid.t()
+    grid = grid.clone()
+    grid[1::2] = grid[1::2].flip(1)
+    return grid.reshape(-1)
+
+
+def zigzag_orders_2d(h: int, w: int) -> list[torch.Tensor]:
+    """ZigMa's eight snakes: corners 0..3, rows then columns for each."""
+    return [snake_order(h, w, corner, columns) for corner in range(4) for columns in (False, True)]
+
+
+@lru_cache(maxsize=64)
+def scan_orders(frames: int, h: int, w: int, scan: str = "zigzag") -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """The cycle of (order, inverse) permutations over ``frames·h·w`` tokens (token index ``(f·h + y)·w + x``);
+    block i uses entry ``i mod len``. ``order[j]`` is the token at scan position j; ``inverse[order] = arange``.
+    """
+    if scan not in SCAN_MODES:
+        raise ValueError(f"scan must be one of {SCAN_MODES}, got {scan!r}")
+    n_frame = h * w
+    if scan == "raster":
+        orders = [torch.arange(frames * n_frame)]
+    else:
+        snakes = zigzag_orders_2d(h, w)
+        offsets = torch.arange(frames)[:, None] * n_frame
+        spatial = [(offsets + s[None]).reshape(-1) for s in snakes]  # frame by frame, a snake inside each
+        if frames == 1:
+            orders = spatial
+        else:
+            temporal = []
+            for s in snakes[::2]:  # each position through every frame; time direction alternates per position
+                along_time = offsets[:, 0][None, :] + s[:, None]  # [positions, frames]
+                along_time[1::2] = along_time[1::2].flip(1)
+                temporal.append(along_time.reshape(-1))
+            orders = []
+            for i in range(4):  # spatial, spatial, temporal
+                orders += [spatial[2 * i], spatial[2 * i + 1], temporal[i]]
+    return tuple((o, torch.argsort(o)) for o in orders)
+
+
+# Position embeddings
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[N] -> [N, dim]`` float32: ``[sin(p·f_j), cos(p·f_j)]``, f_j = 10000^(−j/(dim/2))."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = positions.float()[:, None] * freqs[None]
+    return F.pad(torch.cat([torch.sin(args), torch.cos(args)], dim=-1), (0, dim % 2))
+
+
+@lru_cache(maxsize=32)
+def position_embedding(frames: int, h: int, w: int, dim: int) -> torch.Tensor:
+    """``[frames·h·w, dim]``: 2-D sin-cos over the patch grid (half the channels per axis) plus 1-D sin-cos
+    over the frame index (all channels, scaled by 1/2 so neither dominates)."""
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    spatial = torch.cat([sincos_1d(ys.reshape(-1), dim // 2), sincos_1d(xs.reshape(-1), dim - dim // 2)], dim=-1)
+    temporal = sincos_1d(torch.arange(frames), dim) * 0.5
+    return (temporal[:, None, :] + spatial[None]).reshape(frames * h * w, dim)
+
+
+# The SSM mixer
+
+
+def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+class BidirectionalSSM(nn.Module):
+    """Bidirectional selective SSM (SSD form) over tokens ``[B, N, C]`` in a given scan order.
+
+    Shared ``in_proj`` (C → 2E: x and the gate z) and ``out_proj`` (E → C); per direction (index 0 forward,
+    1 backward): a causal depthwise conv along its scan direction, ``x_proj`` (E → H + 2·d_state: Δ, B, C),
+    ``dt_bias``, ``A_log`` and ``D`` per head. Mamba's inits: Δ = softplus(x + dt_bias) starts log-uniform in
+    [1e-3, 1e-1]; A = −exp(A_log) uniform in [1, 16] (Mamba-2); D = 1.
+    """
+
+    def __init__(self, dim: int, expand: int = 2, head_dim: int = 32, d_state: int = 16, d_conv: int = 4,
+                 dt_min: float = 1e-3, dt_max: float = 0.1):
+        super().__init__()
+        inner = expand * dim
+        if inner % head_dim:
+            raise ValueError(f"expand·width = {inner} is not a multiple of ssm_head_dim {head_dim}")
+        self.dim, self.inner, self.head_dim, self.d_state, self.d_conv = dim, inner, head_dim, d_state, d_conv
+        self.n_heads = inner // head_dim
+        self.in_proj = xavier_init(nn.Linear(dim, 2 * inner, bias=False))
+        # both directions' depthwise convs as one grouped conv over 2E channels
+        self.conv = nn.Conv1d(2 * inner, 2 * inner, d_conv, groups=2 * inner, padding=0)
+        self.x_proj = nn.ModuleList(xavier_init(nn.Linear(inner, self.n_heads + 2 * d_state, bias=False))
+                                    for _ in range(2))
+        dt = torch.exp(torch.rand(2, self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.dt_bias = nn.Parameter(inverse_softplus(dt.clamp(min=1e-4)))
+        self.A_log = nn.Parameter(torch.log(torch.empty(2, self.n_heads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(2, self.n_heads))
+        self.out_proj = xavier_init(nn.Linear(inner, dim, bias=False))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, inner={self.inner}, heads={self.n_heads}, head_dim={self.head_dim}, "
+                f"d_state={self.d_state}, d_conv={self.d_conv}")
+
+    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None,
+                inverse: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, N, C]`` (tokens in their natural order) → ``[B, N, C]``; ``order`` / ``inverse``: the scan
+        permutation and its inverse (None = natural order)."""
+        b, n, _ = x.shape
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        if order is not None:
+            xs = xs.index_select(1, order)
+        # forward branch on the scan order, backward branch on its reverse; one grouped causal conv for both
+        u = torch.cat([xs, xs.flip(1)], dim=-1).transpose(1, 2)  # [B, 2E, N]
+        u = F.silu(self.conv(F.pad(u, (self.d_conv - 1, 0)))).transpose(1, 2)  # [B, N, 2E]
+        u_dirs = u.chunk(2, dim=-1)
+        qs, ks, vs, gs = [], [], [], []
+        for d, u_d in enumerate(u_dirs):
+            dt, b_t, c_t = self.x_proj[d](u_d).float().split([self.n_heads, self.d_state, self.d_state], dim=-1)
+            dt = F.softplus(dt + self.dt_bias[d].float())  # [B, N, H]
+            gs.append((dt * -torch.exp(self.A_log[d].float())).transpose(1, 2))  # log-decay ≤ 0, [B, H, N]
+            vs.append(rearrange(u_d.float(), "b n (h p) -> b h n p", p=self.head_dim) * dt.transpose(1, 2)[..., None])
+            qs.append(c_t[:, None].expand(b, self.n_heads, n, self.d_state))
+            ks.append(b_t[:, None].expand(b, self.n_heads, n, self.d_state))
+        y = linear_attention(torch.cat(qs, 1), torch.cat(ks, 1), torch.cat(vs, 1), causal=True,
+                             log_decay=torch.cat(gs, 1))  # [B, 2H, N, P] float32
+        y_f, y_b = y.chunk(2, dim=1)
+        skip = [rearrange(u_d.float(), "b n (h p) -> b h n p", p=self.head_dim) * self.D[d].float()[:, None, None]
+                for d, u_d in enumerate(u_dirs)]
+        y = 0.5 * ((y_f + skip[0]) + (y_b + skip[1]).flip(2))  # back to scan order, directions averaged
+        y = rearrange(y, "b h n p -> b n (h p)").to(x.dtype)
+        if inverse is not None:
+            y = y.index_select(1, inverse)
+        return self.out_proj(y * F.silu(z))
+
+
+class SoftmaxMixer(nn.Module):
+    """Multi-head softmax self-attention over all tokens, ``[B, N, C] -> [B, N, C]``: the quadratic baseline
+    (``mixer="softmax"``: the same DiT with attention in place of the SSM). Order-free, so it ignores the scan."""
+
+    def __init__(self, dim: int, head_dim: int = 32):
+        super().__init__()
+        if dim % head_dim:
+            raise ValueError(f"width {dim} is not a multiple of head_dim {head_dim}")
+        self.dim, self.head_dim = dim, head_dim
+        self.qkv = xavier_init(nn.Linear(dim, 3 * dim, bias=False))
+        self.proj = xavier_init(nn.Linear(dim, dim))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.dim // self.head_dim}, head_dim={self.head_dim}"
+
+    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None,
+                inverse: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", d=self.head_dim) for t in self.qkv(x).chunk(3, dim=-1))
+        return self.proj(rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)"))
+
+
+# Block
+
+
+class DiMBlock(nn.Module):
+    """adaLN-Zero block: modulated BiSSM, CrossWKV text cross-attention, modulated GELU(tanh) MLP.
+
+    ``forward(x [B, N, C], c [B, C], order, inverse, context, context_mask, state) -> [B, N, C]``.
+    """
+
+    def __init__(self, dim: int, *, expand: int, ssm_head_dim: int, d_state: int, d_conv: int, mlp_ratio: float,
+                 cross_attn: str, cross_head_dim: int, layer_id: int, n_layers: int, mixer: str = "ssm"):
+        super().__init__()
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(dim, 6 * dim)))
+        self.mixer = (BidirectionalSSM(dim, expand, ssm_head_dim, d_state, d_conv) if mixer == "ssm"
+                      else SoftmaxMixer(dim, ssm_head_dim))
+        self.cross_attn = CrossWKV(dim, dim, head_dim=cross_head_dim, mode=cross_attn, layer_id=layer_id,
+                                   n_layers=n_layers)
+        hidden = int(round(dim * mlp_ratio))
+        self.mlp = nn.Sequential(xavier_init(nn.Linear(dim, hidden)), nn.GELU(approximate="tanh"),
+                                 xavier_init(nn.Linear(hidden, dim)))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, order: torch.Tensor | None, inverse: torch.Tensor | None,
+                context: torch.Tensor | None, context_mask: torch.Tensor | None = None,
+                state: torch.Tensor | None = None) -> torch.Tensor:
+        mod = self.adaLN_modulation(c)[:, None].to(x.dtype)
+        shift_ssm, scale_ssm, gate_ssm, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        x = x + gate_ssm * self.mixer(modulate(layer_norm(x), shift_ssm, scale_ssm), order, inverse)
+        x = x + self.cross_attn(x, context, context_mask, state=state)
+        return x + gate_mlp * self.mlp(modulate(layer_norm(x), shift_mlp, scale_mlp))
+
+
+# Final layer
+
+
+class FinalLayer(nn.Module):
+    """DiT's final layer: adaLN (SiLU → zero-init Linear(C, 2C)) on LN(x), then a zero-init Linear to
+    ``p·p·C_out`` values per token."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(dim, 2 * dim)))
+        self.linear = zero_init(nn.Linear(dim, patch_size * patch_size * out_channels))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c)[:, None].to(x.dtype).chunk(2, dim=-1)
+        return self.linear(modulate(layer_norm(x), shift, scale))
+
+
+# Model class
+
+
+class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
+    """Diffusion Mamba over images ``[B, C, H, W]`` and clips ``[B, C, F, H, W]``; predicts the rectified-flow
+    velocity ``ε − x₀`` (see :mod:`genmodels.diffusion.flow`).
+
+    Config: ``in_channels`` / ``out_channels`` (None = in), ``patch_size`` p, ``sample_size`` (default side),
+    ``num_frames`` (default clip length of the pipelines; 1 = an image model), ``width`` C, ``depth``,
+    ``expand`` / ``ssm_head_dim`` / ``d_state`` / ``d_conv`` (the SSM), ``mlp_ratio``, ``text_dim``,
+    ``pooled_text_dim`` (None = text_dim, 0 = none), ``cross_attn`` (``"crosswkv" | "joint" | "softmax"``),
+    ``cross_head_dim``, ``timestep_freq_dim``, ``scan`` (``"zigzag"`` or ``"raster"``),
+    ``frame_conditioning`` (read a frame-mask channel: given frames for continuation), ``mixer`` (``"ssm"``;
+    ``"softmax"``: the same DiT with softmax self-attention, heads of ``ssm_head_dim``, the quadratic baseline).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["DiMBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        patch_size: int = 4,
+        sample_size: int = 32,
+        num_frames: int = 8,
+        width: int = 128,
+        depth: int = 8,
+        expand: int = 2,
+        ssm_head_dim: int = 32,
+        d_state: int = 16,
+        d_conv: int = 4,
+        mlp_ratio: float = 4.0,
+        text_dim: int = 64,
+        pooled_text_dim: int | None = None,
+        cross_attn: str = "crosswkv",
+        cross_head_dim: int = 64,
+        timestep_freq_dim: int = 256,
+        scan: str = "zigzag",
+        frame_conditioning: bool = False,
+        mixer: str = "ssm",
+    ):
+        super().__init__()
+        if mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+        if cross_attn not in CROSS_ATTN_MODES:
+            raise ValueError(f"cross_attn must be one of {CROSS_ATTN_MODES}, got {cross_attn!r}")
+        if scan not in SCAN_MODES:
+            raise ValueError(f"scan must be one of {SCAN_MODES}, got {scan!r}")
+        if depth < 1 or patch_size < 1 or sample_size % patch_size or not 1 <= num_frames <= MAX_FRAMES:
+            raise ValueError(f"need depth ≥ 1, sample_size divisible by patch_size and 1 ≤ num_frames ≤ "
+                             f"{MAX_FRAMES}, got depth={depth}, patch_size={patch_size}, sample_size={sample_size}, "
+                             f"num_frames={num_frames}")
+        self.patch_size = patch_size
+        self.out_channels = out_channels or in_channels
+        pooled_text_dim = text_dim if pooled_text_dim is None else pooled_text_dim
+        self.gradient_checkpointing = False
+
+        self.patch_embed = xavier_init(nn.Conv2d(in_channels + int(frame_conditioning), width, patch_size,
+                                                 stride=patch_size))
+        self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
+        self.pooled_embedder = nn.Linear(pooled_text_dim, width) if pooled_text_dim else None
+        self.caption_embedder = CaptionEmbedder(text_dim, width)
+        self.null_text_embedding = nn.Parameter(torch.randn(1, text_dim) / text_dim**0.5)
+        self.null_pooled_embedding = (
+            nn.Parameter(torch.randn(1, pooled_text_dim) / pooled_text_dim**0.5) if pooled_text_dim else None
+        )
+        self.blocks = nn.ModuleList(
+            DiMBlock(width, expand=expand, ssm_head_dim=ssm_head_dim, d_state=d_state, d_conv=d_conv,
+                     mlp_ratio=mlp_ratio, cross_attn=cross_attn, cross_head_dim=cross_head_dim, layer_id=i,
+                     n_layers=depth, mixer=mixer)
+            for i in range(depth)
+        )
+        self.final_layer = FinalLayer(width, patch_size, self.out_channels)
+        # Weight decay on Linear / conv weights only: not on A_log, D, dt_bias, norms or CrossWKV's vectors.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                apply_wd(module)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"patch_size={c.patch_size}, width={c.width}, depth={c.depth}, mixer={c.mixer!r}, scan={c.scan!r}, "
+                f"cross_attn={c.cross_attn!r}, frame_conditioning={c.frame_conditioning}")
+
+    # Configurations
+
+    @classmethod
+    def tiny_config(cls) -> dict:
+        """Patch 4, width 64, depth 2: milliseconds on a 4-frame 16×16 clip."""
+        return dict(in_channels=3, patch_size=4, sample_size=16, num_frames=4, width=64, depth=2, expand=2,
+                    ssm_head_dim=32, d_state=8, mlp_ratio=2.0, text_dim=32, cross_attn="crosswkv",
+                    cross_head_dim=32, frame_conditioning=True)
+
+    @classmethod
+    def moving_shapes_config(cls) -> dict:
+        """The moving-shapes text-to-video model: 8-frame 32×32 RGB clips, patch 4 (8×8 tokens per frame, 512
+        per clip), width 128, depth 8, frame conditioning for continuation, the tiny CLIP's 64-wide text."""
+        return dict(in_channels=3, patch_size=4, sample_size=32, num_frames=8, width=128, depth=8, expand=2,
+                    ssm_head_dim=32, d_state=16, mlp_ratio=3.0, text_dim=64, pooled_text_dim=64,
+                    cross_attn="crosswkv", cross_head_dim=64, frame_conditioning=True)
+
+    @classmethod
+    def shapes_config(cls) -> dict:
+        """The image model for the shapes world: 64×64 RGB, patch 8, one frame, the same width and depth."""
+        return dict(in_channels=3, patch_size=8, sample_size=64, num_frames=1, width=128, depth=8, expand=2,
+                    ssm_head_dim=32, d_state=16, mlp_ratio=3.0, text_dim=64, pooled_text_dim=64,
+                    cross_attn="crosswkv", cross_head_dim=64)
+
+    def param_groups(self, base_lr: float = 1e-4, weight_decay: float = 0.0) -> list[dict]:
+        """AdamW groups: weight decay only on Linear / conv weights; one learning rate for everything."""
+        return make_param_groups(self, base_lr, weight_decay, mapping_lr_scale=1.0)
+
+    # Input checks
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` unless both sides are positive multiples of the patch size."""
+        p = self.patch_size
+        if height < p or width < p or height % p or width % p:
+            raise ValueError(f"frame sides must be positive multiples of patch_size {p}, got {height}×{width}")
+
+    def _orders(self, frames: int, h: int, w: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(o.to(device), i.to(device)) for o, i in scan_orders(frames, h, w, self.config.scan)]
+
+    # Forward
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor | float,
+                encoder_hidden_states: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None, pooled_text: torch.Tensor | None = None, *,
+                context_states=None, drop_text: torch.Tensor | None = None,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity prediction.
+
+        Args:
+            x: ``[B, C_in, F, H, W]`` clip or ``[B, C_in, H, W]`` image, ``x_t = (1 − t)·x₀ + t·ε``; with
+                ``frame_mask`` the given frames hold their clean values.
+            timestep: t ∈ [0, 1] (1 = pure noise), scalar or ``[B]``.
+            encoder_hidden_states / encoder_attention_mask / pooled_text / context_states / drop_text: the text,
+                as for :class:`~genmodels.sana.SanaDiT` (None = the null text).
+            frame_mask: ``[B, F]`` bool, True = a given (clean) frame; None = none given. Needs a model built
+                with ``frame_conditioning=True``.
+
+        Returns:
+            the velocity ``ε − x₀``, shaped like ``x`` (with ``C_out`` channels).
+        """
+        if x.ndim not in (4, 5):
+            raise ValueError(f"x must be [B, C, F, H, W] or [B, C, H, W], got shape {tuple(x.shape)}")
+        is_image = x.ndim == 4
+        if is_image:
+            x = x[:, :, None]
+        batch, channels, frames, height, width = x.shape
+        if channels != self.config.in_channels:
+            raise ValueError(f"x has {channels} channels, the model expects {self.config.in_channels}")
+        if not 1 <= frames <= MAX_FRAMES:
+            raise ValueError(f"clips must have 1..{MAX_FRAMES} frames, got {frames}")
+        self.check_input_size(height, width)
+        timestep = torch.as_tensor(timestep, device=x.device, dtype=torch.float32)
+        timestep = timestep.reshape(1).expand(batch) if timestep.numel() == 1 else timestep.reshape(batch)
+        text, pooled_text = self.resolve_text(batch, encoder_hidden_states, encoder_attention_mask, pooled_text,
+                                              context_states, drop_text)
+
+        c = self.t_embedder(timestep)
+        if pooled_text is not None:
+            if self.pooled_embedder is None:
+                raise ValueError("pooled_text given, but the model was built with pooled_text_dim=0")
+            c = c + self.pooled_embedder(pooled_text.to(c.dtype))
+
+        # Patching: every frame separately; the frame mask rides along as one more input channel.
+        x = x.to(self.patch_embed.weight.dtype)
+        if self.config.frame_conditioning:
+            if frame_mask is None:
+                frame_mask = torch.zeros(batch, frames, dtype=torch.bool, device=x.device)
+            if tuple(frame_mask.shape) != (batch, frames):
+                raise ValueError(f"frame_mask must be [B, F] = {(batch, frames)}, got {tuple(frame_mask.shape)}")
+            m = frame_mask.to(x.dtype)[:, None, :, None, None].expand(batch, 1, frames, height, width)
+            x = torch.cat([x, m], dim=1)
+        elif frame_mask is not None:
+            raise ValueError("frame_mask given, but the model was built with frame_conditioning=False")
+        x = self.patch_embed(rearrange(x, "b c f h w -> (b f) c h w"))
+        h, w = x.shape[-2:]
+        x = rearrange(x, "(b f) c h w -> b (f h w) c", b=batch)
+        x = x + position_embedding(frames, h, w, x.shape[-1]).to(device=x.device, dtype=x.dtype)
+
+        orders = self._orders(frames, h, w, x.device)
+        for i, block in enumerate(self.blocks):
+            order, inverse = orders[i % len(orders)]
+            state = None if text.states is None else text.states[i]
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, c, order, inverse, text.context, text.mask, state)
+            else:
+                x = block(x, c, order, inverse, text.context, text.mask, state)
+
+        x = self.final_layer(x, c)
+        p = self.patch_size
+        out = rearrange(x, "b (f h w) (p q c) -> b c f (h p) (w q)", f=frames, h=h, w=w, p=p, q=p)
+        return out[:, :, 0] if is_image else out
+
+
+__all__ = [
+    "BidirectionalSSM",
+    "DiMBlock",
+    "DiffusionMamba",
+    "SoftmaxMixer",
+    "position_embedding",
+    "scan_orders",
+    "snake_order",
+    "zigzag_orders_2d",
+]
