@@ -23,9 +23,16 @@ def _shapes(split: str, **kwargs) -> Dataset:
     return ShapesDataset(split=split, **kwargs)
 
 
+def _moving_shapes(split: str, **kwargs) -> Dataset:
+    from genmodels.data.moving_shapes import MovingShapesDataset
+
+    return MovingShapesDataset(split=split, **kwargs)
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "pianoroll": _pianoroll,
     "shapes": _shapes,
+    "moving_shapes": _moving_shapes,
 }
 
 
