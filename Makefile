@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # idle OpenMP threads sleep instead of spinning (small matmuls on a busy 2-core machine are 20-60x faster)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-fast test-slow lint bench assets-pianoroll assets-shapes clean-venv
+.PHONY: demo test test-fast test-slow lint bench assets-pianoroll assets-shapes assets-video clean-venv
 
 # The venv is (re)installed when pyproject.toml changes; pip takes torch from the files on the machine.
 $(VENV)/.installed: pyproject.toml
@@ -47,3 +47,8 @@ assets-pianoroll: $(VENV)/.installed
 # training/recipes/shapes_sana.sh; about 18 + 75 minutes on this CPU).
 assets-shapes: $(VENV)/.installed
 	PY=$(PY) training/recipes/shapes_sana.sh
+
+# Re-train the shipped text-to-video model (Diffusion Mamba on moving shapes; see
+# training/recipes/moving_shapes_dim.sh; about 100 minutes on this CPU).
+assets-video: $(VENV)/.installed
+	PY=$(PY) training/recipes/moving_shapes_dim.sh

@@ -1,7 +1,12 @@
-"""Export a training checkpoint's EMA weights as a text-to-image pipeline folder.
+"""Export a training checkpoint's EMA weights as a text-to-image or text-to-video pipeline folder.
 
     python training/export_pipeline.py --checkpoint runs/shapes-sana-crosswkv/checkpoint-600 \\
         --config runs/shapes-sana-crosswkv.config.json --text-encoder assets/clip-shapes --out runs/sana-600 [--fp16]
+    python training/export_pipeline.py --model dim --config moving_shapes --sample-size 32 --flow-shift 1 \\
+        --checkpoint runs/moving-shapes-dim/checkpoint-3000 --text-encoder assets/clip-shapes --out DIR --fp16
+
+A model with ``num_frames`` > 1 in its config becomes a :class:`TextToVideoPipeline`, any other a
+:class:`TextToImagePipeline`.
 
 ``train_dit`` writes the pipeline only at the end of a run; this reads any ``checkpoint-N`` folder (its
 ``ema.safetensors``, never a pickle) so intermediate points of a run can be evaluated or shipped. The output
@@ -24,6 +29,7 @@ from genmodels.diffusion.flow import make_flow_scheduler  # noqa: E402
 from genmodels.io import replace_dir_atomic  # noqa: E402
 from genmodels.models import build_model  # noqa: E402
 from genmodels.pipelines.text_to_image import TextToImagePipeline  # noqa: E402
+from genmodels.pipelines.text_to_video import TextToVideoPipeline  # noqa: E402
 from training.checkpoint import EMA_FILE  # noqa: E402
 from training.train_dit import load_text_encoder  # noqa: E402
 
@@ -35,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="the model config the run was trained with (name or JSON)")
     p.add_argument("--text-encoder", required=True, help="open_clip or diffusers text-encoder folder")
     p.add_argument("--sample-size", type=int, default=64)
+    p.add_argument("--flow-shift", type=float, default=1.0, help="the time shift training used (sampling repeats it)")
     p.add_argument("--out", required=True)
     p.add_argument("--fp16", action="store_true", help="store half-precision weights (they load as float32)")
     return p.parse_args(argv)
@@ -49,8 +56,10 @@ def main(argv=None) -> Path:
     missing, unexpected = model.load_state_dict(load_file(str(ema_path)), strict=False)
     if missing or unexpected:
         raise SystemExit(f"{ema_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    pipe = TextToImagePipeline(transformer=model.eval(), scheduler=make_flow_scheduler("dpmsolver++"),
-                               text_encoder=load_text_encoder(args.text_encoder))
+    video = getattr(model.config, "num_frames", 1) > 1
+    pipeline_class = TextToVideoPipeline if video else TextToImagePipeline
+    pipe = pipeline_class(transformer=model.eval(), scheduler=make_flow_scheduler("dpmsolver++", shift=args.flow_shift),
+                          text_encoder=load_text_encoder(args.text_encoder))
     with replace_dir_atomic(args.out) as tmp:
         (pipe.to(torch.float16) if args.fp16 else pipe).save_pretrained(tmp)
     print(f"wrote {args.out}")

@@ -28,9 +28,9 @@ from training.loop import TrainConfig, train  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="backbone family (hdit, sana)")
+    p.add_argument("--model", required=True, help="backbone family (hdit, sana, dim)")
     p.add_argument("--config", default="tiny", help="named model config (tiny, pianoroll, ...) or a JSON file")
-    p.add_argument("--dataset", required=True, help="dataset name (pianoroll, shapes)")
+    p.add_argument("--dataset", required=True, help="dataset name (pianoroll, shapes, moving_shapes)")
     p.add_argument("--dataset-args", default="{}", help="dataset keyword arguments as JSON, e.g. '{\"width\": 128}'")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--max-steps", type=int, default=1000)
@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--logit-std", type=float, default=1.0, help="flow: logit-normal timestep std")
     p.add_argument("--flow-shift", type=float, default=None,
                    help="flow: timestep shift (default √(H·W)/64, 1 at 64×64)")
+    p.add_argument("--given-frames-prob", type=float, default=0.5,
+                   help="flow, video: probability that a clip's first k frames are given (frame continuation)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p.parse_args(argv)
 
@@ -150,10 +152,14 @@ def main(argv=None) -> dict:
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     sample_fn = None
     if args.sample_every:
-        sample_fn = (make_text_sample_fn(text_encoder, shape) if text_encoder is not None
-                     else make_sample_fn(args.dataset, shape))
+        if text_encoder is None:
+            sample_fn = make_sample_fn(args.dataset, shape)
+        elif len(shape) == 4:
+            sample_fn = make_video_sample_fn(text_encoder, shape, shift=sampling_shift(args.flow_shift, shape))
+        else:
+            sample_fn = make_text_sample_fn(text_encoder, shape)
     return train(cfg, model, objective, train_ds, val_dataset=val_ds, sample_fn=sample_fn,
-                 save_fn=make_save_fn(args.model, args.dataset, shape, text_encoder))
+                 save_fn=make_save_fn(args.model, args.dataset, shape, text_encoder, flow_shift=args.flow_shift))
 
 
 def build_objective(args, kind: str, shape: tuple[int, ...]):
@@ -168,8 +174,10 @@ def build_objective(args, kind: str, shape: tuple[int, ...]):
             raise SystemExit("--immiscible is implemented for the EDM objective only")
         if not 0 <= args.text_drop_prob <= 1:
             raise SystemExit(f"--text-drop-prob must lie in [0, 1], got {args.text_drop_prob}")
+        if not 0 <= args.given_frames_prob <= 1:
+            raise SystemExit(f"--given-frames-prob must lie in [0, 1], got {args.given_frames_prob}")
         return FlowObjective(shift=args.flow_shift, logit_mean=args.logit_mean, logit_std=args.logit_std,
-                             text_drop_prob=args.text_drop_prob)
+                             text_drop_prob=args.text_drop_prob, given_frames_prob=args.given_frames_prob)
     raise SystemExit(f"objective {kind!r} is not wired into train_dit")
 
 
@@ -210,17 +218,61 @@ def make_text_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, g
     return sample_fn
 
 
-def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], text_encoder=None):
+def sampling_shift(flow_shift: float | None, shape: tuple[int, ...]) -> float:
+    """The time shift the saved scheduler samples with: the one training used (``--flow-shift``, else
+    :func:`~genmodels.diffusion.flow.default_shift` of the frame size)."""
+    from genmodels.diffusion.flow import default_shift
+
+    return float(flow_shift) if flow_shift is not None else default_shift(*shape[-2:])
+
+
+VIDEO_SAMPLE_PROMPTS = ("a red circle moves to the right", "a blue square moves up", "a green triangle stays still",
+                        "a yellow circle moves left and a purple square moves down")
+
+
+def make_video_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, guidance: float = 4.0,
+                         shift: float = 1.0):
+    """A sample-grid function for text-to-video training: one row of frames per prompt."""
+    from PIL import Image
+
+    from genmodels.diffusion.flow import make_flow_scheduler
+    from genmodels.pipelines.text_to_video import TextToVideoPipeline
+
+    frames, height, width = shape[-3:]
+
+    def sample_fn(model, step: int):
+        pipe = TextToVideoPipeline(transformer=model, scheduler=make_flow_scheduler("dpmsolver++", shift=shift),
+                                   text_encoder=text_encoder)
+        pipe.set_progress_bar_config(disable=True)
+        clips = pipe(list(VIDEO_SAMPLE_PROMPTS), num_frames=frames, num_inference_steps=steps,
+                     guidance_scale=guidance, height=height, width=width,
+                     generator=torch.Generator().manual_seed(0)).frames
+        grid = Image.new("RGB", (width * frames, height * len(clips)))
+        for row, clip in enumerate(clips):
+            for col, frame in enumerate(clip):
+                grid.paste(Image.fromarray(frame), (col * width, row * height))
+        return grid
+
+    return sample_fn
+
+
+def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], text_encoder=None,
+                 flow_shift: float | None = None):
     """Save the final EMA model as a diffusers pipeline folder where a pipeline exists, else the bare model."""
 
     def save_fn(ema_model, out_dir: Path) -> None:
-        if model_name == "sana" and text_encoder is not None:
+        if model_name in ("sana", "dim") and text_encoder is not None:
             from genmodels.diffusion.flow import make_flow_scheduler
             from genmodels.pipelines.text_to_image import TextToImagePipeline
+            from genmodels.pipelines.text_to_video import TextToVideoPipeline
 
             ema_model.register_to_config(sample_size=int(shape[-1]))
-            pipe = TextToImagePipeline(transformer=ema_model, scheduler=make_flow_scheduler("dpmsolver++"),
-                                       text_encoder=text_encoder.to("cpu"))
+            pipeline_class = TextToImagePipeline
+            if len(shape) == 4:  # [C, F, H, W]: a clip model
+                ema_model.register_to_config(num_frames=int(shape[1]))
+                pipeline_class = TextToVideoPipeline
+            scheduler = make_flow_scheduler("dpmsolver++", shift=sampling_shift(flow_shift, shape))
+            pipe = pipeline_class(transformer=ema_model, scheduler=scheduler, text_encoder=text_encoder.to("cpu"))
             pipe.save_pretrained(Path(out_dir) / "pipeline")
             return
         if model_name == "hdit" and dataset_name == "pianoroll":

@@ -97,15 +97,14 @@ class TextToImagePipeline(DiffusionPipeline):
 
     # Inputs
 
-    def check_inputs(self, prompt, num_inference_steps, guidance_scale, mask, image, output_type, height, width,
-                     generator=None) -> tuple[list[str], np.ndarray | None, np.ndarray | None, int, int]:
-        """Validate everything before any work; returns (prompts, mask [H, W] bool, image [H, W, 3] uint8,
-        height, width)."""
+    def check_prompt_inputs(self, prompt, num_inference_steps, guidance_scale, generator=None) -> list[str]:
+        """Validate the prompt, steps, guidance and generators (shared by every text-conditioned pipeline);
+        returns the prompts as a list."""
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
         if any(not p.strip() for p in prompts):
-            raise ValueError("prompt is empty: describe the image to generate (guidance_scale=0 samples "
+            raise ValueError("prompt is empty: describe what to generate (guidance_scale=0 samples "
                              "unconditionally, but still needs a prompt)")
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
                 or not 1 <= num_inference_steps <= MAX_STEPS:
@@ -113,16 +112,23 @@ class TextToImagePipeline(DiffusionPipeline):
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating)) \
                 or not 0 <= guidance_scale <= MAX_GUIDANCE:  # NaN fails the comparison; no np.isfinite (big ints)
             raise ValueError(f"guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {guidance_scale!r}")
-        if output_type not in ("pil", "np"):
-            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
-        if (mask is None) != (image is None):
-            raise ValueError("inpainting needs both image and mask (True / white = generate); give both or neither")
         if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
             raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts; give one per prompt "
                              "(or a single generator)")
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text_encoder; pass one with encode(prompts) -> "
                              "(tokens, mask, pooled)")
+        return list(prompts)
+
+    def check_inputs(self, prompt, num_inference_steps, guidance_scale, mask, image, output_type, height, width,
+                     generator=None) -> tuple[list[str], np.ndarray | None, np.ndarray | None, int, int]:
+        """Validate everything before any work; returns (prompts, mask [H, W] bool, image [H, W, 3] uint8,
+        height, width)."""
+        prompts = self.check_prompt_inputs(prompt, num_inference_steps, guidance_scale, generator)
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        if (mask is None) != (image is None):
+            raise ValueError("inpainting needs both image and mask (True / white = generate); give both or neither")
         for name, value in (("height", height), ("width", width)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                       or value < 1):
@@ -163,6 +169,18 @@ class TextToImagePipeline(DiffusionPipeline):
             pooled = None
         return tokens, mask, pooled
 
+    def prepare_text(self, prompts: list[str], guided: bool, device, dtype):
+        """Encode the prompts once and precompute the blocks' text states: (TextContext, pooled | None). With
+        ``guided`` the batch is doubled, the null text first (classifier-free guidance, one batched call)."""
+        transformer = self.transformer
+        tokens, text_mask, pooled = self.encode_prompt(prompts, device, dtype)
+        if guided:
+            drop = torch.ones(len(prompts), dtype=torch.bool)
+            null = transformer.apply_text_dropout(tokens, text_mask, pooled, drop)
+            tokens, text_mask = torch.cat([null[0], tokens]), torch.cat([null[1], text_mask])
+            pooled = None if pooled is None else torch.cat([null[2], pooled])
+        return transformer.cross_attention_states(tokens, text_mask), pooled
+
     # Call
 
     @torch.no_grad()
@@ -195,14 +213,8 @@ class TextToImagePipeline(DiffusionPipeline):
         device, dtype = self._execution_device, transformer.dtype
         batch = len(prompts)
 
-        # Text, encoded once; the null text first for classifier-free guidance.
-        tokens, text_mask, pooled = self.encode_prompt(prompts, device, dtype)
         guided = guidance_scale != 1
-        if guided:
-            null = transformer.apply_text_dropout(tokens, text_mask, pooled, torch.ones(batch, dtype=torch.bool))
-            tokens, text_mask = torch.cat([null[0], tokens]), torch.cat([null[1], text_mask])
-            pooled = None if pooled is None else torch.cat([null[2], pooled])
-        context = transformer.cross_attention_states(tokens, text_mask)
+        context, pooled = self.prepare_text(prompts, guided, device, dtype)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return transformer(x.to(dtype), t, pooled_text=pooled, context_states=context).float()

@@ -1,0 +1,172 @@
+"""Text-to-video and frame continuation with Diffusion Mamba (rectified flow).
+
+Components as in :class:`~genmodels.pipelines.text_to_image.TextToImagePipeline`: ``transformer``
+(:class:`~genmodels.dim.DiffusionMamba`, clips ``[B, 3, F, H, W]`` in [−1, 1]), ``scheduler`` (a diffusers flow
+scheduler) and ``text_encoder`` (``encode(prompts) -> (tokens, mask, pooled)``).
+
+Continuation is temporal inpainting: given the first K frames, the model (trained with random given-frame
+prefixes, ``frame_conditioning=True``) sees them clean and flagged by its frame-mask channel at every step and
+generates the remaining F − K frames; the given frames are copied into the output bit-exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.utils import BaseOutput
+
+import genmodels.dim  # noqa: F401  (diffusers loads components only from imported modules)
+import genmodels.text.clip  # noqa: F401
+from genmodels.diffusion.flow import cfg_velocity, sample_flow_scheduler
+from genmodels.pipelines.text_to_image import ProgressFn, TextToImagePipeline, _check_size, image_to_array
+
+MAX_FRAMES = 64  # per clip, generated or given
+FrameInput = np.ndarray | Sequence[PIL.Image.Image | np.ndarray]
+
+
+@dataclass
+class TextToVideoOutput(BaseOutput):
+    """``frames``: ``[B, F, H, W, 3]`` uint8 (``output_type="np"``) or one list of PIL frames per prompt;
+    ``nfe``: network evaluations spent (one CFG-batched call counts once); ``given``: how many leading frames
+    were given (copied from ``first_frames``)."""
+
+    frames: np.ndarray | list[list[PIL.Image.Image]]
+    nfe: int
+    given: int = 0
+
+
+def frames_to_array(frames: FrameInput) -> np.ndarray:
+    """A clip as ``[K, H, W, 3]`` uint8 from an array of that shape or a sequence of PIL images / ``[H, W, 3]``
+    uint8 arrays (all the same size); a ``[B, K, H, W, 3]`` array (one clip per prompt) passes through."""
+    if isinstance(frames, np.ndarray):
+        if frames.ndim not in (4, 5) or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"first_frames must be [K, H, W, 3] uint8 (or [B, K, H, W, 3], one clip per prompt), "
+                             f"got {frames.dtype} {list(frames.shape)}")
+        return frames
+    if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence) or not frames:
+        raise ValueError("first_frames must be a [K, H, W, 3] uint8 array or a non-empty list of frames")
+    arrays = [image_to_array(f) for f in frames]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"first_frames differ in size: {sorted({a.shape[:2] for a in arrays})}")
+    return np.stack(arrays)
+
+
+class TextToVideoPipeline(TextToImagePipeline):
+    """DiffusionMamba (``transformer``) + flow scheduler (``scheduler``) + text encoder (``text_encoder``)."""
+
+    @property
+    def default_frames(self) -> int:
+        return int(self.transformer.config.num_frames)
+
+    def check_video_inputs(self, prompt, num_frames, num_inference_steps, guidance_scale, first_frames, output_type,
+                           height, width, generator=None) -> tuple[list[str], np.ndarray | None, int, int, int]:
+        """Validate everything before any work; returns (prompts, first frames ``[K, H, W, 3]`` or None,
+        frames, height, width)."""
+        prompts = self.check_prompt_inputs(prompt, num_inference_steps, guidance_scale, generator)
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 1):
+                raise ValueError(f"{name} must be a positive integer (or None for the model's default), got {value!r}")
+        frames = int(num_frames or self.default_frames)
+        if frames > MAX_FRAMES:
+            raise ValueError(f"num_frames must be at most {MAX_FRAMES}, got {frames}")
+        given = None
+        if first_frames is not None:
+            if not self.transformer.config.frame_conditioning:
+                raise ValueError("this model was trained without frame conditioning; it cannot continue a clip")
+            given = frames_to_array(first_frames)
+            if given.ndim == 5 and given.shape[0] != len(prompts):
+                raise ValueError(f"first_frames holds {given.shape[0]} clips for {len(prompts)} prompts; give one "
+                                 "per prompt, or one [K, H, W, 3] clip for all")
+            k, fh, fw = given.shape[-4:-1]
+            _check_size(fw, fh, "a given frame")
+            if (height or fh) != fh or (width or fw) != fw:
+                raise ValueError(f"height×width {height}×{width} differs from the given frames' {fh}×{fw}")
+            height, width = fh, fw
+            if k >= frames:
+                raise ValueError(f"{k} frames given for a {frames}-frame clip: nothing left to generate "
+                                 f"(raise num_frames above {k})")
+        height, width = int(height or self.default_size), int(width or self.default_size)
+        _check_size(width, height, "the requested frame")
+        self.transformer.check_input_size(height, width)
+        return prompts, given, frames, height, width
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_frames: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 4.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        first_frames: FrameInput | None = None,
+        output_type: str = "np",
+        callback: ProgressFn | None = None,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> TextToVideoOutput:
+        """Generate one clip per prompt, or continue ``first_frames``: ``[K, H, W, 3]`` uint8 (or a list of K
+        frames) given to every prompt, or ``[B, K, H, W, 3]``, one clip per prompt.
+
+        ``generator``: one for the batch or one per prompt (clip i then depends only on prompt i and
+        ``generator[i]``). ``guidance_scale`` w: v = v_null + w·(v_text − v_null). ``callback(step, steps)``
+        fires after every step. Raises ``ValueError`` on bad input and ``FloatingPointError`` on NaN / inf.
+        """
+        prompts, given, frames, height, width = self.check_video_inputs(
+            prompt, num_frames, num_inference_steps, guidance_scale, first_frames, output_type, height, width,
+            generator)
+        transformer = self.transformer
+        device, dtype = self._execution_device, transformer.dtype
+        batch = len(prompts)
+        guided = guidance_scale != 1
+        context, pooled = self.prepare_text(prompts, guided, device, dtype)
+
+        model_kwargs = {}
+        known = frame_mask = None
+        if transformer.config.frame_conditioning:
+            k = 0 if given is None else given.shape[-4]
+            frame_mask = (torch.arange(frames, device=device) < k)[None].expand(batch * (1 + guided), -1)
+            model_kwargs["frame_mask"] = frame_mask
+            if given is not None:
+                given_t = torch.from_numpy(given if given.ndim == 5 else given[None])  # [B or 1, K, H, W, 3]
+                known = torch.zeros(given_t.shape[0], 3, frames, height, width, device=device)
+                known[:, :, :k] = given_t.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(device)
+                if guided:  # the null-text half of the CFG batch continues the same clips
+                    known = torch.cat([known, known]) if known.shape[0] > 1 else known
+                keep = frame_mask[:1, None, :, None, None]
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if known is not None:  # the given frames enter clean, whatever the sampler holds there
+                x = torch.where(keep, known.to(x.dtype), x)
+            return transformer(x.to(dtype), t, pooled_text=pooled, context_states=context, **model_kwargs).float()
+
+        velocity_fn = cfg_velocity(velocity, float(guidance_scale)) if guided else velocity
+        with self.progress_bar(total=num_inference_steps) as bar:
+            def on_step(i: int, total: int) -> None:
+                bar.update()
+                if callback is not None:
+                    callback(i, total)
+
+            out = sample_flow_scheduler(velocity_fn, (batch, transformer.config.in_channels, frames, height, width),
+                                        num_inference_steps, scheduler=self.scheduler, generator=generator,
+                                        callback=on_step, device=device)
+
+        x = out.sample.float()
+        if not torch.isfinite(x).all():
+            raise FloatingPointError("the model produced NaN or infinite values; no clip was made")
+        clips = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+        if given is not None:  # given frames copied bit-exactly
+            clips[:, : given.shape[-4]] = given if given.ndim == 5 else given[None]
+        if output_type == "pil":
+            clips = [[PIL.Image.fromarray(f) for f in clip] for clip in clips]
+        return TextToVideoOutput(frames=clips, nfe=out.nfe, given=0 if given is None else int(given.shape[-4]))
+
+
+__all__ = ["TextToVideoOutput", "TextToVideoPipeline", "frames_to_array"]
