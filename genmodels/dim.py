@@ -5,7 +5,7 @@ Tokens are ``p × p`` pixel patches of every frame: a clip ``[B, C, F, H, W]`` b
 tokens (an image is a one-frame clip). Each block:
 
     x ← x + gate_ssm · BiSSM(LN(x)·(1 + scale_ssm) + shift_ssm, order_i)
-    x ← x + CrossAttn(x, text)                                  (the shared CrossWKV: one state per prompt)
+    x ← x + CrossAttn(LN(x), text)                              (the shared CrossWKV: one state per prompt)
     x ← x + gate_mlp · MLP(LN(x)·(1 + scale_mlp) + shift_mlp)
 
 with adaLN-Zero (DiT): every block maps c = t_emb (+ pooled text) through SiLU → Linear(C, 6C), zero-init,
@@ -19,6 +19,7 @@ once along the scan order and once along its reverse (Vim's "v2" style: two bran
     x̃ = SiLU(causal depthwise conv(x))        kernel d_conv, along the scan
     Δ_h = softplus(W_Δ x̃ + b_Δ)  [N, H];   B, C_ = W_B x̃, W_C x̃  [N, d_state]
     h_t = exp(Δ_t·A) h_{t−1} + B_t (Δ_t x̃_t)ᵀ,   y_t = C_tᵀ h_t + D ⊙ x̃_t      (A = −exp(A_log) < 0 per head)
+    out = out_proj(RMSNorm(mean of the two directions' y · SiLU(z)))
 
 The recurrence is the operator core's ``linear_attention(q=C, k=B, v=Δ·x̃, causal=True, log_decay=Δ·A)``
 (chunked matmul form on CPU, Triton on GPU): linear in the number of tokens. Both directions go through one
@@ -54,7 +55,7 @@ from torch.nn import functional as F
 
 from kernels import linear_attention
 
-from .layers import CrossWKV, apply_wd, make_param_groups, zero_init
+from .layers import CrossWKV, RMSNorm, apply_wd, make_param_groups, zero_init
 from .layers.crosswkv import MODES as CROSS_ATTN_MODES
 from .layers.dit import (
     CaptionEmbedder,
@@ -155,10 +156,11 @@ def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
 class BidirectionalSSM(nn.Module):
     """Bidirectional selective SSM (SSD form) over tokens ``[B, N, C]`` in a given scan order.
 
-    Shared ``in_proj`` (C → 2E: x and the gate z) and ``out_proj`` (E → C); per direction (index 0 forward,
-    1 backward): a causal depthwise conv along its scan direction, ``x_proj`` (E → H + 2·d_state: Δ, B, C),
-    ``dt_bias``, ``A_log`` and ``D`` per head. Mamba's inits: Δ = softplus(x + dt_bias) starts log-uniform in
-    [1e-3, 1e-1]; A = −exp(A_log) uniform in [1, 16] (Mamba-2); D = 1.
+    Shared ``in_proj`` (C → 2E: x and the gate z), a gated RMSNorm (Mamba-2's ``RMSNorm(y · SiLU(z))``;
+    without it the product of two growing branches blew training up) and ``out_proj`` (E → C); per direction
+    (index 0 forward, 1 backward): a causal depthwise conv along its scan direction, ``x_proj``
+    (E → H + 2·d_state: Δ, B, C), ``dt_bias``, ``A_log`` and ``D`` per head. Mamba's inits: Δ = softplus(x +
+    dt_bias) starts log-uniform in [1e-3, 1e-1]; A = −exp(A_log) uniform in [1, 16] (Mamba-2); D = 1.
     """
 
     def __init__(self, dim: int, expand: int = 2, head_dim: int = 32, d_state: int = 16, d_conv: int = 4,
@@ -178,6 +180,7 @@ class BidirectionalSSM(nn.Module):
         self.dt_bias = nn.Parameter(inverse_softplus(dt.clamp(min=1e-4)))
         self.A_log = nn.Parameter(torch.log(torch.empty(2, self.n_heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(2, self.n_heads))
+        self.norm = RMSNorm(inner)
         self.out_proj = xavier_init(nn.Linear(inner, dim, bias=False))
 
     def extra_repr(self) -> str:
@@ -213,7 +216,7 @@ class BidirectionalSSM(nn.Module):
         y = rearrange(y, "b h n p -> b n (h p)").to(x.dtype)
         if inverse is not None:
             y = y.index_select(1, inverse)
-        return self.out_proj(y * F.silu(z))
+        return self.out_proj(self.norm(y * F.silu(z)))
 
 
 class SoftmaxMixer(nn.Module):
@@ -264,7 +267,7 @@ class DiMBlock(nn.Module):
         mod = self.adaLN_modulation(c)[:, None].to(x.dtype)
         shift_ssm, scale_ssm, gate_ssm, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
         x = x + gate_ssm * self.mixer(modulate(layer_norm(x), shift_ssm, scale_ssm), order, inverse)
-        x = x + self.cross_attn(x, context, context_mask, state=state)
+        x = x + self.cross_attn(layer_norm(x), context, context_mask, state=state)
         return x + gate_mlp * self.mlp(modulate(layer_norm(x), shift_mlp, scale_mlp))
 
 

@@ -105,7 +105,7 @@ def _reference_ssm(mixer: BidirectionalSSM, x: torch.Tensor, order: torch.Tensor
         outs.append(y if d == 0 else y.flip(1))
     y = 0.5 * (outs[0] + outs[1])
     y = y[:, torch.argsort(order)]
-    return mixer.out_proj(y * F.silu(z))
+    return mixer.out_proj(mixer.norm(y * F.silu(z)))
 
 
 def test_bidirectional_ssm_matches_the_sequential_scan_forward_and_backward():
