@@ -5,10 +5,16 @@
     lingen generate --model FOLDER --prompt "a red circle" --prompt "a blue square" --seed 7 --out DIR
     lingen generate --model FOLDER --prompts prompts.txt --mask mask.png --image photo.png --out DIR
     lingen generate --model FOLDER --prompts prompts.txt --search best-of-n --n 8 --verifier clip --out DIR
+    lingen generate --model assets/moving-shapes-dim --prompts prompts.txt --frames 8 --seed 7 --out DIR
+    lingen generate --model assets/moving-shapes-dim --prompt "a red circle moves right" --first-frames DIR_OR_VIDEO \
+        --out DIR
+
+``lingen generate`` serves image and video models alike: the checkpoint folder names its pipeline class, and a
+video pipeline writes clips (DIR/0000.mp4 and DIR/0000.gif, ...) where an image pipeline writes pictures.
 
 Errors in the input (a corrupt MIDI file, an impossible range, a mask that covers nothing, an unsafe or
-unknown checkpoint, an empty prompt) are reported in one line on stderr with exit status 2, and nothing is
-written.
+unknown checkpoint, an empty prompt, an option the model's kind does not take) are reported in one line on
+stderr with exit status 2, and nothing is written.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from genmodels.io import ASSETS_DIR
 
 DEFAULT_PIANOROLL_MODEL = ASSETS_DIR / "pianoroll-hdit"
 DEFAULT_IMAGE_MODEL = ASSETS_DIR / "shapes-sana"
+DEFAULT_VIDEO_MODEL = ASSETS_DIR / "moving-shapes-dim"
+# The shipped pipeline folders and the make targets that build them (named when one is missing).
+SHIPPED_MODELS = {DEFAULT_IMAGE_MODEL: "make assets-shapes", DEFAULT_VIDEO_MODEL: "make assets-video"}
 DEFAULT_CLIP = ASSETS_DIR / "clip-shapes"
 SEARCHES = ("none", "best-of-n", "tournament")
 IMAGE_VERIFIERS = ("clip", "oracle", "ensemble")
@@ -31,10 +40,15 @@ MAX_CANDIDATES = 1024
 ORACLE_WARNING = ("the shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not what a "
                   "deployable search achieves; do not report it as a verifier result")
 
-# `lingen generate` serves every image model of the project: the checkpoint folder's model_index.json names
-# its pipeline class (``_class_name``), looked up here as "module:attribute".
-IMAGE_PIPELINES = {
+DEFAULT_FPS = 8
+DEFAULT_MP4_SCALE = 8
+
+# `lingen generate` serves every text-to-image and text-to-video model of the project: the checkpoint folder's
+# model_index.json names its pipeline class (``_class_name``), looked up here as "module:attribute". A class
+# with ``check_video_inputs`` makes clips (see _generate_video), any other makes pictures.
+PIPELINES = {
     "TextToImagePipeline": "genmodels.pipelines.text_to_image:TextToImagePipeline",
+    "TextToVideoPipeline": "genmodels.pipelines.text_to_video:TextToVideoPipeline",
 }
 
 
@@ -116,25 +130,43 @@ def pianoroll_inpaint(args) -> dict:
 
 def _add_generate(sub) -> None:
     g = sub.add_parser(
-        "generate", help="text-to-image (and inpainting) with an image model checkpoint",
-        description="Write DIR/0000.png, DIR/0001.png, ... (one per prompt, in order) and DIR/manifest.jsonl. "
-                    "Image i uses seed SEED + i with its own generator, so an image depends only on its prompt, "
-                    "its seed and the settings, never on --batch-size or on the other prompts.")
+        "generate", help="text-to-image (and inpainting) or text-to-video (and continuation) with a checkpoint",
+        description="With an image model, write DIR/0000.png, DIR/0001.png, ... (one per prompt, in order); with a "
+                    "video model, DIR/0000.mp4 and DIR/0000.gif, ...; and DIR/manifest.jsonl. Output i uses seed "
+                    "SEED + i with its own generator, so it depends only on its prompt, its seed and the settings, "
+                    "never on --batch-size or on the other prompts. The model folder's pipeline class decides "
+                    "which: --mask, --image and the search options take an image model, --frames, --first-frames, "
+                    "--fps and --mp4-scale a video model.")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", action="append", help="a prompt (repeat for several images)")
+    src.add_argument("--prompt", action="append", help="a prompt (repeat for several outputs)")
     src.add_argument("--prompts", help="text file, one prompt per line (blank lines are skipped)")
-    g.add_argument("--model", default=str(DEFAULT_IMAGE_MODEL), help="pipeline folder (model_index.json)")
+    g.add_argument("--model", default=str(DEFAULT_IMAGE_MODEL),
+                   help=f"pipeline folder (model_index.json); default {DEFAULT_IMAGE_MODEL.name} (images), the "
+                        f"shipped video model is {DEFAULT_VIDEO_MODEL.relative_to(ASSETS_DIR.parent)}")
     g.add_argument("--mask", help="inpainting mask (white = generate), the image's size; needs --image")
     g.add_argument("--image", help="image to inpaint (kept exactly outside the mask); needs --mask")
-    g.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED + i")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first output; output i uses SEED + i")
     g.add_argument("--steps", type=int, default=20, help="sampler steps")
     g.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     g.add_argument("--batch-size", type=int, default=4,
-                   help="images per pipeline call, where the pipeline takes one generator per image "
-                        "(otherwise images are made one at a time); never changes the result")
-    g.add_argument("--height", type=int, help="image height (default: the model's; with --width)")
-    g.add_argument("--width", type=int, help="image width (default: the model's; with --height)")
+                   help="images (or clips) per pipeline call, where the pipeline takes one generator per output "
+                        "(otherwise they are made one at a time); never changes the result")
+    g.add_argument("--height", type=int, help="image / frame height (default: the model's; with --width)")
+    g.add_argument("--width", type=int, help="image / frame width (default: the model's; with --height)")
     g.add_argument("--out", required=True, help="output folder")
+    v = g.add_argument_group(
+        "video models",
+        "A text-to-video model writes DIR/IIII.mp4 (H.264, magnified by --mp4-scale for viewing) and DIR/IIII.gif "
+        "(the model's own pixels, exact) per prompt. --first-frames continues a clip: its K frames are kept "
+        "exactly as the clip's first K frames (and give its size), the model makes the rest.")
+    v.add_argument("--frames", type=int, help="frames per clip (default: the model's)")
+    v.add_argument("--first-frames", metavar="DIR_OR_VIDEO",
+                   help="frames to continue: a folder of images (in file-name order), a video (mp4, webm, ...), "
+                        "a GIF / WebP or one image; the same for every prompt")
+    v.add_argument("--fps", type=float, help=f"frame rate of the MP4 and GIF (default {DEFAULT_FPS})")
+    v.add_argument("--mp4-scale", type=int,
+                   help=f"nearest-neighbour magnification of the MP4 (default {DEFAULT_MP4_SCALE}; 1 keeps the model's "
+                        "size)")
     s = g.add_argument_group(
         "test-time search",
         "Draw --n candidates per prompt (candidate j of prompt i uses seed SEED + i*N + j, so --n 1 reproduces the "
@@ -187,58 +219,27 @@ def _read_image(path: str, mode: str, what: str):
 def _pipeline_class(model_dir: Path):
     index = model_dir / "model_index.json"
     if not index.is_file():
-        hint = " (the shipped model is not built yet; pass --model FOLDER)" if model_dir == DEFAULT_IMAGE_MODEL \
-            else ""
+        build = SHIPPED_MODELS.get(model_dir.resolve())
+        hint = f" (the shipped model is not built yet: build it with `{build}`, or pass --model FOLDER)" \
+            if build else ""
         raise CliError(f"{model_dir} is not a pipeline folder (no model_index.json){hint}")
     try:
         name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
         raise CliError(f"{index} is not a valid pipeline index: {err}") from err
-    if name not in IMAGE_PIPELINES:
+    if name not in PIPELINES:
         raise CliError(f"{model_dir} holds a {name!r} pipeline; lingen generate supports "
-                       f"{', '.join(sorted(IMAGE_PIPELINES))}")
-    module, attr = IMAGE_PIPELINES[name].split(":")
+                       f"{', '.join(sorted(PIPELINES))}")
+    module, attr = PIPELINES[name].split(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def generate(args) -> list[dict]:
-    import torch
+def _load(cls, model_dir: Path):
+    """``cls`` loaded from ``model_dir`` (safetensors only), without progress bars."""
     from diffusers.utils import logging as diffusers_logging
-    from tqdm.auto import tqdm
 
-    from genmodels.io import atomic_path, write_text_atomic
     from genmodels.loading import load_pipeline
 
-    # Everything is checked and loaded before the first file is written.
-    prompts = _read_prompts(args)
-    if args.steps < 1:
-        raise CliError(f"--steps must be at least 1, got {args.steps}")
-    if args.batch_size < 1:
-        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
-    search = getattr(args, "search", "none")
-    if search == "none" and getattr(args, "n", None) not in (None, 1):
-        raise CliError(f"--n {args.n} needs --search best-of-n or tournament (without a search there is one "
-                       "image per prompt)")
-    n = 1 if search == "none" else 4 if args.n is None else args.n
-    if not 1 <= n <= MAX_CANDIDATES:
-        raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")
-    images_needed = len(prompts) * n
-    if not 0 <= args.seed or args.seed + images_needed - 1 >= 2**63:
-        raise CliError(f"--seed must be in 0..2^63 - {images_needed} ({images_needed} images), got {args.seed}")
-    if (args.height is None) != (args.width is None):
-        raise CliError("give --height and --width together, or neither (the model's default size)")
-    if args.height is not None and (args.height < 1 or args.width < 1):
-        raise CliError(f"--height and --width must be positive, got {args.height}×{args.width}")
-    if (args.mask is None) != (args.image is None):
-        raise CliError("inpainting needs both --mask (white = generate) and --image; give both or neither")
-    mask = image = None
-    if args.mask is not None:
-        mask, image = _read_image(args.mask, "L", "mask image"), _read_image(args.image, "RGB", "image")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out} exists and is not a folder")
-    model_dir = Path(args.model)
-    cls = _pipeline_class(model_dir)
     bars_on = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # stderr keeps to our bar and, on error, the one error line
     try:
@@ -249,6 +250,52 @@ def generate(args) -> list[dict]:
         if bars_on:
             diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(args) -> list[dict]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from genmodels.io import atomic_path, write_text_atomic
+
+    # Everything is checked and loaded before the first file is written.
+    prompts = _read_prompts(args)
+    if args.steps < 1:
+        raise CliError(f"--steps must be at least 1, got {args.steps}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if (args.height is None) != (args.width is None):
+        raise CliError("give --height and --width together, or neither (the model's default size)")
+    if args.height is not None and (args.height < 1 or args.width < 1):
+        raise CliError(f"--height and --width must be positive, got {args.height}×{args.width}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a folder")
+    model_dir = Path(args.model)
+    cls = _pipeline_class(model_dir)
+    if hasattr(cls, "check_video_inputs"):
+        return _generate_video(args, cls, prompts, model_dir)
+    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale")
+    if video_only:
+        raise CliError(f"{model_dir} holds a {cls.__name__} (pictures); {', '.join(video_only)} take a text-to-video "
+                       "model")
+    search = getattr(args, "search", "none")
+    if search == "none" and getattr(args, "n", None) not in (None, 1):
+        raise CliError(f"--n {args.n} needs --search best-of-n or tournament (without a search there is one "
+                       "image per prompt)")
+    n = 1 if search == "none" else 4 if args.n is None else args.n
+    if not 1 <= n <= MAX_CANDIDATES:
+        raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")
+    images_needed = len(prompts) * n
+    if not 0 <= args.seed or args.seed + images_needed - 1 >= 2**63:
+        raise CliError(f"--seed must be in 0..2^63 - {images_needed} ({images_needed} images), got {args.seed}")
+    if (args.mask is None) != (args.image is None):
+        raise CliError("inpainting needs both --mask (white = generate) and --image; give both or neither")
+    mask = image = None
+    if args.mask is not None:
+        mask, image = _read_image(args.mask, "L", "mask image"), _read_image(args.image, "RGB", "image")
+    pipe = _load(cls, model_dir)
     settings = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, mask=mask, image=image,
                     height=args.height, width=args.width)
     pipe.check_inputs(prompts, output_type="pil", **settings)  # the pipeline's own checks, before any work
@@ -280,6 +327,79 @@ def generate(args) -> list[dict]:
             write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             bar.update(len(chunk))
     print(f"wrote {len(records)} image(s) and manifest.jsonl to {out}")
+    return records
+
+
+def _given(args, *names: str) -> list[str]:
+    """The options among ``names`` (argparse destinations) that were given, spelled as flags."""
+    defaults = {"search": "none", "save_candidates": False}
+    return [f"--{name.replace('_', '-')}" for name in names
+            if getattr(args, name, None) is not None and getattr(args, name) != defaults.get(name)]
+
+
+def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict]:
+    """``lingen generate`` with a text-to-video model: DIR/IIII.mp4 and DIR/IIII.gif per prompt, in order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from genmodels.io import write_text_atomic
+    from genmodels.pipelines.text_to_image import MAX_IMAGE_PIXELS
+    from genmodels.pipelines.video_io import MAX_FPS, MAX_SCALE, read_frames, write_gif, write_mp4
+
+    image_only = _given(args, "mask", "image", "search", "n", "save_candidates")
+    if image_only:
+        raise CliError(f"{model_dir} holds a {cls.__name__} (clips); {', '.join(image_only)} take an image model "
+                       "(search over clips is not supported yet)")
+    fps = DEFAULT_FPS if args.fps is None else args.fps
+    if not 0 < fps <= MAX_FPS:  # NaN fails too
+        raise CliError(f"--fps must be in (0, {MAX_FPS:g}], got {fps}")
+    scale = DEFAULT_MP4_SCALE if args.mp4_scale is None else args.mp4_scale
+    if not 1 <= scale <= MAX_SCALE:
+        raise CliError(f"--mp4-scale must be in 1..{MAX_SCALE}, got {scale}")
+    if not 0 <= args.seed or args.seed + len(prompts) - 1 >= 2**63:
+        raise CliError(f"--seed must be in 0..2^63 - {len(prompts)} ({len(prompts)} clips), got {args.seed}")
+    first = None
+    if args.first_frames is not None:
+        try:
+            first = read_frames(args.first_frames)
+        except ValueError as err:
+            raise CliError(f"--first-frames: {err}") from err
+    pipe = _load(cls, model_dir)
+    settings = dict(num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                    first_frames=first, height=args.height, width=args.width)
+    # the pipeline's own checks, before any work; they also settle the clip's size
+    _, _, _, height, width = pipe.check_video_inputs(prompts, output_type="np", **settings)
+    if height * width * scale**2 > MAX_IMAGE_PIXELS:
+        raise CliError(f"--mp4-scale {scale} would make {width * scale}×{height * scale} MP4 frames; lower it")
+
+    out = Path(args.out)
+    batch = args.batch_size if getattr(cls, "accepts_generator_list", False) else 1
+    base = {"steps": args.steps, "guidance": args.guidance, "model": str(model_dir), "pipeline": cls.__name__,
+            "fps": fps, "mp4_scale": scale}
+    if first is not None:
+        base["first_frames"] = str(args.first_frames)
+    records: list[dict] = []
+    with tqdm(total=len(prompts), desc="generate", unit="clip") as bar:
+        for start in range(0, len(prompts), batch):
+            chunk = prompts[start:start + batch]
+            seeds = [args.seed + start + i for i in range(len(chunk))]
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            t0 = time.perf_counter()
+            result = pipe(chunk if batch > 1 else chunk[0], generator=gens if batch > 1 else gens[0],
+                          output_type="np", **settings)
+            seconds = round((time.perf_counter() - t0) / len(chunk), 3)
+            for i, (prompt, seed, clip) in enumerate(zip(chunk, seeds, result.frames, strict=True)):
+                index = start + i
+                files = [f"{index:04d}.mp4", f"{index:04d}.gif"]
+                write_mp4(clip, out / files[0], fps=fps, scale=scale)
+                write_gif(clip, out / files[1], fps=fps)
+                records.append({"index": index, "files": files, "prompt": prompt, "seed": seed,
+                                "frames": int(clip.shape[0]), "given": result.given, **base,
+                                "height": int(clip.shape[1]), "width": int(clip.shape[2]), "seconds": seconds})
+            # rewritten after every batch, so an interrupted run leaves a manifest of the clips it made
+            write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            bar.update(len(chunk))
+    print(f"wrote {len(records)} clip(s) (MP4 and GIF) and manifest.jsonl to {out}")
     return records
 
 
