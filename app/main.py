@@ -12,7 +12,7 @@ import gradio as gr
 from app import gradio_fixes
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.tabs import image, pianoroll
+from app.tabs import image, pianoroll, video
 
 TITLE = "lingen: linear-time generative models"
 HEADER = """\
@@ -22,13 +22,13 @@ Generative models built on linear-time attention, running on a CPU. Pick a tab.
 
 CSS = """
 .gradio-container { max-width: 1280px !important; margin: 0 auto !important; }
-#generate, #image-generate { min-height: 52px; font-size: 1.1em; }
+#generate, #image-generate, #video-generate { min-height: 52px; font-size: 1.1em; }
 #result-image img, #image-result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .instructions p { margin: 0.2em 0; }
 """
 
 # Tab builders in page order; a new capability adds its module here.
-TABS = (pianoroll.build_tab, image.build_tab)
+TABS = (pianoroll.build_tab, image.build_tab, video.build_tab)
 
 
 def about_markdown(settings: Settings, registry: ModelRegistry) -> str:
@@ -37,6 +37,8 @@ def about_markdown(settings: Settings, registry: ModelRegistry) -> str:
     status = "installed" if registry.is_available("pianoroll") else "**not installed**: run `make assets-pianoroll`"
     image_folder = settings.model_dir("image")
     image_status = "installed" if registry.is_available("image") else "**not installed**: run `make assets-shapes`"
+    video_folder = settings.model_dir("video")
+    video_status = "installed" if registry.is_available("video") else "**not installed**: run `make assets-video`"
     return f"""\
 ## Piano roll (Pictures of MIDI)
 A diffusion transformer (HDiT, neighbourhood attention) trained on music21's corpus (Bach chorales and Ryan's
@@ -53,10 +55,17 @@ A SANA-style linear diffusion transformer (CrossWKV text conditioning, rectified
 coloured circles, squares and triangles from a caption, and inpaints the painted part of a picture. Model folder:
 `{image_folder}` ({image_status}).
 
+## Video (moving shapes)
+Diffusion Mamba (bidirectional Mamba-2 state-space scans over space and time, CrossWKV text conditioning,
+rectified flow) makes short clips of those shapes moving left, right, up or down (or staying still) from a
+caption, and continues a clip from its first frames, which it keeps exactly. Model folder: `{video_folder}`
+({video_status}). On the command line:
+`lingen generate --model {video_folder} --prompt "a red circle moves to the right" --out DIR`.
+
 ## Limits on this server
 MIDI uploads up to {settings.max_upload_bytes / 1e6:.0f} MB; pieces are cut to their first {settings.max_bars} bars;
-up to {settings.max_samples} samples and {settings.max_steps} steps per request; {settings.concurrency} generation(s)
-at a time and up to {settings.max_queue} waiting. Generated files are deleted after
+up to {settings.max_samples} samples, {settings.max_steps} steps and {settings.max_frames} video frames per request;
+{settings.concurrency} generation(s) at a time and up to {settings.max_queue} waiting. Generated files are deleted after
 {settings.output_ttl_s / 60:.0f} minutes. Running on: `{settings.device}`.
 """
 

@@ -3,7 +3,8 @@
 ``ModelRegistry.get("pianoroll")`` loads the pipeline folder ``settings.model_dir("pianoroll")`` once (under a
 per-model lock, so concurrent first requests load it once) and returns the cached pipeline afterwards. A
 missing folder is a ``gr.Error`` that says how to build it. ``get("image", folder)`` loads another folder of the
-same kind (the Image tab offers every text-to-image folder it finds); each folder is cached once.
+same kind (the Image tab offers every text-to-image folder it finds); each folder is cached once. ``get("video")``
+is the Video tab's text-to-video pipeline.
 """
 
 from __future__ import annotations
@@ -34,16 +35,27 @@ def load_pianoroll(folder: Path, device: str) -> Any:
     return pipe.to(device)
 
 
-def load_text_to_image(folder: Path, device: str) -> Any:
+def _load_text_pipeline(cls: type, folder: Path, device: str) -> Any:
     from genmodels.loading import load_pipeline
-    from genmodels.pipelines.text_to_image import TextToImagePipeline
 
     kind = pipeline_class(folder)
-    if kind != TextToImagePipeline.__name__:
-        raise ValueError(f"{folder} holds a {kind or 'unnamed'} pipeline, not a TextToImagePipeline")
-    pipe = load_pipeline(TextToImagePipeline, folder)  # safetensors only; pickled weights are refused
+    if kind != cls.__name__:
+        raise ValueError(f"{folder} holds a {kind or 'unnamed'} pipeline, not a {cls.__name__}")
+    pipe = load_pipeline(cls, folder)  # safetensors only; pickled weights are refused
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_text_to_image(folder: Path, device: str) -> Any:
+    from genmodels.pipelines.text_to_image import TextToImagePipeline
+
+    return _load_text_pipeline(TextToImagePipeline, folder, device)
+
+
+def load_text_to_video(folder: Path, device: str) -> Any:
+    from genmodels.pipelines.text_to_video import TextToVideoPipeline
+
+    return _load_text_pipeline(TextToVideoPipeline, folder, device)
 
 
 def pipeline_class(folder: Path) -> str | None:
@@ -56,7 +68,7 @@ def pipeline_class(folder: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll, "image": load_text_to_image}
+LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll, "image": load_text_to_image, "video": load_text_to_video}
 
 
 class ModelRegistry:

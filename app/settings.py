@@ -6,7 +6,8 @@ Environment:
     LINGEN_ASSETS_DIR          folder holding the shipped models (default: the repository's ``assets/``)
     LINGEN_<NAME>_MODEL        one model's pipeline folder, e.g. ``LINGEN_PIANOROLL_MODEL=/path/to/pipeline``;
                                ``LINGEN_IMAGE_MODEL`` is the Image tab's default text-to-image pipeline (default
-                               ``assets/shapes-sana``)
+                               ``assets/shapes-sana``); ``LINGEN_VIDEO_MODEL`` the Video tab's text-to-video
+                               pipeline (default ``assets/moving-shapes-dim``)
     LINGEN_APP_OUTPUT_DIR      folder for the files the app serves (default: a fresh temp dir)
     LINGEN_APP_MAX_SAMPLES     candidates per request (default 16 on CPU, 64 with CUDA)
     LINGEN_APP_CONCURRENCY     generations run at once (default 1)
@@ -37,6 +38,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "pianoroll": ModelSpec("pianoroll-hdit", "make assets-pianoroll", "piano-roll"),
     "image": ModelSpec("shapes-sana", "make assets-shapes", "text-to-image"),
+    "video": ModelSpec("moving-shapes-dim", "make assets-video", "text-to-video"),
 }
 
 
@@ -59,7 +61,8 @@ class Settings:
 
     Limits are enforced server side (sliders only help the browser): a request outside them gets a
     ``gr.Error``. ``roll_scale`` is the pixels per roll cell of the picture the user paints on; ``image_scale``
-    the nearest-neighbour magnification of generated images on screen (the download keeps the model's size).
+    the nearest-neighbour magnification of generated images on screen (the download keeps the model's size);
+    ``video_scale`` that of generated clips (the MP4 shown and offered; the GIF keeps the model's size).
     """
 
     assets_dir: Path = ASSETS_DIR
@@ -78,6 +81,8 @@ class Settings:
     max_queue: int = 32
     roll_scale: int = 4
     image_scale: int = 4
+    video_scale: int = 8
+    max_frames: int = 32  # frames per clip, generated or given (the pipeline itself takes up to 64)
     max_prompt_chars: int = 500  # text-to-image prompts (the text encoder cuts long ones to its context anyway)
 
     def __post_init__(self) -> None:

@@ -83,13 +83,14 @@ GRAMMAR_HINT = ("shapes (circle, square, triangle), colours (red, green, blue, y
 # Pure helpers
 
 
-def check_prompt(prompt: Any, max_chars: int) -> str:
-    """``prompt`` stripped; ValueError when it is not text, empty or too long."""
+def check_prompt(prompt: Any, max_chars: int, *, what: str = "picture", example: str = EXAMPLE_PROMPTS[0]) -> str:
+    """``prompt`` stripped; ValueError when it is not text, empty or too long (the message asks to describe
+    ``what``, e.g. ``example``)."""
     if not isinstance(prompt, str):
         raise ValueError(f"the prompt must be text, got {type(prompt).__name__}")
     prompt = prompt.strip()
     if not prompt:
-        raise ValueError(f"the prompt is empty: describe the picture, e.g. '{EXAMPLE_PROMPTS[0]}'")
+        raise ValueError(f"the prompt is empty: describe the {what}, e.g. '{example}'")
     if len(prompt) > max_chars:
         raise ValueError(f"the prompt is {len(prompt)} characters long; up to {max_chars} are accepted")
     return prompt
@@ -148,7 +149,7 @@ def painted_pixels(layer: Image.Image | np.ndarray) -> np.ndarray:
     return (rgba[..., 3] > 0) & (rgba[..., :3].mean(-1) > 127)
 
 
-def _resize_exact(array: np.ndarray, size: int) -> np.ndarray | None:
+def resize_exact(array: np.ndarray, size: int) -> np.ndarray | None:
     """``array`` (``[S, S, ...]``) scaled to ``size`` by whole blocks (block means down, repeats up); None
     when neither side divides the other. Block means are float (coverage) for bool input."""
     side = array.shape[0]
@@ -203,10 +204,10 @@ def inpaint_input(value: dict[str, Any] | None, size: int, *, max_pixels: int) -
                          "picture, which is all the model uses: paint inside it, or upload a square picture")
     notes = [f"cropped to its centred {side}×{side} square"] if (width, height) != (side, side) else []
 
-    exact = _resize_exact(picture.astype(np.float64), size)
+    exact = resize_exact(picture.astype(np.float64), size)
     if exact is not None:
         image = np.rint(exact).astype(np.uint8)
-        lossless = side == size or (side > size and np.array_equal(_resize_exact(image, side).astype(np.uint8),
+        lossless = side == size or (side > size and np.array_equal(resize_exact(image, side).astype(np.uint8),
                                                                      picture))
     else:
         image = np.asarray(Image.fromarray(picture).resize((size, size), Image.LANCZOS), dtype=np.uint8)
@@ -214,7 +215,7 @@ def inpaint_input(value: dict[str, Any] | None, size: int, *, max_pixels: int) -
     if not lossless:
         notes.append(f"resized from {side}×{side} to {size}×{size}, the model's size")
 
-    coverage = _resize_exact(painted, size)
+    coverage = resize_exact(painted, size)
     if coverage is None:
         coverage = np.asarray(Image.fromarray(painted.astype(np.float32), "F").resize((size, size), Image.BOX))
     mask = coverage >= 0.5

@@ -3,7 +3,9 @@
 Piano roll: loads an example, paints a stroke on the roll with the mouse, presses Generate, waits for the result
 picture and the MIDI download, and saves a screenshot to ``test-artifacts/app-pianoroll.png``. Image: types a
 prompt, presses Generate, waits for the picture and its PNG download, puts the result into the inpainting editor,
-and saves ``test-artifacts/app-image.png``. A missing browser fails the tests: CI installs ``chromium`` from
+and saves ``test-artifacts/app-image.png``. Video: types a prompt, presses Generate, waits until Chromium has
+decoded the MP4 it plays (so the clip is browser-playable), checks the GIF download and saves
+``test-artifacts/app-video.png``. A missing browser fails the tests: CI installs ``chromium`` from
 ``.ci/apt-packages``.
 """
 
@@ -20,6 +22,11 @@ from tests.app.test_image_tab import (  # noqa: F401  (fixtures: an app whose Im
     image_app_settings,
     image_server,
     tiny_image_pipeline_dir,
+)
+from tests.app.test_video_tab import (  # noqa: F401  (fixtures: an app whose Video tab has a tiny model)
+    tiny_video_pipeline_dir,
+    video_app_settings,
+    video_server,
 )
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -79,6 +86,13 @@ def shoot_image_on_failure(page, request):
     """Save ``test-artifacts/app-image-failure.png`` when the test fails."""
     yield
     screenshot_if_failed(page, request, "app-image")
+
+
+@pytest.fixture
+def shoot_video_on_failure(page, request):
+    """Save ``test-artifacts/app-video-failure.png`` when the test fails."""
+    yield
+    screenshot_if_failed(page, request, "app-video")
 
 
 def test_paint_generate_and_download_in_the_browser(server, page, shoot_on_failure):
@@ -179,3 +193,33 @@ def test_prompt_generate_download_and_reuse_an_image_in_the_browser(image_server
     page.wait_for_timeout(500)  # let the editor finish drawing
     page.screenshot(path=str(ARTIFACTS / "app-image.png"), full_page=True)
     assert (ARTIFACTS / "app-image.png").stat().st_size > 10_000
+
+
+def test_prompt_generate_play_and_download_a_clip_in_the_browser(video_server, page,  # noqa: F811
+                                                                  shoot_video_on_failure):
+    page.goto(video_server)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-model-status", has_text="4-frame 16×16 clips").wait_for()
+
+    page.locator("#video-prompt textarea").fill("a red circle moves to the right")
+    box = page.get_by_label("number input for Steps (fewer = faster, rougher)")
+    box.fill("4")
+    box.press("Enter")
+    page.locator("#video-generate").click()
+
+    page.locator("#video-stats", has_text="4 steps").wait_for()
+    # Chromium has decoded the MP4 (H.264 in yuv420p): enough data for the current frame, the ×8 size, no error.
+    page.wait_for_function("""() => {
+        const v = document.querySelector('#video-result video');
+        return v && !v.error && v.readyState >= 2 && v.videoWidth === 128 && v.videoHeight === 128;
+    }""")
+    links = [a.get_attribute("href") for a in page.locator("#video-files a").all()]
+    gifs = [href for href in links if href and href.endswith(".gif")]
+    assert len(gifs) == 1 and any(href and href.endswith(".mp4") for href in links), links
+    download = page.request.get(gifs[0] if gifs[0].startswith("http") else video_server.rstrip("/") + gifs[0])
+    assert download.ok and download.body().startswith(b"GIF89a")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "app-video.png"), full_page=True)
+    assert (ARTIFACTS / "app-video.png").stat().st_size > 10_000

@@ -1,0 +1,262 @@
+"""The "Video" tab: text-to-video and clip continuation with the moving-shapes model (Diffusion Mamba).
+
+Workflow: type a prompt → Generate → the clip plays in the page, magnified ×8 (nearest neighbour, so each model
+pixel is a sharp square), with the MP4 and a GIF at the model's own size to download. To continue a clip, give
+its first frames (a video, a GIF / WebP, or several images in the order listed): they are kept exactly as the
+clip's first frames and the model makes the rest.
+
+Given frames, the rules a user can rely on (also shown in the tab):
+
+* the model works on ``N × N`` frames (32 × 32 for the shipped model);
+* square frames whose side is a whole multiple (or a whole fraction) of ``N``, such as a clip the app shows ×8,
+  are scaled by whole blocks, so a downloaded result comes back pixel for pixel (an MP4 close to it: H.264 is
+  lossy; the GIF exactly);
+* any other frames are cropped to their centred square and resized (Lanczos) to ``N × N``, and the result's
+  statistics say so;
+* the clip's first frames equal the (resized) given frames exactly.
+
+The handlers are methods of ``VideoTab`` and are plain functions of plain values, so they can be tested without
+a browser; ``build_tab`` wires them to components. Every failure reaches the user as a ``gr.Error``
+(``app.errors``); a missing model folder makes the tab explain how to get one instead of breaking the app.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from app.errors import user_errors
+from app.outputs import OutputStore
+from app.registry import ModelRegistry
+from app.settings import MODELS, Settings
+from app.tabs.image import MAX_GUIDANCE, check_prompt, resize_exact, with_own_scheduler
+from app.tabs.pianoroll import MAX_SEED, check_number
+from genmodels.pipelines.video_io import DEFAULT_FPS, MAX_FRAME_PIXELS, read_frames, write_gif, write_mp4
+
+MODEL = "video"
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 4.0
+MIN_FRAMES = 2
+EXAMPLE_PROMPTS = ("a red circle moves to the right", "a blue square moves down",
+                   "a video of a green triangle moving up", "a yellow circle stays still",
+                   "a red circle moves left and a blue square moves down")
+GRAMMAR_HINT = ("one or two shapes (circle, square, triangle) in a colour (red, green, blue, yellow, purple, "
+                "orange), each moving left, right, up or down, or staying still")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def prompt_note(prompt: str) -> str:
+    """A hint when ``prompt`` is outside the moving-shapes captions (the model still runs)."""
+    from genmodels.data.moving_shapes import MovingShapesError, parse_video_caption
+
+    try:
+        parse_video_caption(prompt)
+    except MovingShapesError:
+        return (f"  \nThe prompt is not a moving-shapes caption (those have {GRAMMAR_HINT}, e.g. "
+                f"'{EXAMPLE_PROMPTS[0]}'); the model may follow it loosely.")
+    return ""
+
+
+def model_clip_shape(folder: Path) -> tuple[int, int] | None:
+    """(frames, side) of the clips a pipeline folder's transformer makes by default (from its config, without
+    loading it); None when unreadable."""
+    try:
+        config = json.loads((Path(folder) / "transformer" / "config.json").read_text())
+        frames, side = config.get("num_frames"), config.get("sample_size")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (frames, side))
+    return (frames, side) if ok else None
+
+
+def uploaded_frames(files: Any, *, max_frames: int, max_pixels: int) -> np.ndarray | None:
+    """The frames to continue from the upload box: None for no upload; one file is a video, a GIF / WebP or an
+    image, several files are images taken in the order listed. ``[K, H, W, 3]`` uint8."""
+    if files is None or files == []:
+        return None
+    if isinstance(files, (str, Path)):
+        files = [files]
+    if not isinstance(files, Sequence) or not all(isinstance(f, (str, Path)) for f in files):
+        raise ValueError("the first frames must be uploaded files")
+    source = files[0] if len(files) == 1 else list(files)
+    return read_frames(source, max_frames=max_frames, max_pixels=max_pixels)
+
+
+def fit_frames(frames: np.ndarray, size: int) -> tuple[np.ndarray, str]:
+    """``frames`` ``[K, H, W, 3]`` at the model's ``size × size`` (module docstring) and a note on what was done
+    ("" when they fitted exactly)."""
+    k, height, width = frames.shape[:3]
+    side = min(height, width)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    square = frames[:, y0:y0 + side, x0:x0 + side]
+    notes = [f"cropped to their centred {side}×{side} square"] if (height, width) != (side, side) else []
+    if side == size:
+        return square, _note(notes, width, height)
+    exact = resize_exact(square.transpose(1, 2, 0, 3).astype(np.float64), size)  # [S, S, K, 3] by whole blocks
+    if exact is not None:
+        fitted = np.rint(exact).astype(np.uint8).transpose(2, 0, 1, 3)
+        notes.append(f"scaled {'down' if side > size else 'up'} from {side}×{side} to {size}×{size} by whole blocks")
+    else:
+        fitted = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.LANCZOS)) for f in square])
+        notes.append(f"resized from {side}×{side} to {size}×{size}, the model's size")
+    return fitted, _note(notes, width, height)
+
+
+def _note(notes: list[str], width: int, height: int) -> str:
+    return f"The {width}×{height} given frames were {' and '.join(notes)}." if notes else ""
+
+
+def result_stats(clip: np.ndarray, *, given: int, steps: int, nfe: int, guidance: float, seed: int, seconds: float,
+                 fps: float, note: str) -> str:
+    frames, height, width = clip.shape[:3]
+    what = f"{frames}-frame {width}×{height} clip ({frames / fps:.1f} s at {fps:g} fps)"
+    if given:
+        what += f", continuing {given} given frame{'s' if given > 1 else ''}"
+    text = (f"{what[0].upper()}{what[1:]} in **{seconds:.2f} s** · {steps} steps · {nfe} network evaluations (nfe) · "
+            f"guidance {guidance:g} · seed {seed}")
+    return f"{text}  \n{note}" if note else text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Event handlers
+
+
+class VideoTab:
+    """The tab's event handlers, bound to the app's settings, model registry and output folder."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry):
+        self.settings = settings
+        self.registry = registry
+        self.store = OutputStore(Path(settings.output_dir) / "video", settings.output_ttl_s)
+
+    @property
+    def folder(self) -> Path:
+        return self.settings.model_dir(MODEL)
+
+    def model_status(self) -> str:
+        """Markdown for the top of the tab: what the model makes, or what to do when it is missing."""
+        if self.registry.is_available(MODEL):
+            shape = model_clip_shape(self.folder)
+            what = f"{shape[0]}-frame {shape[1]}×{shape[1]} clips by default" if shape else "clips"
+            return f"Model `{self.folder.name}`: {what}."
+        spec = MODELS[MODEL]
+        return (f"**The {spec.title} model is not installed**: no pipeline folder at `{self.folder}`. Build it with "
+                f"`{spec.build_command}` (or point `LINGEN_VIDEO_MODEL` at a TextToVideoPipeline folder) and restart "
+                "the app; until then Generate explains this.")
+
+    @user_errors
+    def generate(self, prompt: str, frames: float, steps: float, guidance: float, seed: float, first_frames: Any,
+                 progress: gr.Progress = gr.Progress()  # noqa: B008
+                 ) -> tuple[str, list[str], str]:
+        """Generate (or continue) one clip; returns the MP4 shown (magnified), the files to download (that MP4 and
+        a GIF at the model's size) and the statistics."""
+        s = self.settings
+        prompt = check_prompt(prompt, s.max_prompt_chars, what="clip", example=EXAMPLE_PROMPTS[0])
+        frames = check_number("frames", frames, MIN_FRAMES, s.max_frames, integer=True)
+        steps = check_number("steps", steps, 1, s.max_steps, integer=True)
+        guidance = check_number("guidance", guidance, 0, MAX_GUIDANCE)
+        seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
+        given = uploaded_frames(first_frames, max_frames=s.max_frames, max_pixels=min(s.max_image_pixels,
+                                                                                      MAX_FRAME_PIXELS))
+
+        progress(0.0, desc="loading the model")
+        pipe = self.registry.get(MODEL)
+        note = ""
+        if given is not None:
+            given, note = fit_frames(given, pipe.default_size)
+            if len(given) >= frames:
+                raise ValueError(f"{len(given)} frames given for a {frames}-frame clip: nothing is left to generate; "
+                                 f"raise Frames above {len(given)} or give fewer frames")
+        desc = "continuing" if given is not None else "generating"
+
+        def on_step(done: int, total: int) -> None:
+            progress((done, total), desc=desc, unit="steps")
+
+        t0 = time.perf_counter()
+        out = with_own_scheduler(pipe)(
+            prompt, num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(seed), first_frames=given, output_type="np", callback=on_step)
+        seconds = time.perf_counter() - t0
+
+        clip = out.frames[0]
+        folder = self.store.new_dir()
+        mp4 = write_mp4(clip, folder / f"lingen-video-seed{seed}.mp4", fps=DEFAULT_FPS, scale=s.video_scale)
+        gif = write_gif(clip, folder / f"lingen-video-seed{seed}.gif", fps=DEFAULT_FPS)
+        stats = result_stats(clip, given=out.given, steps=steps, nfe=out.nfe, guidance=guidance, seed=seed,
+                             seconds=seconds, fps=DEFAULT_FPS, note=note)
+        return str(mp4), [str(mp4), str(gif)], stats + prompt_note(prompt)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layout
+
+
+def instructions(size: int | None, scale: int) -> str:
+    n = f"{size}×{size}" if size else "N×N"
+    return f"""\
+**1.** Describe a clip, e.g. *{EXAMPLE_PROMPTS[0]}*; the model knows {GRAMMAR_HINT}.
+
+**2.** Press **Generate**. The clip plays ×{scale}; download it as that MP4 or as a GIF of the model's own {n}
+frames.
+
+**3.** To continue a clip, give its first frames below (a video, a GIF / WebP, or several images in the order
+listed), set **Frames** above their number and press Generate: they are kept exactly, the model makes the rest.
+
+*Given frames:* the model works on {n} frames. Square frames a whole multiple of that (a downloaded result) are
+scaled back by whole blocks; others are cropped to their centred square and resized (the result says so).
+"""
+
+
+def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> VideoTab:
+    """The "Video" tab, inside ``demo``'s context. Endpoint: ``/generate_video``."""
+    tab = VideoTab(settings, registry)
+    shape = model_clip_shape(tab.folder)
+    default_frames, size = shape if shape else (8, None)
+    default_frames = min(max(default_frames, MIN_FRAMES), settings.max_frames)
+    with gr.Tab("Video", id="video"):
+        gr.Markdown(instructions(size, settings.video_scale), elem_classes=["instructions"])
+        gr.Markdown(tab.model_status(), elem_id="video-model-status")
+        with gr.Row():
+            with gr.Column(scale=1):
+                prompt = gr.Textbox(label="Prompt", placeholder=f"e.g. {EXAMPLE_PROMPTS[0]}", lines=2,
+                                    max_length=settings.max_prompt_chars, elem_id="video-prompt")
+                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Try a prompt",
+                            api_visibility="private")
+                with gr.Row():
+                    frames = gr.Slider(MIN_FRAMES, settings.max_frames, value=default_frames, step=1,
+                                       label="Frames (given ones included)")
+                    steps = gr.Slider(1, settings.max_steps, value=min(DEFAULT_STEPS, settings.max_steps), step=1,
+                                      label="Steps (fewer = faster, rougher)")
+                with gr.Row():
+                    guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_GUIDANCE, step=0.5,
+                                         label="Guidance (higher = follows the prompt more closely)")
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                first_frames = gr.File(
+                    label="Optional: first frames to continue (a video, a GIF / WebP, or images in the order listed)",
+                    file_count="multiple", file_types=["image", "video", ".gif", ".webp"], allow_reordering=True,
+                    height=150, elem_id="video-first-frames")
+                generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="video-generate")
+            with gr.Column(scale=1):
+                shown = f"{size * settings.video_scale}×{size * settings.video_scale}" if size \
+                    else f"×{settings.video_scale}"
+                result = gr.Video(label=f"Clip (shown {shown})", format="mp4", interactive=False, autoplay=True,
+                                  loop=True, height=360, elem_id="video-result")
+                stats = gr.Markdown(label="Result statistics", elem_id="video-stats")
+                files = gr.File(label=f"Download: MP4 (shown size) and GIF{f' ({size}×{size})' if size else ''}",
+                                file_count="multiple", interactive=False, elem_id="video-files")
+
+    inputs = [prompt, frames, steps, guidance, seed, first_frames]
+    generate_button.click(tab.generate, inputs, [result, files, stats], api_name="generate_video")
+    prompt.submit(tab.generate, inputs, [result, files, stats], api_visibility="private")
+    return tab
