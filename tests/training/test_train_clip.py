@@ -84,3 +84,40 @@ def test_train_dit_refuses_a_text_encoder_of_the_wrong_width(tiny_clip, tmp_path
     with pytest.raises(SystemExit, match="text_dim"):
         train_dit.main(["--model", "sana", "--config", "shapes", "--dataset", "shapes", "--text-encoder",
                         str(folder), "--output-dir", str(tmp_path / "run"), "--max-steps", "1"])
+
+
+def test_train_dit_trains_dim_on_moving_shapes_and_saves_a_video_pipeline(tiny_clip, tmp_path):
+    from genmodels.pipelines.text_to_video import TextToVideoPipeline
+
+    folder, _ = tiny_clip
+    out = tmp_path / "run"
+    summary = train_dit.main(["--model", "dim", "--config", "tiny", "--dataset", "moving_shapes",
+                              "--dataset-args", '{"size": 32, "frames": 8}', "--text-encoder", str(folder),
+                              "--output-dir", str(out), "--max-steps", "2", "--batch-size", "2", "--flow-shift", "1",
+                              "--given-frames-prob", "0.5", "--checkpoint-every", "2", "--sample-every", "2",
+                              "--log-every", "1", "--threads", "1"])
+    assert summary["step"] == 2
+    assert (out / "samples" / "step-0000002.png").is_file()
+    pipe = load_pipeline(TextToVideoPipeline, out / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.transformer.config.num_frames == 8 and pipe.transformer.config.sample_size == 32
+    assert pipe.scheduler.config.flow_shift == 1.0  # sampling repeats the training shift
+    given = torch.zeros(3, 32, 32, 3, dtype=torch.uint8).numpy()
+    clip = pipe("a red circle moves up", num_inference_steps=2, first_frames=given,
+                generator=torch.Generator().manual_seed(0)).frames
+    assert clip.shape == (1, 8, 32, 32, 3) and (clip[0, :3] == 0).all()
+
+
+def test_train_dit_trains_dim_on_shapes_images(tiny_clip, tmp_path):
+    from genmodels.dim import DiffusionMamba
+
+    folder, _ = tiny_clip
+    out = tmp_path / "run"
+    train_dit.main(["--model", "dim", "--config", "tiny", "--dataset", "shapes", "--dataset-args", '{"size": 32}',
+                    "--text-encoder", str(folder), "--output-dir", str(out), "--max-steps", "2", "--batch-size", "2",
+                    "--checkpoint-every", "2", "--log-every", "1", "--threads", "1"])
+    pipe = load_pipeline(TextToImagePipeline, out / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.transformer, DiffusionMamba)
+    image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
