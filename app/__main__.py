@@ -6,8 +6,10 @@ import argparse
 import logging
 import os
 import shutil
+import threading
 
 from app.main import build_app, launch_kwargs
+from app.process import limit_malloc_arenas, trim_heap
 from app.settings import Settings
 
 
@@ -20,8 +22,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _trim_every(seconds: float, stop: threading.Event) -> None:
+    """Hand freed heap pages back to the system every ``seconds`` until ``stop`` (see app/process.py)."""
+    while not stop.wait(seconds):
+        trim_heap()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    limit_malloc_arenas()  # before the server's threads exist: resident memory stays flat under load
+    stop_trimming = threading.Event()
+    threading.Thread(target=_trim_every, args=(30.0, stop_trimming), daemon=True, name="heap-trim").start()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     settings = Settings.from_env()
@@ -32,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         demo.block_thread()
     finally:
+        stop_trimming.set()
         demo.close()
         if not os.environ.get("LINGEN_APP_OUTPUT_DIR"):  # the fresh temp dir is the app's own
             shutil.rmtree(settings.output_dir, ignore_errors=True)

@@ -3,9 +3,10 @@
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/app_abuse.py --json benchmarks/results/app_abuse.json
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/app_abuse.py --minutes 0.2   # a quick check
 
-The app is launched in this process (its resident memory is this process's RSS) with the shipped piano-roll
-model (or ``--model``), on the address ``python -m app`` binds by default, with the app's queue: one generation
-at a time and at most ``--max-queue`` waiting (default 16, half the clients, so the bound is exercised). Each of
+The app runs as its own process, ``python -m app`` exactly as a user starts it (its default bind address, its
+malloc settings), with the shipped piano-roll model (or ``--model``) and the app's queue: one generation at a
+time and at most ``--max-queue`` waiting (default 16, half the clients, so the bound is exercised). Resident
+memory is the server process's (``/proc/<pid>/statm``), so the 32 clients of this process do not count in it. Each of
 ``--clients`` gradio_client sessions loads the Bach example and then sends small generate requests back to back
 (``--steps`` × RePaint 1, one candidate, bars 3-3 × pitches 60-63) for ``--minutes``. A request refused because
 the queue is full (HTTP 503, gradio_client's ``QueueError``: "Queue is full! Please try again.") is counted as
@@ -29,11 +30,14 @@ Exit status 1 when a request failed, the RSS grew more than 20% after the warm-u
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
+import shutil
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -78,9 +82,16 @@ def _retrying(call, tally: Tally, stop: threading.Event, rng: random.Random):
             time.sleep(rng.uniform(0.2, 1.0))
 
 
-def run_clients(url: str, *, clients: int, seconds: float, steps: int, download_dir: str) -> tuple[Tally, float]:
+def process_rss(pid: int) -> int:
+    """Resident memory of process ``pid`` now, in bytes (Linux ``/proc/<pid>/statm``)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_clients(url: str, *, clients: int, seconds: float, steps: int, download_dir: str,
+                rss_bytes=rss_bytes) -> tuple[Tally, float]:
     """``clients`` sessions sending generate requests back to back for ``seconds``; returns the tally and the
-    wall time of the load phase."""
+    wall time of the load phase. ``rss_bytes()`` reads the server's resident memory."""
     from gradio_client import Client
 
     tally = Tally()
@@ -258,7 +269,7 @@ def _png(width: int, height: int, rows: bytes | None = None) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
-def check_image_bomb(url: str, download_dir: str, side: int = 10_000) -> dict:
+def check_image_bomb(url: str, download_dir: str, side: int = 10_000, rss_bytes=rss_bytes) -> dict:
     """A valid ``side × side`` black PNG (about 100 kB, 100 M pixels) as the piano-roll editor's picture."""
     from gradio_client import Client, handle_file
 
@@ -323,6 +334,31 @@ def check_bind(port: int) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def warm_up(url: str, steps: int) -> None:
+    """One session loads the example and generates once, so the model is loaded before the clock starts."""
+    from gradio_client import Client
+
+    with tempfile.TemporaryDirectory() as downloads:
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=downloads)
+        client.predict(EXAMPLE, api_name="/load_example")
+        generate_request(client, 0, steps=steps, repaint=1, samples=1, bars="3-3", pitches="60-63")
+
+
+def wait_for_port(host: str, port: int, server: subprocess.Popen, timeout: float) -> None:
+    """Until the server accepts connections; exits if it died or took longer than ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"the app exited with status {server.returncode} before serving")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    sys.exit(f"the app did not serve on {host}:{port} within {timeout:g} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="piano-roll pipeline folder (default: the shipped assets/pianoroll-hdit)")
@@ -334,43 +370,53 @@ def main() -> None:
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args()
 
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import torch
-
     from app.__main__ import parse_args as app_args
-    from app.main import build_app, launch_kwargs
     from app.settings import Settings
 
-    overrides = {"model_dirs": {"pianoroll": Path(args.model)}} if args.model else {}
-    settings = Settings.from_env(max_queue=args.max_queue, **overrides)
+    out_dir = tempfile.mkdtemp(prefix="lingen-abuse-out-")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "LINGEN_APP_MAX_QUEUE": str(args.max_queue),
+           "LINGEN_APP_OUTPUT_DIR": out_dir, "OMP_WAIT_POLICY": "PASSIVE"}
+    if args.model:
+        env["LINGEN_PIANOROLL_MODEL"] = str(Path(args.model).resolve())
+    settings = Settings.from_env(env)
     if not (settings.model_dir("pianoroll") / "model_index.json").is_file():
         sys.exit(f"no pipeline at {settings.model_dir('pianoroll')}: run `make assets-pianoroll` or pass --model")
     host = app_args([]).host  # the address `python -m app` binds by default
     with socket.socket() as s:
         s.bind((host, 0))
         port = s.getsockname()[1]
-    demo = build_app(settings)
-    _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                            **launch_kwargs(settings))
+    log = open(Path(out_dir).parent / f"lingen-abuse-server-{port}.log", "w")  # noqa: SIM115
+    server = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    url = f"http://{host}:{port}/"
+    wait_for_port(host, port, server, timeout=300)
+    server_rss = functools.partial(process_rss, server.pid)
+    warm_up(url, args.steps)  # the model loads on the first request: not part of the measured load
     seconds = args.minutes * 60
     report: dict = {"clients": args.clients, "minutes": args.minutes, "steps": args.steps, "repaint": 1,
                     "samples": 1, "mask": "bars 3-3 × pitches 60-63", "max_queue": settings.max_queue,
                     "concurrency": settings.concurrency, "device": settings.device,
-                    "model": str(settings.model_dir("pianoroll")), "torch_threads": torch.get_num_threads(),
+                    "model": str(settings.model_dir("pianoroll")), "server": "python -m app (own process)",
                     "cpus": os.cpu_count()}
     try:
         with tempfile.TemporaryDirectory() as downloads:
             report["bind"] = check_bind(port)
             tally, wall = run_clients(url, clients=args.clients, seconds=seconds, steps=args.steps,
-                                      download_dir=downloads)
+                                      download_dir=downloads, rss_bytes=server_rss)
             report["load"] = load_summary(tally, wall, warmup_s=min(60.0, seconds / 5))
             served = next(Path(settings.output_dir).rglob("*.mid"), None)
             report["path_traversal"] = check_path_traversal(port, settings, served)
             report["oversized_uploads"] = check_oversized_uploads(url, settings, downloads)
             if not args.skip_bomb:
-                report["image_bomb"] = check_image_bomb(url, downloads)
+                report["image_bomb"] = check_image_bomb(url, downloads, rss_bytes=server_rss)
     finally:
-        demo.close()
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        shutil.rmtree(out_dir, ignore_errors=True)
     load = report["load"]
     problems = []
     if load["failures"]:
