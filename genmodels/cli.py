@@ -8,6 +8,8 @@
     lingen generate --model assets/moving-shapes-dim --prompts prompts.txt --frames 8 --seed 7 --out DIR
     lingen generate --model assets/moving-shapes-dim --prompt "a red circle moves right" --first-frames DIR_OR_VIDEO \
         --out DIR
+    lingen generate --model assets/moving-shapes-dim --prompts prompts.txt --search tree-of-frames --n 8 \
+        --verifier clip-video --out DIR
 
 ``lingen generate`` serves image and video models alike: the checkpoint folder names its pipeline class, and a
 video pipeline writes clips (DIR/0000.mp4 and DIR/0000.gif, ...) where an image pipeline writes pictures.
@@ -34,11 +36,14 @@ DEFAULT_VIDEO_MODEL = ASSETS_DIR / "moving-shapes-dim"
 # The shipped pipeline folders and the make targets that build them (named when one is missing).
 SHIPPED_MODELS = {DEFAULT_IMAGE_MODEL: "make assets-shapes", DEFAULT_VIDEO_MODEL: "make assets-video"}
 DEFAULT_CLIP = ASSETS_DIR / "clip-shapes"
-SEARCHES = ("none", "best-of-n", "tournament")
+SEARCHES = ("none", "best-of-n", "tournament", "tree-of-frames")
 IMAGE_VERIFIERS = ("clip", "oracle", "ensemble")
+VIDEO_VERIFIERS = ("clip-video", "oracle")
 MAX_CANDIDATES = 1024
 ORACLE_WARNING = ("the shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not what a "
                   "deployable search achieves; do not report it as a verifier result")
+VIDEO_ORACLE_WARNING = ("the moving-shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not "
+                        "what a deployable search achieves; do not report it as a verifier result")
 
 DEFAULT_FPS = 8
 DEFAULT_MP4_SCALE = 8
@@ -135,8 +140,8 @@ def _add_generate(sub) -> None:
                     "video model, DIR/0000.mp4 and DIR/0000.gif, ...; and DIR/manifest.jsonl. Output i uses seed "
                     "SEED + i with its own generator, so it depends only on its prompt, its seed and the settings, "
                     "never on --batch-size or on the other prompts. The model folder's pipeline class decides "
-                    "which: --mask, --image and the search options take an image model, --frames, --first-frames, "
-                    "--fps and --mp4-scale a video model.")
+                    "which: --mask and --image take an image model; --frames, --first-frames, --fps, --mp4-scale, "
+                    "--frames-per-unit and --search tree-of-frames a video model; the other search options both.")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="a prompt (repeat for several outputs)")
     src.add_argument("--prompts", help="text file, one prompt per line (blank lines are skipped)")
@@ -171,17 +176,29 @@ def _add_generate(sub) -> None:
         "test-time search",
         "Draw --n candidates per prompt (candidate j of prompt i uses seed SEED + i*N + j, so --n 1 reproduces the "
         "plain run), score them with --verifier and keep the best (best-of-n: the argmax; tournament: SANA-1.5's "
-        "knockout bracket, N-1 comparisons). The manifest records every candidate's seed and score, the chosen "
-        "seed, the NFE and the wall time; DIR/score_vs_nfe.png plots the best score against NFE.")
+        "knockout bracket, N-1 comparisons). tree-of-frames (video models) grows each clip --frames-per-unit frames "
+        "at a time by continuation (Video-T1): N roots, the first unit the best of 2 draws, later units 1 draw, "
+        "the live branches pruned at the median at Video-T1's relative depths 4/16, 9/16, 13/16 of the units, the "
+        "best leaf kept; prompt i's tree draws its seeds from SEED + i*S on, S = the seeds the tree could use "
+        "without pruning. The manifest records the seeds, every score, the NFE and the wall time; "
+        "DIR/score_vs_nfe.png plots the best score against NFE.")
     s.add_argument("--search", choices=SEARCHES, default="none", help="search strategy (default: none)")
-    s.add_argument("--n", type=int, help="candidates per prompt (default 4 with a search; none takes 1)")
-    s.add_argument("--verifier", choices=IMAGE_VERIFIERS, default="clip",
-                   help="clip: CLIP score of the prompt (default); ensemble: CLIP score + agreement with the other "
-                        "candidates (CLIP-embedding cosine), rank-normalised, weights 1 and 0.5; oracle: the shapes "
+    s.add_argument("--n", type=int,
+                   help="candidates per prompt, or roots of the tree (default 4 with a search; none takes 1)")
+    s.add_argument("--verifier", choices=sorted({*IMAGE_VERIFIERS, *VIDEO_VERIFIERS}),
+                   help="images: clip (default): CLIP score of the prompt; ensemble: CLIP score + agreement with the "
+                        "other candidates (CLIP-embedding cosine), rank-normalised, weights 1 and 0.5. Clips: "
+                        "clip-video (default): per-frame CLIP score of the prompt's objects + frame-to-frame "
+                        "consistency (blind to the direction of motion). oracle: the shapes / moving-shapes "
                         "oracle, the evaluator itself (upper bound / pass@k only; the manifest marks it)")
-    s.add_argument("--clip", default=str(DEFAULT_CLIP), help="open_clip folder for the clip / ensemble verifiers")
+    s.add_argument("--clip", default=str(DEFAULT_CLIP),
+                   help="open_clip folder for the clip / ensemble / clip-video verifiers")
+    s.add_argument("--frames-per-unit", type=int,
+                   help="tree-of-frames: frames added per tree level (default: a quarter of the frames to generate, "
+                        "rounded up: at most 4 levels)")
     s.add_argument("--save-candidates", action="store_true",
-                   help="also write every candidate, DIR/candidates/IIII-JJ.png (prompt I, candidate J)")
+                   help="also write every candidate, DIR/candidates/IIII-JJ.png (prompt I, candidate J); for clips "
+                        "DIR/candidates/IIII-JJ.gif (tree-of-frames: the final leaves)")
 
 
 def _read_prompts(args) -> list[str]:
@@ -276,10 +293,16 @@ def generate(args) -> list[dict]:
     cls = _pipeline_class(model_dir)
     if hasattr(cls, "check_video_inputs"):
         return _generate_video(args, cls, prompts, model_dir)
-    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale")
+    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale", "frames_per_unit")
+    if getattr(args, "search", "none") == "tree-of-frames":
+        video_only.insert(0, "--search tree-of-frames")
+    if getattr(args, "verifier", None) in VIDEO_VERIFIERS and args.verifier not in IMAGE_VERIFIERS:
+        video_only.append(f"--verifier {args.verifier}")
     if video_only:
         raise CliError(f"{model_dir} holds a {cls.__name__} (pictures); {', '.join(video_only)} take a text-to-video "
                        "model")
+    if getattr(args, "verifier", None) is None:
+        args.verifier = "clip"
     search = getattr(args, "search", "none")
     if search == "none" and getattr(args, "n", None) not in (None, 1):
         raise CliError(f"--n {args.n} needs --search best-of-n or tournament (without a search there is one "
@@ -332,7 +355,7 @@ def generate(args) -> list[dict]:
 
 def _given(args, *names: str) -> list[str]:
     """The options among ``names`` (argparse destinations) that were given, spelled as flags."""
-    defaults = {"search": "none", "save_candidates": False}
+    defaults = {"search": "none", "save_candidates": False}  # None (not given) for the others
     return [f"--{name.replace('_', '-')}" for name in names
             if getattr(args, name, None) is not None and getattr(args, name) != defaults.get(name)]
 
@@ -346,18 +369,35 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
     from genmodels.pipelines.text_to_image import MAX_IMAGE_PIXELS
     from genmodels.pipelines.video_io import MAX_FPS, MAX_SCALE, read_frames, write_gif, write_mp4
 
-    image_only = _given(args, "mask", "image", "search", "n", "save_candidates")
+    image_only = _given(args, "mask", "image")
+    verifier = getattr(args, "verifier", None)
+    if verifier is not None and verifier not in VIDEO_VERIFIERS:
+        image_only.append(f"--verifier {verifier}")
     if image_only:
         raise CliError(f"{model_dir} holds a {cls.__name__} (clips); {', '.join(image_only)} take an image model "
-                       "(search over clips is not supported yet)")
+                       f"(clips are verified by {' or '.join(VIDEO_VERIFIERS)})")
+    search = getattr(args, "search", "none")
+    if search == "none":
+        needs_search = _given(args, "save_candidates", "frames_per_unit")
+        if verifier is not None:
+            needs_search.insert(0, f"--verifier {verifier}")
+        if getattr(args, "n", None) not in (None, 1):
+            needs_search.insert(0, f"--n {args.n}")
+        if needs_search:
+            raise CliError(f"{', '.join(needs_search)} need --search (best-of-n, tournament or tree-of-frames)")
+    elif search != "tree-of-frames" and getattr(args, "frames_per_unit", None) is not None:
+        raise CliError(f"--frames-per-unit takes --search tree-of-frames, not {search}")
+    n = 1 if search == "none" else 4 if args.n is None else args.n
+    if not 1 <= n <= MAX_CANDIDATES:
+        raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")
     fps = DEFAULT_FPS if args.fps is None else args.fps
     if not 0 < fps <= MAX_FPS:  # NaN fails too
         raise CliError(f"--fps must be in (0, {MAX_FPS:g}], got {fps}")
     scale = DEFAULT_MP4_SCALE if args.mp4_scale is None else args.mp4_scale
     if not 1 <= scale <= MAX_SCALE:
         raise CliError(f"--mp4-scale must be in 1..{MAX_SCALE}, got {scale}")
-    if not 0 <= args.seed or args.seed + len(prompts) - 1 >= 2**63:
-        raise CliError(f"--seed must be in 0..2^63 - {len(prompts)} ({len(prompts)} clips), got {args.seed}")
+    if not 0 <= args.seed or args.seed + len(prompts) * n - 1 >= 2**63:
+        raise CliError(f"--seed must be in 0..2^63 - {len(prompts) * n} ({len(prompts) * n} clips), got {args.seed}")
     first = None
     if args.first_frames is not None:
         try:
@@ -368,9 +408,12 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
     settings = dict(num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
                     first_frames=first, height=args.height, width=args.width)
     # the pipeline's own checks, before any work; they also settle the clip's size
-    _, _, _, height, width = pipe.check_video_inputs(prompts, output_type="np", **settings)
+    _, _, frames, height, width = pipe.check_video_inputs(prompts, output_type="np", **settings)
     if height * width * scale**2 > MAX_IMAGE_PIXELS:
         raise CliError(f"--mp4-scale {scale} would make {width * scale}×{height * scale} MP4 frames; lower it")
+    if search != "none":
+        settings.update(num_frames=frames, height=height, width=width)
+        return _generate_video_search(args, pipe, cls, prompts, settings, n, model_dir, fps=fps, scale=scale)
 
     out = Path(args.out)
     batch = args.batch_size if getattr(cls, "accepts_generator_list", False) else 1
@@ -491,6 +534,145 @@ def _generate_search(args, pipe, cls, prompts: list[str], settings: dict, n: int
                       ylabel=f"best {verifier.name} score among the first m candidates",
                       title="best verifier score vs NFE (per prompt)")
     print(f"wrote {len(records)} image(s), manifest.jsonl and score_vs_nfe.png to {out}")
+    return records
+
+
+def _load_video_verifier(args, prompts: list[str], height: int, width: int):
+    """The clip verifier named by ``--verifier`` (default clip-video), checked against the prompts before any
+    work."""
+    from genmodels.search import CLIPScoreVerifier, CLIPVideoVerifier, VideoOracleVerifier
+
+    if args.verifier == "oracle":
+        from genmodels.data.moving_shapes import parse_video_caption
+
+        for prompt in prompts:
+            try:
+                parse_video_caption(prompt)
+            except ValueError as err:
+                raise CliError(f"--verifier oracle needs moving-shapes captions; {err}") from err
+        if height != width or height < 24:
+            raise CliError(f"--verifier oracle reads square clips of at least 24 pixels, these are {width}×{height}")
+        return VideoOracleVerifier()
+    folder = Path(args.clip)
+    if not (folder / "open_clip_config.json").is_file():
+        hint = " (the shipped CLIP is not built yet; pass --clip FOLDER)" if folder == DEFAULT_CLIP else ""
+        raise CliError(f"--clip {folder} is not an open_clip folder (no open_clip_config.json){hint}")
+    try:
+        return CLIPVideoVerifier(CLIPScoreVerifier.from_folder(folder))
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        raise CliError(f"cannot load the CLIP verifier in {folder}: {err}") from err
+
+
+def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, n: int, model_dir: Path, *,
+                           fps: float, scale: int) -> list[dict]:
+    """``lingen generate --search`` with a video model: per prompt the chosen clip as DIR/IIII.mp4 + .gif, the
+    manifest and DIR/score_vs_nfe.png (best-of-n / tournament over seeds, or tree-of-frames by continuation)."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from genmodels.io import write_text_atomic
+    from genmodels.pipelines.video_io import write_gif, write_mp4
+    from genmodels.search import (
+        VideoChunkGenerator,
+        best_so_far,
+        plot_score_vs_nfe,
+        run_search,
+        text_to_video_generate_fn,
+        tree_seed_budget,
+        video_tree_config,
+    )
+
+    if args.verifier is None:
+        args.verifier = "clip-video"
+    if not getattr(cls, "accepts_generator_list", False):
+        raise CliError(f"{cls.__name__} does not take one generator per clip, which --search needs")
+    frames, first = settings["num_frames"], settings["first_frames"]
+    tree = args.search == "tree-of-frames"
+    stride = n
+    if tree:
+        to_make = frames - (0 if first is None else len(first))
+        per_unit = -(-to_make // 4) if args.frames_per_unit is None else args.frames_per_unit
+        if not 1 <= per_unit <= to_make:
+            raise CliError(f"--frames-per-unit must be in 1..{to_make} (the frames to generate), got {per_unit}")
+        units = -(-to_make // per_unit)
+        config = video_tree_config(n, units)
+        stride = tree_seed_budget(config)
+        if args.seed + len(prompts) * stride - 1 >= 2**63:
+            raise CliError(f"--seed must be in 0..2^63 - {len(prompts) * stride} (the trees draw up to {stride} "
+                           f"seeds each), got {args.seed}")
+    verifier = _load_video_verifier(args, prompts, settings["height"], settings["width"])
+    out = Path(args.out)
+    base = {"steps": args.steps, "guidance": args.guidance, "model": str(model_dir), "pipeline": cls.__name__,
+            "fps": fps, "mp4_scale": scale, "search": args.search, "n": n, "verifier": args.verifier,
+            "verifier_is_oracle": verifier.is_oracle}
+    if verifier.is_oracle:
+        base["verifier_warning"] = VIDEO_ORACLE_WARNING
+    if args.verifier != "oracle":
+        base["clip"] = str(args.clip)
+    if first is not None:
+        base["first_frames"] = str(args.first_frames)
+    if tree:
+        base["tree"] = {"frames_per_unit": per_unit, "units": units, "branches": config.branches,
+                        "candidates": config.candidates, "judge_depths": sorted(config.judge_depths)}
+    records: list[dict] = []
+    curves_nfe, curves_best = [], []
+    with tqdm(total=len(prompts) * (1 if tree else n), desc=args.search, unit="prompt" if tree else "clip") as bar:
+        for index, prompt in enumerate(prompts):
+            context = {"prompt": prompt}
+            if tree:
+                gen = VideoChunkGenerator(pipe, prompt, frames, per_unit, **{k: v for k, v in settings.items()
+                                                                             if k != "num_frames"})
+                seed = args.seed + index * stride
+                result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
+                                    tree_config=config, seed=seed)
+                bar.update(1)
+            else:
+                generate = text_to_video_generate_fn(pipe, prompt, **settings)
+
+                def with_progress(seeds, generate=generate):
+                    made = generate(seeds)
+                    bar.update(len(seeds))
+                    return made
+
+                result = run_search(args.search, verifier=verifier, context=context, generate_fn=with_progress,
+                                    n=n, seeds=[args.seed + index * n + j for j in range(n)],
+                                    batch_size=args.batch_size)
+            clip = result.output
+            files = [f"{index:04d}.mp4", f"{index:04d}.gif"]
+            write_mp4(clip, out / files[0], fps=fps, scale=scale)
+            write_gif(clip, out / files[1], fps=fps)
+            record = {"index": index, "files": files, "prompt": prompt, "seed": result.seed, **base,
+                      "frames": int(clip.shape[0]), "given": 0 if first is None else len(first),
+                      "height": int(clip.shape[1]), "width": int(clip.shape[2]), "chosen": result.index,
+                      "scores": [float(x) for x in result.scores], "nfe": result.nfe,
+                      "seconds": round(result.seconds, 3)}
+            if tree:
+                record.update(first_seed=seed, seeds_used=result.tree.seeds_used,
+                              live_per_depth=result.tree.live_per_depth, nfe_per_depth=result.tree.nfe_per_depth,
+                              verifier_evaluations=result.tree.verifier_evaluations)
+                outputs = [gen.output(s) for s in result.tree.leaves]
+                curves_nfe.append([result.nfe])
+                curves_best.append([float(result.scores[result.index])])
+            else:
+                record.update(candidate_seeds=result.candidates.seeds,
+                              nfe_per_candidate=[int(x) for x in result.nfe_per_candidate],
+                              comparisons=result.comparisons)
+                outputs = result.candidates.outputs
+                curves_nfe.append(np.cumsum(result.nfe_per_candidate))
+                curves_best.append(best_so_far(result.scores))
+            if args.save_candidates:
+                record["candidate_files"] = [f"candidates/{index:04d}-{j:02d}.gif" for j in range(len(outputs))]
+                for name, candidate in zip(record["candidate_files"], outputs, strict=True):
+                    write_gif(candidate, out / name, fps=fps)
+            records.append(record)
+            # rewritten after every prompt, so an interrupted run leaves a manifest of the clips it made
+            write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    label = f"{args.search} ({verifier.name}), mean over {len(prompts)} prompt(s)"
+    ylabel = ("best leaf's score (one point: the whole tree)" if tree
+              else f"best {verifier.name} score among the first m candidates")
+    plot_score_vs_nfe(out / "score_vs_nfe.png", {label: (np.mean(curves_nfe, 0), np.mean(curves_best, 0))},
+                      ylabel=ylabel, title="best verifier score vs NFE (per prompt)")
+    print(f"wrote {len(records)} clip(s) (MP4 and GIF), manifest.jsonl and score_vs_nfe.png to {out}")
     return records
 
 

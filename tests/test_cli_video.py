@@ -193,7 +193,7 @@ def _empty_folder(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("case, message", [
     ("mask", "--mask, --image take an image model"),
-    ("search", "--search, --n take an image model"),
+    ("image_verifier", "--verifier clip take an image model"),
     ("frames_on_image_model", "--frames take a text-to-video model"),
     ("first_frames_on_image_model", "--first-frames, --fps take a text-to-video model"),
     ("corrupt_first_frames", "--first-frames: cannot read clip"),
@@ -219,8 +219,8 @@ def test_errors_exit_2_in_one_line_and_write_nothing(video_model, image_model, t
         Image.new("L", (SIZE, SIZE), 255).save(tmp_path / "mask.png")
         Image.new("RGB", (SIZE, SIZE)).save(tmp_path / "image.png")
         extra = ["--mask", tmp_path / "mask.png", "--image", tmp_path / "image.png"]
-    elif case == "search":
-        extra = ["--search", "best-of-n", "--n", 2]
+    elif case == "image_verifier":
+        extra = ["--search", "best-of-n", "--n", 2, "--verifier", "clip"]
     elif case == "frames_on_image_model":
         model, extra = image_model, ["--frames", 4]
     elif case == "first_frames_on_image_model":

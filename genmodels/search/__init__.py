@@ -5,7 +5,7 @@ generate fn ``seeds -> (outputs, nfe)``; ``tree_of_frames.UnitGenerator`` for un
 **verifier** (``verifiers``: ``score`` / ``compare``) and a **search** (``run_search``: ``"none"``,
 ``"best-of-n"``, ``"tournament"``, ``"tree-of-frames"``). NFE (denoiser evaluations, summed over all candidates) is
 recorded for every result; ``scaling`` turns per-candidate correctness and scores into pass@k, power-law fits and
-selection-accuracy curves.
+selection-accuracy curves. ``video`` holds the text-to-video adapters (generate fn, chunk generator, verifiers).
 """
 
 from __future__ import annotations
@@ -66,6 +66,16 @@ from genmodels.search.verifiers import (
     StagedVerifier,
     Verifier,
     normalise_scores,
+)
+from genmodels.search.video import (
+    CLIPVideoVerifier,
+    VideoChunkGenerator,
+    VideoOracleVerifier,
+    object_description,
+    pixel_path_consistency,
+    text_to_video_generate_fn,
+    tree_seed_budget,
+    video_tree_config,
 )
 
 STRATEGIES = ("none", "best-of-n", "tournament", "tree-of-frames")
@@ -148,6 +158,7 @@ __all__ = [
     "AgreementVerifier",
     "BusynessVerifier",
     "CLIPScoreVerifier",
+    "CLIPVideoVerifier",
     "Candidates",
     "EnsembleVerifier",
     "GenerateFn",
@@ -165,6 +176,8 @@ __all__ = [
     "UnitBatch",
     "UnitGenerator",
     "Verifier",
+    "VideoChunkGenerator",
+    "VideoOracleVerifier",
     "agreement_scores",
     "best_so_far",
     "coverage_curve",
@@ -173,9 +186,11 @@ __all__ = [
     "generators",
     "knockout_tournament",
     "normalise_scores",
+    "object_description",
     "pass_at_k",
     "pianoroll_generate_fn",
     "pixel_features",
+    "pixel_path_consistency",
     "plot_scaling",
     "plot_score_vs_nfe",
     "prune_at_median",
@@ -185,6 +200,9 @@ __all__ = [
     "select_majority",
     "selection_accuracy",
     "text_to_image_generate_fn",
+    "text_to_video_generate_fn",
     "tournament_select",
     "tree_of_frames",
+    "tree_seed_budget",
+    "video_tree_config",
 ]

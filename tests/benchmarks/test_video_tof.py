@@ -1,0 +1,62 @@
+"""benchmarks/video_tof.py (Tree-of-Frames vs best-of-N at matched NFE) on a tiny random 8-frame 32×32 pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import video_tof
+from genmodels.search import TreeConfig, video_tree_config
+from tests.search.helpers import save_tiny_open_clip, tiny_text_to_video_pipeline
+
+KEYS = ("object", "motion", "identity", "all")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("video_tof")
+    tiny_text_to_video_pipeline().save_pretrained(root / "model")
+    return root / "model", save_tiny_open_clip(root / "clip")
+
+
+def test_nominal_cost_halves_the_live_branches_at_judged_depths():
+    assert video_tof.nominal_cost(video_tree_config(4, 4)) == 8 + 4 + 2 + 1  # judged at depths 1 and 2
+    assert video_tof.nominal_cost(video_tree_config(3, 4)) == 6 + 3 + 2 + 1  # ceil(3 / 2) = 2
+    assert video_tof.nominal_cost(TreeConfig([1] * 4, [1] * 4)) == 4
+
+
+def test_reach_fraction_finds_the_first_tree_budget_at_best_of_ns_best():
+    r = video_tof.reach_fraction([2, 4, 8, 16], [0.2, 0.5, 0.5, 0.4], [5, 3, 9], [0.5, 0.1, 0.6])
+    assert r["best_of_n_best_all"] == 0.5 and r["best_of_n_nfe"] == 4
+    assert r["tree_of_frames_nfe"] == 5 and r["fraction"] == 1.25 and r["meets_target"] is False
+    assert video_tof.reach_fraction([1], [0.5], [1], [0.4])["fraction"] is None
+
+
+def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, capsys):
+    model, clip = folders
+    out, plot = tmp_path / "tof.json", tmp_path / "tof.png"
+    report = video_tof.main(["--model", str(model), "--clip", str(clip), "--quick", "--device", "cpu",
+                             "--batch-size", "4", "--json", str(out), "--plot", str(plot), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "Tree-of-Frames" in printed
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(report))
+    assert data["settings"]["prompts"] == 2 and data["settings"]["verifier"] == "clip-video"
+    assert data["settings"]["units"] == 4 and data["nfe_per_clip"] == 2
+    # roots 1: 2 + 1 + 1 + 1 = 5 clips; roots 2: 4 + 2 + 1 + 1 = 8 clips; the best-of-N pool holds 8
+    assert data["configs"]["1"]["nominal_clips"] == 5 and data["configs"]["2"]["nominal_clips"] == 8
+    assert [b["n"] for b in data["best_of_n"]] == [1, 2, 4, 5, 8]
+    assert [b["nfe"] for b in data["budgets"]] == [10, 16]
+    assert [b["best_of_n"]["n"] for b in data["budgets"]] == [5, 8]
+    for row in data["best_of_n"] + data["tree_of_frames"]:
+        assert all(0 <= row[k] <= 1 for k in KEYS)
+    for p in data["per_prompt"]:
+        assert len(p["verifier_scores"]) == 8 and np.isfinite(p["verifier_scores"]).all()
+        assert p["best_of_n"]["8"]["index"] == int(np.argmax(p["verifier_scores"]))
+        assert p["tree_of_frames"]["1"]["nfe"] == 5 * 2 and p["tree_of_frames"]["1"]["live_per_depth"] == [1] * 4
+    h = data["headline"]
+    assert h["target"] == 0.6 and h["best_of_n_best_all"] == max(b["all"] for b in data["best_of_n"])
+    assert (h["fraction"] is None) == (h["tree_of_frames_nfe"] is None)
+    assert plot.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,181 @@
+"""`lingen generate --search` with a text-to-video model: best-of-N, tournaments and Tree-of-Frames over clips,
+verified by clip-video or the moving-shapes oracle. The model is a tiny random Diffusion Mamba (8 frames of
+32×32, so the oracle can read its clips) and the CLIP a tiny random open_clip: these tests check files, seeds,
+NFE and the refusals, not what the clips show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import genmodels.cli as cli
+from genmodels.data.moving_shapes import clip_for_spec, parse_video_caption
+from genmodels.pipelines.video_io import read_frames
+from tests.search.helpers import save_tiny_open_clip, tiny_text_to_image_pipeline, tiny_text_to_video_pipeline
+
+PROMPTS = ["a red circle moves to the right", "a blue square stays still"]
+STEPS = 2
+FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def video_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("t2v") / "model"
+    tiny_text_to_video_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("t2i") / "model"
+    tiny_text_to_image_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory) -> Path:
+    return save_tiny_open_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+def run(*argv) -> int:
+    try:
+        return cli.main([str(a) for a in argv])
+    except SystemExit as exc:
+        return exc.code
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def search(model, out, *extra, prompts=PROMPTS, video=True) -> int:
+    return run("generate", "--model", model, *[x for p in prompts for x in ("--prompt", p)], "--steps", STEPS,
+               *(["--mp4-scale", 1] if video else []), "--out", out, *extra)
+
+
+def test_best_of_n_writes_the_argmax_clip_with_scores_nfe_and_a_plot(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "best-of-n", "--n", 3, "--clip", clip_dir, "--seed", 10,
+                  "--save-candidates") == 0
+    records = manifest(out)
+    assert [r["prompt"] for r in records] == PROMPTS
+    for i, r in enumerate(records):
+        assert r["verifier"] == "clip-video" and r["verifier_is_oracle"] is False and "verifier_warning" not in r
+        assert r["candidate_seeds"] == [10 + 3 * i + j for j in range(3)]
+        assert r["chosen"] == int(np.argmax(r["scores"])) and r["seed"] == r["candidate_seeds"][r["chosen"]]
+        assert r["nfe"] == 3 * STEPS and r["nfe_per_candidate"] == [STEPS] * 3 and r["seconds"] > 0
+        assert r["files"] == [f"{i:04d}.mp4", f"{i:04d}.gif"] and r["frames"] == FRAMES
+        chosen = read_frames(out / r["files"][1])
+        assert np.array_equal(chosen, read_frames(out / r["candidate_files"][r["chosen"]]))
+        assert read_frames(out / r["files"][0]).shape == (FRAMES, 32, 32, 3)
+    assert (out / "score_vs_nfe.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_candidate_reproduces_the_plain_run(video_model, clip_dir, tmp_path):
+    assert search(video_model, tmp_path / "plain", "--seed", 4, "--batch-size", 1) == 0  # one clip a call, like n = 1
+    assert search(video_model, tmp_path / "one", "--search", "best-of-n", "--n", 1, "--clip", clip_dir, "--seed",
+                  4) == 0
+    for i in range(len(PROMPTS)):
+        assert np.array_equal(read_frames(tmp_path / "plain" / f"{i:04d}.gif"),
+                              read_frames(tmp_path / "one" / f"{i:04d}.gif"))
+    assert [r["seed"] for r in manifest(tmp_path / "one")] == [4, 5]
+
+
+def test_tournament_takes_n_minus_1_comparisons(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "tournament", "--n", 4, "--clip", clip_dir,
+                  prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(out)
+    assert r["comparisons"] == 3 and r["chosen"] == int(np.argmax(r["scores"]))
+
+
+def test_tree_of_frames_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--seed", 3,
+                  "--save-candidates") == 0
+    records = manifest(out)
+    # 8 frames, default 2 per unit: 4 units; 2 roots × 2 first draws, pruned at depths 1 and 2; seeds ≤ 4+2+2+2
+    for i, r in enumerate(records):
+        assert r["tree"] == {"frames_per_unit": 2, "units": 4, "branches": [2, 1, 1, 1], "candidates": [2, 1, 1, 1],
+                             "judge_depths": [1, 2]}
+        assert r["first_seed"] == 3 + 10 * i and r["seed"] is None
+        assert r["nfe"] == sum(r["nfe_per_depth"]) == STEPS * r["seeds_used"]
+        assert r["nfe_per_depth"][0] == 4 * STEPS and r["live_per_depth"][0] == 2
+        assert r["live_per_depth"][-1] == len(r["scores"]) == len(r["candidate_files"]) <= 2
+        assert read_frames(out / r["files"][1]).shape == (FRAMES, 32, 32, 3)
+    assert (out / "score_vs_nfe.png").is_file()
+
+
+def test_tree_of_frames_continues_given_frames(video_model, clip_dir, tmp_path):
+    given = clip_for_spec(parse_video_caption(PROMPTS[0]), seed=0).frames[:2]  # few colours: a GIF keeps them
+    folder = tmp_path / "given"
+    folder.mkdir()
+    for t, frame in enumerate(given):
+        Image.fromarray(frame).save(folder / f"{t}.png")
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--first-frames",
+                  folder, "--frames-per-unit", 3, prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(out)
+    assert r["tree"]["units"] == 2 and r["given"] == 2  # 6 frames to make, 3 per unit
+    assert np.array_equal(read_frames(out / r["files"][1])[:2], given)
+
+
+def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "best-of-n", "--n", 2, "--verifier", "oracle") == 0
+    for r in manifest(out):
+        assert r["verifier"] == "oracle" and r["verifier_is_oracle"] is True
+        assert "evaluator" in r["verifier_warning"] and "clip" not in r
+        assert all(0 <= s <= 1 for s in r["scores"])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("image_verifier_on_video", "--verifier ensemble take an image model"),
+    ("video_verifier_on_image", "--verifier clip-video take a text-to-video model"),
+    ("tree_on_image", "--search tree-of-frames take a text-to-video model"),
+    ("frames_per_unit_on_image", "--frames-per-unit take a text-to-video model"),
+    ("frames_per_unit_without_tree", "--frames-per-unit takes --search tree-of-frames"),
+    ("verifier_without_search", "--verifier clip-video need --search"),
+    ("n_without_search", "--n 3 need --search"),
+    ("n_zero", "--n must be in"),
+    ("frames_per_unit_too_large", "--frames-per-unit must be in 1..8"),
+    ("oracle_outside_grammar", "--verifier oracle needs moving-shapes captions"),
+    ("oracle_small_clips", "at least 24 pixels"),
+    ("missing_clip", "not an open_clip folder"),
+])
+def test_search_errors_exit_2_and_write_nothing(video_model, image_model, clip_dir, tmp_path, capsys, case,
+                                               message):
+    out = tmp_path / "out"
+    model, extra, prompts = video_model, ["--search", "best-of-n", "--clip", clip_dir], PROMPTS
+    if case == "image_verifier_on_video":
+        extra += ["--verifier", "ensemble"]
+    elif case == "video_verifier_on_image":
+        model, extra = image_model, ["--search", "best-of-n", "--verifier", "clip-video"]
+    elif case == "tree_on_image":
+        model, extra = image_model, ["--search", "tree-of-frames"]
+    elif case == "frames_per_unit_on_image":
+        model, extra = image_model, ["--search", "best-of-n", "--frames-per-unit", 2]
+    elif case == "frames_per_unit_without_tree":
+        extra += ["--frames-per-unit", 2]
+    elif case == "verifier_without_search":
+        extra = ["--verifier", "clip-video"]
+    elif case == "n_without_search":
+        extra = ["--n", 3]
+    elif case == "n_zero":
+        extra += ["--n", 0]
+    elif case == "frames_per_unit_too_large":
+        extra = ["--search", "tree-of-frames", "--clip", clip_dir, "--frames-per-unit", 9]
+    elif case == "oracle_outside_grammar":
+        extra, prompts = ["--search", "best-of-n", "--verifier", "oracle"], ["a cat"]
+    elif case == "oracle_small_clips":
+        extra += ["--verifier", "oracle", "--height", 16, "--width", 16]
+    elif case == "missing_clip":
+        extra = ["--search", "tree-of-frames", "--clip", tmp_path / "nowhere"]
+    assert search(model, out, *extra, prompts=prompts, video=model == video_model) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
