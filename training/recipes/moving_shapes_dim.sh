@@ -37,7 +37,7 @@ PYEOF
   --given-frames-prob 0.5 --max-steps "$STEPS" --max-minutes "$MINUTES" --checkpoint-every 250 \
   --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest ${EXTRA_ARGS:-}
 
-LATEST=$(ls -d "$RUN_DIR"/checkpoint-* | sort -t- -k2 -n | tail -1)
+LATEST=$(ls -d "$RUN_DIR"/checkpoint-* | awk -F'checkpoint-' '{print $NF, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
 "$PY" training/export_pipeline.py --model dim --config "$CONFIG" --sample-size 32 --flow-shift 1 \
   --checkpoint "$LATEST" --text-encoder "$CLIP_DIR" --out "$ASSET_DIR" --fp16
 echo "shipped $ASSET_DIR from $LATEST"
