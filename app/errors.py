@@ -2,17 +2,20 @@
 
 ``user_errors`` wraps an event handler: ``ValueError`` (``MidiError`` included) and ``FloatingPointError``
 become a ``gr.Error`` carrying their message; a ``gr.Error`` passes through; anything else is logged with its
-traceback and shown as ``internal error: …``.
+traceback and shown as ``internal error: …``. ``check_number`` is the check every numeric input goes through (sliders
+only help the browser).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import gradio as gr
+import numpy as np
 
 log = logging.getLogger("app")
 
@@ -46,3 +49,21 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise to_gr_error(err) from err
 
     return wrapper
+
+
+def check_number(name: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> int | float:
+    """``value`` as a number in ``lo..hi`` (an int when ``integer``); ValueError with a clear message if not."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if integer and value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+    return int(value) if integer else float(value)

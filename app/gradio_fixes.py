@@ -1,4 +1,4 @@
-"""Two hardening fixes around Gradio 6.31, installed once per process by :func:`install` (from ``build_app``).
+"""Three hardening fixes around Gradio 6.31, installed once per process by :func:`install` (from ``build_app``).
 
 1. Atomic image cache writes. Gradio saves every image an event returns to its cache under the hash of its bytes
    with ``Path.write_bytes`` (truncate, then write). When two requests return the same picture (every client
@@ -13,10 +13,18 @@
    before the handler's size check refuses it. Pillow refuses images above ``2 × Image.MAX_IMAGE_PIXELS`` in
    ``Image.open``, from the header alone; setting it to half the app's per-image limit makes every image over
    the limit fail there, before any pixel is decoded.
+
+3. Endpoints that gain inputs keep their old callers. gradio_client fills every parameter a caller leaves out
+   with the component's initial value, but a plain HTTP call (``POST /gradio_api/call/<name>`` with a ``data``
+   list) that sends fewer values than the endpoint has inputs is refused ("didn't receive enough input
+   values"). The tabs' test-time search options were appended to their endpoints (strategy "none" by default),
+   so such calls made before them would break; the fix fills missing trailing inputs of named endpoints with
+   the components' initial values, as gradio_client does.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -50,15 +58,35 @@ def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", form
     return str(target)
 
 
+def _with_trailing_defaults(validate_inputs):
+    """``Blocks.validate_inputs`` that first completes the ``inputs`` of a named endpoint that holds fewer values
+    than its API inputs (the inputs less ``gr.State``, which Gradio adds itself only to a complete list): the
+    missing trailing API inputs get their components' initial values, then every ``gr.State`` its placeholder,
+    as for a complete call (fix 3). In place: the caller reads the same list."""
+
+    @functools.wraps(validate_inputs)
+    def validate(self, block_fn, inputs):
+        api_inputs = [block for block in block_fn.inputs if not block.skip_api]
+        if block_fn.api_name and isinstance(inputs, list) and len(inputs) < len(api_inputs):
+            given = iter([*inputs, *(getattr(block, "value", None) for block in api_inputs[len(inputs):])])
+            inputs[:] = [None if block.skip_api else next(given) for block in block_fn.inputs]
+        return validate_inputs(self, block_fn, inputs)
+
+    return validate
+
+
 def install(max_image_pixels: int | None = None) -> None:
-    """Install fix 1 (once) and, with ``max_image_pixels``, fix 2 (images over it refused by ``Image.open``)."""
+    """Install fixes 1 and 3 (once) and, with ``max_image_pixels``, fix 2 (images over it refused by
+    ``Image.open``)."""
     global _installed
     import gradio.processing_utils as processing_utils
+    from gradio.blocks import Blocks
     from PIL import Image
 
     with _lock:
         if not _installed:
             processing_utils.save_pil_to_cache = _save_pil_to_cache_atomically
+            Blocks.validate_inputs = _with_trailing_defaults(Blocks.validate_inputs)
             _installed = True
         if max_image_pixels is not None:
             Image.MAX_IMAGE_PIXELS = max(1, int(max_image_pixels) // 2)

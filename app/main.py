@@ -39,6 +39,7 @@ def about_markdown(settings: Settings, registry: ModelRegistry) -> str:
     image_status = "installed" if registry.is_available("image") else "**not installed**: run `make assets-shapes`"
     video_folder = settings.model_dir("video")
     video_status = "installed" if registry.is_available("video") else "**not installed**: run `make assets-video`"
+    clip_status = "installed" if registry.is_available("clip") else "**not installed**: run `make assets-shapes`"
     return f"""\
 ## Piano roll (Pictures of MIDI)
 A diffusion transformer (HDiT, neighbourhood attention) trained on music21's corpus (Bach chorales and Ryan's
@@ -62,9 +63,17 @@ caption, and continues a clip from its first frames, which it keeps exactly. Mod
 ({video_status}). On the command line:
 `lingen generate --model {video_folder} --prompt "a red circle moves to the right" --out DIR`.
 
+## Test-time search
+Each tab's "Test-time search" makes *N* candidates (seeds *S* … *S*+*N*−1) and keeps the one a verifier scores best
+(best-of-*N*) or wins a knockout tournament of pairs; every candidate is shown with its score, with the NFE and
+the wall time. Verifiers: the CLIP score of the prompt (pictures; over frames, with temporal consistency, for
+clips; CLIP folder `{settings.model_dir("clip")}`, {clip_status}) and busyness, in-key and onset-grid scores (piano
+rolls). The shapes oracle is the evaluator, never a verifier here.
+
 ## Limits on this server
 MIDI uploads up to {settings.max_upload_bytes / 1e6:.0f} MB; pieces are cut to their first {settings.max_bars} bars;
-up to {settings.max_samples} samples, {settings.max_steps} steps and {settings.max_frames} video frames per request;
+up to {settings.max_samples} samples, {settings.max_steps} steps, {settings.max_frames} video frames and
+{settings.max_search_n} search candidates per request;
 {settings.concurrency} generation(s) at a time and up to {settings.max_queue} waiting. Generated files are deleted after
 {settings.output_ttl_s / 60:.0f} minutes. Running on: `{settings.device}`.
 """

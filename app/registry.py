@@ -4,7 +4,8 @@
 per-model lock, so concurrent first requests load it once) and returns the cached pipeline afterwards. A
 missing folder is a ``gr.Error`` that says how to build it. ``get("image", folder)`` loads another folder of the
 same kind (the Image tab offers every text-to-image folder it finds); each folder is cached once. ``get("video")``
-is the Video tab's text-to-video pipeline.
+is the Video tab's text-to-video pipeline; ``get("clip")`` the CLIP verifier of the test-time search (an open_clip
+folder, marked by ``open_clip_config.json`` instead of ``model_index.json``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def load_text_to_video(folder: Path, device: str) -> Any:
     return _load_text_pipeline(TextToVideoPipeline, folder, device)
 
 
+def load_clip(folder: Path, device: str) -> Any:
+    from genmodels.search import CLIPScoreVerifier
+
+    try:
+        return CLIPScoreVerifier.from_folder(folder, device=device)
+    except (OSError, RuntimeError, KeyError) as err:  # a damaged folder is the user's to fix, not a crash
+        raise ValueError(f"cannot load the CLIP verifier in {folder}: {err}") from err
+
+
 def pipeline_class(folder: Path) -> str | None:
     """The ``_class_name`` in ``folder/model_index.json`` (None when it is missing or unreadable)."""
     try:
@@ -68,7 +78,8 @@ def pipeline_class(folder: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll, "image": load_text_to_image, "video": load_text_to_video}
+LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll, "image": load_text_to_image, "video": load_text_to_video,
+                              "clip": load_clip}
 
 
 class ModelRegistry:
@@ -91,7 +102,7 @@ class ModelRegistry:
         """Whether model ``name`` (from ``folder``, default its configured one) has a pipeline folder (without
         loading it)."""
         key, folder = self._key(name, folder)
-        return key in self._models or (folder / "model_index.json").is_file()
+        return key in self._models or (folder / MODELS[name].index_file).is_file()
 
     def loaded(self) -> list[str]:
         return sorted(self._models)
@@ -105,9 +116,9 @@ class ModelRegistry:
             return self._models[key]
         with self._locks[name]:
             if key not in self._models:  # another thread may have loaded it while this one waited
-                if not (folder / "model_index.json").is_file():
-                    spec = MODELS[name]
-                    raise gr.Error(f"the {spec.title} model is not installed: no pipeline folder at {folder}. "
+                spec = MODELS[name]
+                if not (folder / spec.index_file).is_file():
+                    raise gr.Error(f"the {spec.title} model is not installed: no model folder at {folder}. "
                                    f"Build it with `{spec.build_command}` (or point LINGEN_{name.upper()}_MODEL "
                                    "at one).", print_exception=False)
                 t0 = time.perf_counter()

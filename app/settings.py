@@ -10,6 +10,9 @@ Environment:
                                pipeline (default ``assets/moving-shapes-dim``)
     LINGEN_APP_OUTPUT_DIR      folder for the files the app serves (default: a fresh temp dir)
     LINGEN_APP_MAX_SAMPLES     candidates per request (default 16 on CPU, 64 with CUDA)
+    LINGEN_APP_MAX_SEARCH_N    candidates of a test-time search (default 16)
+    LINGEN_CLIP_MODEL          the open_clip folder behind the CLIP verifiers of the search (default
+                               ``assets/clip-shapes``)
     LINGEN_APP_CONCURRENCY     generations run at once (default 1)
     LINGEN_APP_MAX_QUEUE       requests waiting in the queue before new ones are refused (default 32)
 """
@@ -28,17 +31,20 @@ from genmodels.music.roll import MAX_MIDI_BYTES
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A shipped model: its folder under the assets dir, the command that builds it, a name for people."""
+    """A shipped model: its folder under the assets dir, the command that builds it, a name for people, and the
+    file that marks a folder as holding one."""
 
     folder: str
     build_command: str
     title: str
+    index_file: str = "model_index.json"
 
 
 MODELS: dict[str, ModelSpec] = {
     "pianoroll": ModelSpec("pianoroll-hdit", "make assets-pianoroll", "piano-roll"),
     "image": ModelSpec("shapes-sana", "make assets-shapes", "text-to-image"),
     "video": ModelSpec("moving-shapes-dim", "make assets-video", "text-to-video"),
+    "clip": ModelSpec("clip-shapes", "make assets-shapes", "CLIP verifier", index_file="open_clip_config.json"),
 }
 
 
@@ -63,6 +69,8 @@ class Settings:
     ``gr.Error``. ``roll_scale`` is the pixels per roll cell of the picture the user paints on; ``image_scale``
     the nearest-neighbour magnification of generated images on screen (the download keeps the model's size);
     ``video_scale`` that of generated clips (the MP4 shown and offered; the GIF keeps the model's size).
+    ``max_search_n`` bounds the candidates of a test-time search; ``search_batch`` is how many of them one pipeline
+    call makes (1 on a CPU, so progress moves candidate by candidate; a batch does not change the candidates).
     """
 
     assets_dir: Path = ASSETS_DIR
@@ -83,6 +91,8 @@ class Settings:
     image_scale: int = 4
     video_scale: int = 8
     max_frames: int = 32  # frames per clip, generated or given (the pipeline itself takes up to 64)
+    max_search_n: int = 16
+    search_batch: int = field(default_factory=lambda: 16 if _cuda_available() else 1)
     max_prompt_chars: int = 500  # text-to-image prompts (the text encoder cuts long ones to its context anyway)
 
     def __post_init__(self) -> None:
@@ -92,6 +102,8 @@ class Settings:
                 raise ValueError(f"setting {f.name} must be >= 1, got {value}")
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps {self.min_steps} > max_steps {self.max_steps}")
+        if self.max_search_n < 2:
+            raise ValueError(f"max_search_n must be >= 2 (a search compares candidates), got {self.max_search_n}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -107,7 +119,7 @@ class Settings:
         if env.get("LINGEN_APP_OUTPUT_DIR"):
             kw["output_dir"] = Path(env["LINGEN_APP_OUTPUT_DIR"])
         for key, name in (("LINGEN_APP_MAX_SAMPLES", "max_samples"), ("LINGEN_APP_CONCURRENCY", "concurrency"),
-                          ("LINGEN_APP_MAX_QUEUE", "max_queue")):
+                          ("LINGEN_APP_MAX_QUEUE", "max_queue"), ("LINGEN_APP_MAX_SEARCH_N", "max_search_n")):
             if env.get(key):
                 try:
                     kw[name] = int(env[key])

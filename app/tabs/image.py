@@ -2,7 +2,8 @@
 
 Workflow: type a prompt → Generate → the picture appears magnified (the download is the model's own size) →
 "Use result as inpainting input" puts it into the editor → paint white over what should change, tick
-*Inpaint* (painting ticks it) → Generate again: only the painted part is regenerated.
+*Inpaint* (painting ticks it) → Generate again: only the painted part is regenerated. "Test-time search" makes N
+candidates instead of one and keeps the one a CLIP verifier scores best (``app.search``); they are all shown.
 
 Inpainting input, the rules a user can rely on (also shown in the tab):
 
@@ -33,11 +34,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from app import search
 from app.errors import user_errors
 from app.outputs import OutputStore
 from app.registry import ModelRegistry, pipeline_class
 from app.settings import MODELS, Settings
 from app.tabs.pianoroll import MAX_SEED, check_number
+from genmodels.search import run_search, text_to_image_generate_fn
 
 MODEL = "image"
 PIPELINE_CLASS = "TextToImagePipeline"
@@ -293,10 +296,13 @@ class ImageTab:
 
     @user_errors
     def generate(self, prompt: str, model: str, steps: float, guidance: float, seed: float, inpaint: bool,
-                 editor: dict[str, Any] | None, progress: gr.Progress = gr.Progress()  # noqa: B008
-                 ) -> tuple[Image.Image, str, str, np.ndarray]:
-        """Generate (or inpaint) one picture; returns it magnified, the original-size PNG's path, the statistics
-        and the result (``[N, N, 3]`` uint8, for "Use result as inpainting input")."""
+                 editor: dict[str, Any] | None, strategy: str = search.NONE, n: float = search.DEFAULT_N,
+                 verifier: str = "clip", progress: gr.Progress = gr.Progress()  # noqa: B008
+                 ) -> tuple[Image.Image, str, str, np.ndarray, search.Shown | None]:
+        """Generate (or inpaint) one picture, or search ``n`` candidates (seeds ``seed``, ``seed + 1``, …) for the
+        one ``verifier`` scores best; returns it magnified, the original-size PNG's path, the statistics, the
+        result (``[N, N, 3]`` uint8, for "Use result as inpainting input") and the search's candidates (None
+        without search)."""
         s = self.settings
         prompt = check_prompt(prompt, s.max_prompt_chars)
         steps = check_number("steps", steps, 1, s.max_steps, integer=True)
@@ -304,12 +310,18 @@ class ImageTab:
         seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
         if not isinstance(inpaint, bool):
             raise ValueError(f"inpaint must be true or false, got {inpaint!r}")
+        options = search.check_search(strategy, n, verifier, verifiers=search.IMAGE_VERIFIERS, max_n=s.max_search_n,
+                                      seed=seed, max_seed=MAX_SEED)
         folder = self.folder_of(model)
 
         progress(0.0, desc="loading the model")
         pipe = self.registry.get(MODEL, folder)
         size = pipe.default_size
         job = inpaint_input(editor, size, max_pixels=s.max_image_pixels) if inpaint else None
+        inputs = {} if job is None else {"mask": job.mask, "image": job.image}
+        if options.active:
+            return self._search(pipe, prompt, options, steps=steps, guidance=guidance, seed=seed, job=job,
+                                inputs=inputs, progress=progress)
         desc = "inpainting" if job is not None else "generating"
 
         def on_step(done: int, total: int) -> None:
@@ -318,15 +330,37 @@ class ImageTab:
         t0 = time.perf_counter()
         out = with_own_scheduler(pipe)(
             prompt, num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
-            mask=None if job is None else job.mask, image=None if job is None else job.image, output_type="pil",
-            callback=on_step)
+            output_type="pil", callback=on_step, **inputs)
         seconds = time.perf_counter() - t0
 
         image = out.images[0]
+        stats = result_stats(size, steps=steps, nfe=out.nfe, guidance=guidance, seed=seed, seconds=seconds, job=job)
+        return (*self._result(image, seed, stats + prompt_note(prompt)), None)
+
+    def _search(self, pipe: Any, prompt: str, options: search.SearchOptions, *, steps: int, guidance: float,
+                seed: int, job: InpaintInput | None, inputs: dict[str, np.ndarray], progress: Any
+                ) -> tuple[Image.Image, str, str, np.ndarray, search.Shown]:
+        """``generate`` with a search: ``options.n`` candidates, the verifier's choice shown, all of them listed."""
+        progress(0.0, desc="loading the verifier")
+        verifier = search.image_verifier(self.registry, options.verifier)
+        tracker = search.CandidateProgress(progress, options.n, options.verifier)
+        generate_fn = text_to_image_generate_fn(with_own_scheduler(pipe), prompt, num_inference_steps=steps,
+                                                guidance_scale=guidance, callback=tracker.on_step, **inputs)
+        result = run_search(options.strategy, verifier=verifier, context={"prompt": prompt},
+                            generate_fn=tracker.wrap(generate_fn), n=options.n,
+                            seeds=range(seed, seed + options.n), batch_size=self.settings.search_batch)
+        image = Image.fromarray(result.output)
+        stats = result_stats(image.width, steps=steps, nfe=result.nfe, guidance=guidance, seed=result.seed,
+                             seconds=result.seconds, job=job)
+        pictures = [magnified(Image.fromarray(c), self.settings.image_scale) for c in result.candidates.outputs]
+        return (*self._result(image, result.seed, stats + prompt_note(prompt)),
+                search.shown(result, options, pictures))
+
+    def _result(self, image: Image.Image, seed: int, stats: str) -> tuple[Image.Image, str, str, np.ndarray]:
+        """The outputs for ``image``: magnified, saved at the model's size, the statistics, the array."""
         path = self.store.new_dir() / f"lingen-image-seed{seed}.png"
         image.save(path)
-        stats = result_stats(size, steps=steps, nfe=out.nfe, guidance=guidance, seed=seed, seconds=seconds, job=job)
-        return magnified(image, s.image_scale), str(path), stats + prompt_note(prompt), np.asarray(image)
+        return magnified(image, self.settings.image_scale), str(path), stats, np.asarray(image)
 
     @user_errors
     def use_result(self, result: np.ndarray | None) -> tuple[dict[str, Any], bool]:
@@ -358,12 +392,14 @@ results shown ×{scale} come back pixel for pixel.
 
 
 def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> ImageTab:
-    """The "Image" tab, inside ``demo``'s context. Endpoints: ``/generate_image``, ``/use_image_result``."""
+    """The "Image" tab, inside ``demo``'s context. Endpoints: ``/generate_image``, ``/image_search_candidates`` (the
+    last search's candidates with their scores, and its line: NFE and wall time), ``/use_image_result``."""
     tab = ImageTab(settings, registry)
     size = model_sample_size(tab.default_folder)
     shown = f"{size * settings.image_scale}×{size * settings.image_scale}" if size else f"×{settings.image_scale}"
     with gr.Tab("Image", id="image"):
         result = gr.State(None)  # the last result, [N, N, 3] uint8
+        searched = gr.State(None)  # the last result's search (search.Shown), None without one
         gr.Markdown(instructions(size, settings.image_scale), elem_classes=["instructions"])
         gr.Markdown(tab.model_status(), elem_id="image-model-status")
         with gr.Row():
@@ -382,6 +418,7 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> I
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     inpaint = gr.Checkbox(False, label="Inpaint: regenerate only the part painted below",
                                           elem_id="image-inpaint")
+                strategy, n, verifier = search.search_controls(settings, search.IMAGE_VERIFIERS, "image")
                 generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="image-generate")
             with gr.Column(scale=1):
                 result_image = gr.Image(label=f"Result (shown {shown})", type="pil", format="png",
@@ -392,6 +429,7 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> I
                     download = gr.File(label=f"PNG at the model's size{f' ({size}×{size})' if size else ''}",
                                        interactive=False, height=80, elem_id="image-file", scale=2)
                     use_button = gr.Button("Use result as inpainting input", elem_id="image-use-result", scale=1)
+                candidates_box, candidates, search_line = search.candidates_display("image")
         editor = gr.ImageEditor(
             label="Inpainting: upload a picture (or use a result) and paint white over what should change",
             type="pil", image_mode="RGBA", format="png", sources=("upload", "clipboard"), transforms=(),
@@ -399,10 +437,13 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> I
             eraser=gr.Eraser(default_size=16), layers=False, canvas_size=(512, 512), fixed_canvas=False,
             height=440, buttons=["fullscreen"], elem_id="image-editor")
 
-    generate_button.click(tab.generate, [prompt, model, steps, guidance, seed, inpaint, editor],
-                          [result_image, download, stats, result], api_name="generate_image")
-    prompt.submit(tab.generate, [prompt, model, steps, guidance, seed, inpaint, editor],
-                  [result_image, download, stats, result], api_visibility="private")
+    inputs = [prompt, model, steps, guidance, seed, inpaint, editor, strategy, n, verifier]
+    outputs = [result_image, download, stats, result, searched]
+    display = (searched, candidates_box, candidates, search_line)
+    search.wire_display(generate_button.click(tab.generate, inputs, outputs, api_name="generate_image"), *display,
+                        api_name="image_search_candidates")
+    search.wire_display(prompt.submit(tab.generate, inputs, outputs, api_visibility="private"), *display,
+                        api_name=None)
     fit = {"fn": None, "js": FIT_IMAGE_EDITOR_JS, "api_visibility": "private", "queue": False}
     use_button.click(tab.use_result, result, [editor, inpaint], api_name="use_image_result").success(**fit)
     editor.upload(**fit)

@@ -2,7 +2,8 @@
 
 Workflow: load a MIDI file (upload or bundled example) → its roll appears in an image editor → paint white
 where new notes should go (or type bars and pitches) → Generate → listen, download the MIDI, and "Use as
-input" to mask the result again and iterate.
+input" to mask the result again and iterate. "Test-time search" makes N candidates and keeps the one a musical
+verifier scores best (``app.search``); they are all shown.
 
 The handlers are methods of ``PianoRollTab`` and are plain functions of plain values, so they can be tested
 without a browser; ``build_tab`` wires them to components. Everything the user sends is validated here
@@ -11,7 +12,6 @@ without a browser; ``build_tab`` wires them to components. Everything the user s
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.errors import user_errors
+from app import search
+from app.errors import check_number, user_errors
 from app.examples import EXAMPLES_DIR, list_examples
 from app.outputs import OutputStore
 from app.registry import ModelRegistry
@@ -39,12 +40,15 @@ from genmodels.music import (
     write_wav,
 )
 from genmodels.pipelines.pianoroll_io import load_roll, mask_from_image, midi_bytes, parse_range, rect_mask
+from genmodels.search import SearchResult, pianoroll_generate_fn, run_search
 
 MODEL = "pianoroll"
 MASK_FROM_PAINTING = "painting"
 MASK_FROM_RANGES = "bars & pitches"
 SAMPLE_RATE = 22050
 MAX_SEED = 2**32 - 1
+SEARCH_NOTE = ("With a search, N replaces *Number of samples*, and the busyness verifier keeps the candidate at the "
+               "*Busyness percentile*, as without search.")
 # Paint is shown half-transparent so the notes under it stay visible; any paint counts (see painted_mask).
 BRUSH_COLOUR = ("#FFFFFF", 0.55)
 
@@ -111,24 +115,6 @@ class Piece:
 
 # ---------------------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def check_number(name: str, value: Any, lo: float, hi: float, *, integer: bool = False) -> int | float:
-    """``value`` as a number in ``lo..hi`` (an int when ``integer``); ValueError with a clear message if not."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    if integer and value != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
-    return int(value) if integer else float(value)
 
 
 def editor_value(roll: np.ndarray, scale: int) -> dict[str, Any]:
@@ -205,6 +191,13 @@ def result_stats(notes_in_mask: list[int], chosen: int, *, busyness: float, step
             f"{steps} steps × RePaint {repaint} · {nfe} denoiser calls · sampled in {seconds:.2f} s · seed {seed}")
 
 
+def search_stats(found: SearchResult, options: search.SearchOptions, *, steps: int, repaint: int) -> str:
+    return (f"Candidate **{found.index + 1} of {options.n}** ({options.strategy}, verifier {options.verifier}; "
+            f"seeds {found.candidates.seeds[0]}–{found.candidates.seeds[-1]}).  \n"
+            f"{steps} steps × RePaint {repaint} · {found.nfe} denoiser calls · sampled and scored in "
+            f"{found.seconds:.2f} s · seed {found.seed}")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Event handlers
 
@@ -256,40 +249,59 @@ class PianoRollTab:
     @user_errors
     def generate(self, editor: dict[str, Any] | None, piece: Piece | None, mask_from: str, bars: str,
                  pitches: str, repaint: float, samples: float, busyness: float, steps: float, seed: float,
-                 progress: gr.Progress = gr.Progress()) -> tuple[Image.Image, str, str, str, Piece]:  # noqa: B008
-        """Inpaint the current piece; returns the picture, MIDI path, WAV path, stats and the result piece."""
+                 strategy: str = search.NONE, n: float = search.DEFAULT_N, verifier: str = "busyness",
+                 progress: gr.Progress = gr.Progress()  # noqa: B008
+                 ) -> tuple[Image.Image, str, str, str, Piece, search.Shown | None]:
+        """Inpaint the current piece; returns the picture, MIDI path, WAV path, stats, the result piece and the
+        search's candidates (None without search: then ``samples`` candidates, the one at the ``busyness``
+        percentile kept, as in Pictures of MIDI; a search makes ``n`` instead and keeps the ``verifier``'s pick)."""
         s = self.settings
         repaint = check_number("RePaint", repaint, 1, 10, integer=True)
         samples = check_number("number of samples", samples, 1, s.max_samples, integer=True)
         busyness = check_number("busyness percentile", busyness, 1, 100)
         steps = check_number("steps", steps, s.min_steps, s.max_steps, integer=True)
         seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
+        options = search.check_search(strategy, n, verifier, verifiers=search.PIANOROLL_VERIFIERS,
+                                      max_n=s.max_search_n, seed=seed, max_seed=MAX_SEED)
         if piece is None:
             raise ValueError("nothing to work on yet: load an example or upload a MIDI file first")
         mask = choose_mask(piece, editor, mask_from, bars, pitches, scale=s.roll_scale, max_pixels=s.max_image_pixels)
 
         progress(0.0, desc="loading the model")
         pipe = self.registry.get(MODEL)
-        desc = f"denoising {samples} candidate{'s' if samples > 1 else ''}"
+        if options.active:
+            tracker = search.CandidateProgress(progress, options.n, options.verifier)
+            generate_fn = pianoroll_generate_fn(pipe, piece.roll, mask, num_inference_steps=steps, repaint=repaint,
+                                                callback=tracker.on_step)
+            found = run_search(options.strategy, verifier=search.pianoroll_verifier(options.verifier, busyness),
+                               context={"mask": mask}, generate_fn=tracker.wrap(generate_fn), n=options.n,
+                               seeds=range(seed, seed + options.n), batch_size=s.search_batch)
+            roll, seconds = found.output, found.seconds
+            stats = search_stats(found, options, steps=steps, repaint=repaint)
+            pictures = [render_roll(c, highlight_mask=mask, scale=s.roll_scale) for c in found.candidates.outputs]
+            searched = search.shown(found, options, pictures)
+        else:
+            desc = f"denoising {samples} candidate{'s' if samples > 1 else ''}"
 
-        def on_step(done: int, total: int) -> None:
-            progress((done, total), desc=desc, unit="steps")
+            def on_step(done: int, total: int) -> None:
+                progress((done, total), desc=desc, unit="steps")
 
-        t0 = time.perf_counter()
-        out = pipe(piece.roll, mask, num_inference_steps=steps, repaint=repaint, num_samples=samples,
-                   busyness=busyness, generator=torch.Generator().manual_seed(seed), callback=on_step)
-        seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = pipe(piece.roll, mask, num_inference_steps=steps, repaint=repaint, num_samples=samples,
+                       busyness=busyness, generator=torch.Generator().manual_seed(seed), callback=on_step)
+            roll, seconds = out.roll, time.perf_counter() - t0
+            stats = result_stats(out.notes_in_mask, out.chosen, busyness=busyness, steps=steps, repaint=repaint,
+                                 nfe=out.nfe, seconds=seconds, seed=seed)
+            searched = None
 
         progress(1.0, desc="rendering audio")
         folder = self.store.new_dir()
-        midi_path = write_bytes_atomic(folder / "lingen-pianoroll.mid", midi_bytes(out.roll, piece.bpm))
+        midi_path = write_bytes_atomic(folder / "lingen-pianoroll.mid", midi_bytes(roll, piece.bpm))
         wav_path = write_wav(folder / "lingen-pianoroll.wav",
-                             render_audio(roll_to_midi(out.roll, bpm=piece.bpm), sr=SAMPLE_RATE), SAMPLE_RATE)
-        image = render_roll(out.roll, highlight_mask=mask, scale=s.roll_scale)
-        stats = result_stats(out.notes_in_mask, out.chosen, busyness=busyness, steps=steps, repaint=repaint,
-                             nfe=out.nfe, seconds=seconds, seed=seed)
-        result = Piece(out.roll, piece.bpm, f"{piece.title}, generated")
-        return image, str(midi_path), str(wav_path), stats, result
+                             render_audio(roll_to_midi(roll, bpm=piece.bpm), sr=SAMPLE_RATE), SAMPLE_RATE)
+        image = render_roll(roll, highlight_mask=mask, scale=s.roll_scale)
+        result = Piece(roll, piece.bpm, f"{piece.title}, generated")
+        return image, str(midi_path), str(wav_path), stats, result, searched
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,11 +310,13 @@ class PianoRollTab:
 
 def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> PianoRollTab:
     """The "Piano roll" tab, inside ``demo``'s context. Endpoints: ``/load_example``, ``/load_midi``,
-    ``/generate``, ``/use_as_input``."""
+    ``/generate``, ``/search_candidates`` (the last search's candidates with their scores, and its line: NFE and
+    wall time), ``/use_as_input``."""
     tab = PianoRollTab(settings, registry)
     with gr.Tab("Piano roll", id="pianoroll"):
         piece = gr.State(None)  # Piece being edited
         result = gr.State(None)  # Piece last generated
+        searched = gr.State(None)  # the last result's search (search.Shown), None without one
         gr.Markdown(INSTRUCTIONS, elem_classes=["instructions"])
         with gr.Row():
             example = gr.Dropdown(list(tab.examples), value=next(iter(tab.examples), None), label="Example",
@@ -338,6 +352,8 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> P
                                          label="Busyness percentile (100 = the candidate with most notes)")
                     steps = gr.Slider(settings.min_steps, settings.max_steps, value=24, step=1,
                                       label="Steps (more = cleaner, slower)")
+                strategy, n, verifier = search.search_controls(settings, search.PIANOROLL_VERIFIERS, "pianoroll",
+                                                               note=SEARCH_NOTE)
                 generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="generate")
         gr.Markdown("### Result")
         result_image = gr.Image(label="Result: generated notes in orange", type="pil", format="png",
@@ -349,14 +365,16 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> P
                 midi_out = gr.File(label="MIDI", interactive=False, height=80, elem_id="result-midi")
                 use_button = gr.Button("Use as input (paint over the result)", elem_id="use-as-input")
         stats = gr.Markdown(label="Result statistics", elem_id="result-stats")
+        candidates_box, candidates, search_line = search.candidates_display("pianoroll")
 
     loaded = [editor, info, piece]
     fit = {"fn": None, "js": FIT_EDITOR_JS, "api_visibility": "private", "queue": False}
     load_button.click(tab.load_example, example, loaded, api_name="load_example").success(**fit)
     midi_file.upload(tab.load_midi, midi_file, loaded, api_name="load_midi").success(**fit)
-    generate_button.click(
-        tab.generate, [editor, piece, mask_from, bars, pitches, repaint, samples, busyness, steps, seed],
-        [result_image, midi_out, audio, stats, result], api_name="generate")
+    generated = generate_button.click(
+        tab.generate, [editor, piece, mask_from, bars, pitches, repaint, samples, busyness, steps, seed, strategy, n,
+                       verifier], [result_image, midi_out, audio, stats, result, searched], api_name="generate")
+    search.wire_display(generated, searched, candidates_box, candidates, search_line, api_name="search_candidates")
     use_button.click(tab.use_as_input, result, loaded, api_name="use_as_input").success(**fit)
     # Typing a range or painting says which mask the user means: switch the source (in the browser, no round trip).
     for box in (bars, pitches):

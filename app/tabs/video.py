@@ -3,7 +3,8 @@
 Workflow: type a prompt → Generate → the clip plays in the page, magnified ×8 (nearest neighbour, so each model
 pixel is a sharp square), with the MP4 and a GIF at the model's own size to download. To continue a clip, give
 its first frames (a video, a GIF / WebP, or several images in the order listed): they are kept exactly as the
-clip's first frames and the model makes the rest.
+clip's first frames and the model makes the rest. "Test-time search" makes N candidate clips and keeps the one a
+CLIP-based video verifier scores best (``app.search``); they are all shown.
 
 Given frames, the rules a user can rely on (also shown in the tab):
 
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from app import search
 from app.errors import user_errors
 from app.outputs import OutputStore
 from app.registry import ModelRegistry
@@ -40,6 +42,8 @@ from app.settings import MODELS, Settings
 from app.tabs.image import MAX_GUIDANCE, check_prompt, resize_exact, with_own_scheduler
 from app.tabs.pianoroll import MAX_SEED, check_number
 from genmodels.pipelines.video_io import DEFAULT_FPS, MAX_FRAME_PIXELS, read_frames, write_gif, write_mp4
+from genmodels.search import run_search
+from genmodels.search.video import text_to_video_generate_fn
 
 MODEL = "video"
 DEFAULT_STEPS = 20
@@ -157,16 +161,20 @@ class VideoTab:
 
     @user_errors
     def generate(self, prompt: str, frames: float, steps: float, guidance: float, seed: float, first_frames: Any,
+                 strategy: str = search.NONE, n: float = search.DEFAULT_N, verifier: str = "clip-video",
                  progress: gr.Progress = gr.Progress()  # noqa: B008
-                 ) -> tuple[str, list[str], str]:
-        """Generate (or continue) one clip; returns the MP4 shown (magnified), the files to download (that MP4 and
-        a GIF at the model's size) and the statistics."""
+                 ) -> tuple[str, list[str], str, search.Shown | None]:
+        """Generate (or continue) one clip, or search ``n`` candidates (seeds ``seed``, ``seed + 1``, …) for the one
+        ``verifier`` scores best; returns the MP4 shown (magnified), the files to download (that MP4 and a GIF at
+        the model's size), the statistics and the search's candidates (None without search)."""
         s = self.settings
         prompt = check_prompt(prompt, s.max_prompt_chars, what="clip", example=EXAMPLE_PROMPTS[0])
         frames = check_number("frames", frames, MIN_FRAMES, s.max_frames, integer=True)
         steps = check_number("steps", steps, 1, s.max_steps, integer=True)
         guidance = check_number("guidance", guidance, 0, MAX_GUIDANCE)
         seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
+        options = search.check_search(strategy, n, verifier, verifiers=search.VIDEO_VERIFIERS, max_n=s.max_search_n,
+                                      seed=seed, max_seed=MAX_SEED)
         given = uploaded_frames(first_frames, max_frames=s.max_frames, max_pixels=min(s.max_image_pixels,
                                                                                       MAX_FRAME_PIXELS))
 
@@ -178,24 +186,39 @@ class VideoTab:
             if len(given) >= frames:
                 raise ValueError(f"{len(given)} frames given for a {frames}-frame clip: nothing is left to generate; "
                                  f"raise Frames above {len(given)} or give fewer frames")
-        desc = "continuing" if given is not None else "generating"
+        call_kwargs = {"num_frames": frames, "num_inference_steps": steps, "guidance_scale": guidance,
+                       "first_frames": given}
+        if options.active:
+            progress(0.0, desc="loading the verifier")
+            judge = search.video_verifier(self.registry, options.verifier)
+            tracker = search.CandidateProgress(progress, options.n, options.verifier)
+            generate_fn = text_to_video_generate_fn(with_own_scheduler(pipe), prompt, callback=tracker.on_step,
+                                                    **call_kwargs)
+            found = run_search(options.strategy, verifier=judge, context={"prompt": prompt},
+                               generate_fn=tracker.wrap(generate_fn), n=options.n,
+                               seeds=range(seed, seed + options.n), batch_size=s.search_batch)
+            clip, seed, nfe, seconds = found.output, found.seed, found.nfe, found.seconds
+        else:
+            desc = "continuing" if given is not None else "generating"
 
-        def on_step(done: int, total: int) -> None:
-            progress((done, total), desc=desc, unit="steps")
+            def on_step(done: int, total: int) -> None:
+                progress((done, total), desc=desc, unit="steps")
 
-        t0 = time.perf_counter()
-        out = with_own_scheduler(pipe)(
-            prompt, num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-            generator=torch.Generator().manual_seed(seed), first_frames=given, output_type="np", callback=on_step)
-        seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = with_own_scheduler(pipe)(prompt, generator=torch.Generator().manual_seed(seed), output_type="np",
+                                           callback=on_step, **call_kwargs)
+            clip, nfe, seconds = out.frames[0], out.nfe, time.perf_counter() - t0
 
-        clip = out.frames[0]
         folder = self.store.new_dir()
         mp4 = write_mp4(clip, folder / f"lingen-video-seed{seed}.mp4", fps=DEFAULT_FPS, scale=s.video_scale)
         gif = write_gif(clip, folder / f"lingen-video-seed{seed}.gif", fps=DEFAULT_FPS)
-        stats = result_stats(clip, given=out.given, steps=steps, nfe=out.nfe, guidance=guidance, seed=seed,
-                             seconds=seconds, fps=DEFAULT_FPS, note=note)
-        return str(mp4), [str(mp4), str(gif)], stats + prompt_note(prompt)
+        stats = result_stats(clip, given=0 if given is None else len(given), steps=steps, nfe=nfe, guidance=guidance,
+                             seed=seed, seconds=seconds, fps=DEFAULT_FPS, note=note) + prompt_note(prompt)
+        if not options.active:
+            return str(mp4), [str(mp4), str(gif)], stats, None
+        gifs = [str(write_gif(c, folder / f"candidate-seed{cs}.gif", fps=DEFAULT_FPS, scale=s.video_scale))
+                for c, cs in zip(found.candidates.outputs, found.candidates.seeds, strict=True)]
+        return str(mp4), [str(mp4), str(gif)], stats, search.shown(found, options, gifs)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,12 +242,14 @@ scaled back by whole blocks; others are cropped to their centred square and resi
 
 
 def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> VideoTab:
-    """The "Video" tab, inside ``demo``'s context. Endpoint: ``/generate_video``."""
+    """The "Video" tab, inside ``demo``'s context. Endpoints: ``/generate_video``, ``/video_search_candidates`` (the
+    last search's candidates, as GIFs, with their scores, and its line: NFE and wall time)."""
     tab = VideoTab(settings, registry)
     shape = model_clip_shape(tab.folder)
     default_frames, size = shape if shape else (8, None)
     default_frames = min(max(default_frames, MIN_FRAMES), settings.max_frames)
     with gr.Tab("Video", id="video"):
+        searched = gr.State(None)  # the last result's search (search.Shown), None without one
         gr.Markdown(instructions(size, settings.video_scale), elem_classes=["instructions"])
         gr.Markdown(tab.model_status(), elem_id="video-model-status")
         with gr.Row():
@@ -246,6 +271,7 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> V
                     label="Optional: first frames to continue (a video, a GIF / WebP, or images in the order listed)",
                     file_count="multiple", file_types=["image", "video", ".gif", ".webp"], allow_reordering=True,
                     height=150, elem_id="video-first-frames")
+                strategy, n, verifier = search.search_controls(settings, search.VIDEO_VERIFIERS, "video")
                 generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="video-generate")
             with gr.Column(scale=1):
                 shown = f"{size * settings.video_scale}×{size * settings.video_scale}" if size \
@@ -255,8 +281,13 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> V
                 stats = gr.Markdown(label="Result statistics", elem_id="video-stats")
                 files = gr.File(label=f"Download: MP4 (shown size) and GIF{f' ({size}×{size})' if size else ''}",
                                 file_count="multiple", interactive=False, elem_id="video-files")
+                candidates_box, candidates, search_line = search.candidates_display("video")
 
-    inputs = [prompt, frames, steps, guidance, seed, first_frames]
-    generate_button.click(tab.generate, inputs, [result, files, stats], api_name="generate_video")
-    prompt.submit(tab.generate, inputs, [result, files, stats], api_visibility="private")
+    inputs = [prompt, frames, steps, guidance, seed, first_frames, strategy, n, verifier]
+    outputs = [result, files, stats, searched]
+    display = (searched, candidates_box, candidates, search_line)
+    search.wire_display(generate_button.click(tab.generate, inputs, outputs, api_name="generate_video"), *display,
+                        api_name="video_search_candidates")
+    search.wire_display(prompt.submit(tab.generate, inputs, outputs, api_visibility="private"), *display,
+                        api_name=None)
     return tab

@@ -5,13 +5,15 @@ picture and the MIDI download, and saves a screenshot to ``test-artifacts/app-pi
 prompt, presses Generate, waits for the picture and its PNG download, puts the result into the inpainting editor,
 and saves ``test-artifacts/app-image.png``. Video: types a prompt, presses Generate, waits until Chromium has
 decoded the MP4 it plays (so the clip is browser-playable), checks the GIF download and saves
-``test-artifacts/app-video.png``. A missing browser fails the tests: CI installs ``chromium`` from
-``.ci/apt-packages``.
+``test-artifacts/app-video.png``. Image search: opens the "Test-time search" accordion, runs a best-of-2 and waits
+for the two captioned candidates (``test-artifacts/app-image-search.png``). A missing browser fails the tests: CI
+installs ``chromium`` from ``.ci/apt-packages``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +24,11 @@ from tests.app.test_image_tab import (  # noqa: F401  (fixtures: an app whose Im
     image_app_settings,
     image_server,
     tiny_image_pipeline_dir,
+)
+from tests.app.test_search_options import (  # noqa: F401  (fixtures: an app with every tiny model and a tiny CLIP)
+    search_server,
+    search_settings,
+    tiny_clip_dir,
 )
 from tests.app.test_video_tab import (  # noqa: F401  (fixtures: an app whose Video tab has a tiny model)
     tiny_video_pipeline_dir,
@@ -223,3 +230,40 @@ def test_prompt_generate_play_and_download_a_clip_in_the_browser(video_server, p
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "app-video.png"), full_page=True)
     assert (ARTIFACTS / "app-video.png").stat().st_size > 10_000
+
+
+@pytest.fixture
+def shoot_search_on_failure(page, request):
+    """Save ``test-artifacts/app-image-search-failure.png`` when the test fails."""
+    yield
+    screenshot_if_failed(page, request, "app-image-search")
+
+
+def test_a_best_of_two_image_search_shows_two_captioned_candidates_in_the_browser(search_server, page,  # noqa: F811
+                                                                                  shoot_search_on_failure):
+    page.goto(search_server)
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#image-prompt textarea").fill("a red circle to the left of a blue square")
+    box = page.get_by_label("number input for Steps (fewer = faster, rougher)")
+    box.fill("2")
+    box.press("Enter")
+    assert not page.locator("#image-candidates-box").is_visible()  # nothing to show before a search
+
+    page.locator("#image-search").get_by_text("Test-time search").click()
+    page.locator("#image-search-strategy").get_by_text("best-of-N").click()
+    n = page.locator("#image-search-n input[type=number]")
+    n.fill("2")
+    n.press("Enter")
+    page.locator("#image-generate").click()
+
+    page.locator("#image-search-line", has_text="best-of-n over 2 candidates").wait_for()
+    captions = page.locator("#image-candidates .caption-label")
+    page.wait_for_function("() => document.querySelectorAll('#image-candidates .caption-label').length === 2")
+    texts = captions.all_inner_texts()
+    assert all(re.fullmatch(r"(✓ )?seed [01] · score -?[\d.e+-]+", t.strip()) for t in texts), texts
+    assert sum(t.strip().startswith("✓") for t in texts) == 1
+    page.locator("#image-stats", has_text="2 steps").wait_for()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "app-image-search.png"), full_page=True)

@@ -1,0 +1,255 @@
+"""Test-time search in the app's tabs: N candidates from seeds S, S+1, …, S+N−1, scored by a verifier, one kept.
+
+Shared by the Image, Piano roll and Video tabs (``genmodels.search`` does the work):
+
+- ``check_search``: the options a request names (strategy, N, verifier), checked before any work;
+- ``image_verifier`` / ``pianoroll_verifier`` / ``video_verifier``: the verifiers each tab offers. The CLIP behind
+  the image and video ones is a model of the registry (``get("clip")``), loaded once and shared;
+- ``CandidateProgress``: "candidate j of N" on the tab's progress bar, over every candidate's sampler steps;
+- ``shown``: what the result shows next to the chosen output (each candidate captioned with its seed and score, the
+  chosen one marked, and a line with the strategy, the NFE and the wall time); ``search_controls`` and
+  ``candidates_display`` build those components.
+
+Strategy "none" does not come here: the tabs keep their plain path for it, so a request without search gives the
+output it always gave. The shapes oracle is the evaluator, not a verifier, and is never offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from app.errors import check_number, user_errors
+from app.registry import ModelRegistry
+from app.settings import Settings
+from genmodels.search import (
+    AgreementVerifier,
+    BusynessVerifier,
+    EnsembleVerifier,
+    GenerateFn,
+    InKeyVerifier,
+    OnsetGridVerifier,
+    SearchResult,
+    Verifier,
+)
+
+NONE = "none"
+STRATEGIES = {NONE: "none (one sample)", "best-of-n": "best-of-N (highest score)",
+              "tournament": "tournament (knockout of pairs)"}
+MIN_N = 2
+DEFAULT_N = 4
+IMAGE_VERIFIERS = {"clip": "CLIP score of the prompt",
+                   "ensemble": "CLIP score + agreement with the other candidates (ensemble)"}
+PIANOROLL_VERIFIERS = {"busyness": "busyness (the percentile below, as without search)",
+                       "in-key": "in key (notes in the key of the rest)",
+                       "onset-grid": "onset grid (notes on the 8th-note grid)",
+                       "ensemble": "ensemble of busyness, in key and onset grid"}
+VIDEO_VERIFIERS = {"clip-video": "CLIP score of the prompt, over the clip's frames"}
+HELP = ("Make **N** candidates (seeds S … S+N−1, S the seed above), score each with the **verifier** and keep the "
+        "best: *best-of-N* takes the highest score, a *tournament* plays knockout pairs. Costs N times the time of "
+        "one; every candidate is shown with its score below the result.")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """A request's search: ``strategy`` (a key of ``STRATEGIES``), ``n`` candidates, ``verifier`` (a key of the
+    tab's verifiers)."""
+
+    strategy: str
+    n: int
+    verifier: str
+
+    @property
+    def active(self) -> bool:
+        return self.strategy != NONE
+
+
+def check_search(strategy: Any, n: Any, verifier: Any, *, verifiers: Mapping[str, str], max_n: int, seed: int,
+                 max_seed: int) -> SearchOptions:
+    """The search options of a request; ValueError with a clear message for an unknown strategy or verifier, an N
+    outside ``MIN_N..max_n`` (checked whatever the strategy, so a bad request is refused the same way every time), or
+    a search whose last seed ``seed + n − 1`` passes ``max_seed``."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    n = check_number("N (candidates of the search)", n, MIN_N, max_n, integer=True)
+    if verifier not in verifiers:
+        raise ValueError(f"unknown verifier {verifier!r}; choose one of: {', '.join(verifiers)}")
+    if strategy != NONE and seed + n - 1 > max_seed:
+        raise ValueError(f"a search over N = {n} candidates uses seeds {seed} to {seed + n - 1}; the seed must be at "
+                         f"most {max_seed - n + 1}")
+    return SearchOptions(strategy, n, verifier)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verifiers
+
+
+def image_verifier(registry: ModelRegistry, name: str) -> Verifier:
+    """``"clip"``: the CLIP score of the prompt; ``"ensemble"``: that plus agreement with the other candidates (CLIP
+    embeddings), rank-normalised, weights 1 and 0.5 (as ``lingen generate --verifier ensemble``)."""
+    clip = registry.get("clip")
+    if name == "clip":
+        return clip
+    if name == "ensemble":
+        return EnsembleVerifier([clip, AgreementVerifier(clip.embed_images)], weights=[1.0, 0.5], normalise="rank")
+    raise ValueError(f"unknown image verifier {name!r}")
+
+
+def video_verifier(registry: ModelRegistry, name: str) -> Verifier:
+    """``"clip-video"``: the CLIP score of the prompt over the clip's frames (``genmodels.search.video``)."""
+    if name != "clip-video":
+        raise ValueError(f"unknown video verifier {name!r}")
+    from genmodels.search.video import CLIPVideoVerifier
+
+    return CLIPVideoVerifier(registry.get("clip"))
+
+
+class BusynessPercentileVerifier(Verifier):
+    """The piano-roll pipeline's own selection as a verifier: the candidate at ``percentile`` of the batch's notes
+    in the mask (ascending, ``round(p / 100 · (N − 1))``: 100 = the busiest, 0 = the sparsest) scores 0, the others
+    ``−|their notes − its notes|``. Notes are onsets in the mask (``BusynessVerifier(None)``). Relative to the batch,
+    like the pipeline's choice."""
+
+    name = "busyness"
+
+    def __init__(self, percentile: float = 100.0):
+        super().__init__()
+        self.percentile = float(percentile)
+        self.notes = BusynessVerifier(target_notes_per_bar=None)
+
+    def extra_repr(self) -> str:
+        return f"percentile={self.percentile:g}"
+
+    def _score(self, outputs, context):
+        notes = self.notes.score(outputs, context)
+        order = np.argsort(notes, kind="stable")
+        target = notes[order[int(round(self.percentile / 100 * (len(notes) - 1)))]]
+        return -np.abs(notes - target)
+
+
+def pianoroll_verifier(name: str, busyness: float) -> Verifier:
+    """``"busyness"`` (at the tab's busyness percentile), ``"in-key"``, ``"onset-grid"``, or ``"ensemble"``: the three,
+    rank-normalised, equal weights."""
+    make: dict[str, Callable[[], Verifier]] = {"busyness": lambda: BusynessPercentileVerifier(busyness),
+                                               "in-key": InKeyVerifier, "onset-grid": OnsetGridVerifier}
+    if name == "ensemble":
+        return EnsembleVerifier([build() for build in make.values()], normalise="rank")
+    if name not in make:
+        raise ValueError(f"unknown piano-roll verifier {name!r}")
+    return make[name]()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Progress and results
+
+
+class CandidateProgress:
+    """A search's progress on ``progress`` (a ``gr.Progress``): the bar runs over the sampler steps of all ``n``
+    candidates and says "candidate j of N" (or "candidates j–k of N" for a batch); then "scoring".
+
+    ``wrap`` the generate fn and pass ``on_step`` as the pipeline's ``callback(step, total)``.
+    """
+
+    def __init__(self, progress: Callable[..., Any], n: int, verifier: str):
+        self.progress, self.n, self.verifier = progress, int(n), verifier
+        self.done = 0  # candidates finished
+        self.batch = 1  # candidates in the current pipeline call
+
+    def wrap(self, generate_fn: GenerateFn) -> GenerateFn:
+        def generate(seeds: list[int]) -> tuple[Sequence[Any], int]:
+            self.batch = len(seeds)
+            self.on_step(0, 1)
+            out = generate_fn(seeds)
+            self.done += len(seeds)
+            if self.done >= self.n:
+                self.progress(1.0, desc=f"scoring {self.n} candidates ({self.verifier})")
+            return out
+
+        return generate
+
+    def on_step(self, step: int, total: int) -> None:
+        first, last = self.done + 1, self.done + self.batch
+        desc = f"candidate {first} of {self.n}" if first == last else f"candidates {first}–{last} of {self.n}"
+        self.progress((self.done * total + step * self.batch, self.n * total), desc=desc, unit="steps")
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a search shows under the result: ``gallery``, (picture or file, caption) per candidate in seed order;
+    ``line``: Markdown with the strategy, the chosen candidate, the NFE and the wall time."""
+
+    gallery: list[tuple[Any, str]]
+    line: str
+
+
+def caption(seed: int, score: float, chosen: bool) -> str:
+    """"seed S · score X", marked "✓ " in front when chosen (in front: a gallery cuts long captions short)."""
+    return ("✓ " if chosen else "") + f"seed {seed} · score {score + 0.0:.4g}"  # + 0.0: no "-0"
+
+
+def shown(result: SearchResult, options: SearchOptions, pictures: Sequence[Any]) -> Shown:
+    """The display of ``result``, ``pictures[i]`` standing for candidate i (an image, or a file such as a GIF)."""
+    seeds, scores = result.candidates.seeds, result.scores
+    gallery = [(pic, caption(s, x, i == result.index)) for i, (pic, s, x) in enumerate(zip(pictures, seeds, scores))]
+    how = f"{result.comparisons} comparisons" if options.strategy == "tournament" else "the highest score"
+    per = result.nfe_per_candidate
+    line = (f"**{options.strategy}** over {len(seeds)} candidates scored by **{options.verifier}** ({how}): "
+            f"candidate {result.index + 1} (seed {result.seed}) chosen · {result.nfe} network evaluations (nfe) in "
+            f"all, {int(per[0])} per candidate · {result.seconds:.2f} s wall time (sampling and scoring)")
+    return Shown(gallery, line)
+
+
+@user_errors
+def show_candidates(value: Shown | None) -> tuple[list[tuple[Any, str]], str]:
+    """The candidates gallery and the search line of the last result (empty for a result without search)."""
+    return ([], "") if value is None else (value.gallery, value.line)
+
+
+def display_visibility(value: Shown | None) -> Any:
+    return gr.Column(visible=value is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layout
+
+
+def search_controls(settings: Settings, verifiers: Mapping[str, str], prefix: str, note: str = ""
+                    ) -> tuple[Any, Any, Any]:
+    """The "Test-time search" accordion (closed, strategy none), its help followed by ``note``: returns its
+    (strategy, N, verifier) components."""
+    with gr.Accordion("Test-time search", open=False, elem_id=f"{prefix}-search"):
+        gr.Markdown(f"{HELP} {note}".strip())
+        strategy = gr.Radio([(label, key) for key, label in STRATEGIES.items()], value=NONE, label="Strategy",
+                            elem_id=f"{prefix}-search-strategy")
+        with gr.Row():
+            n = gr.Slider(MIN_N, settings.max_search_n, value=min(DEFAULT_N, settings.max_search_n), step=1,
+                          label="N (candidates to search)", elem_id=f"{prefix}-search-n")
+            verifier = gr.Dropdown([(label, key) for key, label in verifiers.items()], value=next(iter(verifiers)),
+                                   label="Verifier", elem_id=f"{prefix}-search-verifier")
+    return strategy, n, verifier
+
+
+def candidates_display(prefix: str) -> tuple[Any, Any, Any]:
+    """The search's candidates under a result, hidden until a search has run: returns (column, gallery, line)."""
+    with gr.Column(visible=False, elem_id=f"{prefix}-candidates-box") as column:
+        line = gr.Markdown(elem_id=f"{prefix}-search-line")
+        gallery = gr.Gallery(label="Candidates (seed · verifier score; the chosen one is marked ✓)", format="png",
+                             columns=4, height="auto", object_fit="contain", interactive=False,
+                             elem_id=f"{prefix}-candidates")
+    return column, gallery, line
+
+
+def wire_display(event: Any, state: Any, column: Any, gallery: Any, line: Any, api_name: str | None) -> None:
+    """After ``event`` succeeds: the candidates of ``state`` into ``gallery`` and ``line`` (an API endpoint named
+    ``api_name``, or private when None), and the display shown only after a search."""
+    api = {"api_name": api_name} if api_name else {"api_visibility": "private"}
+    event.success(show_candidates, state, [gallery, line], concurrency_limit=None, **api)
+    event.success(display_visibility, state, column, concurrency_limit=None, api_visibility="private")
