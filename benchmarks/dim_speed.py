@@ -16,7 +16,8 @@ patch 4) on random clips of F frames at 64×64 (16×16 = 256 tokens per frame), 
 for the SSM model and its softmax twin (``mixer="softmax"``: the same DiT, every other weight shared, the
 token mixer replaced by multi-head softmax attention through ``F.scaled_dot_product_attention``). Every
 (model, tokens) point runs in a fresh subprocess: one warm-up, then the median of ``--repeats`` forwards, and
-the peak resident memory of that process above its level just before the first forward (``ru_maxrss``). A
+the peak resident memory of that process above its level just before the first forward (RSS sampled every
+5 ms). A
 softmax point whose predicted time (4 × the previous one) exceeds ``--max-seconds`` is skipped and reported
 as such. Reported: times, ratios, peak memory and the log-log slope of time vs tokens; target: SSM ≤ 1.15.
 """
@@ -30,6 +31,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,15 +118,24 @@ def child(mixer: str, frames: int, repeats: int, threads: int | None) -> dict:
     pooled = torch.randn(1, model.pooled_dim, generator=gen)
     kwargs = dict(pooled_text=pooled, context_states=context, frame_mask=torch.zeros(1, frames, dtype=torch.bool))
     base = _rss_mb()
-    peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:  # ru_maxrss cannot be reset after the imports' own peak: sample RSS instead
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
         model(x, torch.tensor([0.5]), **kwargs)
         if i:  # the first call is the warm-up
             times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"times_s": times, "peak_extra_mb": round(max(peak, peak0) - base, 1)}
+    done.set()
+    sampler.join()
+    return {"times_s": times, "peak_extra_mb": round(max(peak[0], _rss_mb()) - base, 1)}
 
 
 def measure(mixer: str, frames: int, repeats: int, threads: int | None) -> dict:
