@@ -706,7 +706,7 @@ def test_app_pianoroll_generate(app_tabs, data):
     if result is None:
         assert _served_files(settings) == before, "a failed request left files behind"
     else:
-        _image, midi, wav, _stats, _piece = result
+        _image, midi, wav, _stats, _piece, _shown = result
         assert Path(midi).is_file() and Path(wav).is_file()
 
 
