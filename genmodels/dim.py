@@ -58,7 +58,6 @@ from kernels import linear_attention
 from .layers import CrossWKV, RMSNorm, apply_wd, make_param_groups, zero_init
 from .layers.crosswkv import MODES as CROSS_ATTN_MODES
 from .layers.dit import (
-    CaptionEmbedder,
     TextConditioning,
     TimestepEmbedder,
     layer_norm,
@@ -351,11 +350,7 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
                                                  stride=patch_size))
         self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
         self.pooled_embedder = nn.Linear(pooled_text_dim, width) if pooled_text_dim else None
-        self.caption_embedder = CaptionEmbedder(text_dim, width)
-        self.null_text_embedding = nn.Parameter(torch.randn(1, text_dim) / text_dim**0.5)
-        self.null_pooled_embedding = (
-            nn.Parameter(torch.randn(1, pooled_text_dim) / pooled_text_dim**0.5) if pooled_text_dim else None
-        )
+        self.init_text_side(text_dim, pooled_text_dim, width)
         self.blocks = nn.ModuleList(
             DiMBlock(width, expand=expand, ssm_head_dim=ssm_head_dim, d_state=d_state, d_conv=d_conv,
                      mlp_ratio=mlp_ratio, cross_attn=cross_attn, cross_head_dim=cross_head_dim, layer_id=i,
@@ -449,11 +444,7 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         text, pooled_text = self.resolve_text(batch, encoder_hidden_states, encoder_attention_mask, pooled_text,
                                               context_states, drop_text)
 
-        c = self.t_embedder(timestep)
-        if pooled_text is not None:
-            if self.pooled_embedder is None:
-                raise ValueError("pooled_text given, but the model was built with pooled_text_dim=0")
-            c = c + self.pooled_embedder(pooled_text.to(c.dtype))
+        c = self.add_pooled_text(self.t_embedder(timestep), pooled_text)
 
         # Patching: every frame separately; the frame mask rides along as one more input channel.
         x = x.to(self.patch_embed.weight.dtype)

@@ -274,11 +274,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         nn.init.normal_(self.t_block[1].weight, std=0.02)
         nn.init.zeros_(self.t_block[1].bias)
-        self.caption_embedder = CaptionEmbedder(text_dim, width)
-        self.null_text_embedding = nn.Parameter(torch.randn(1, text_dim) / text_dim**0.5)
-        self.null_pooled_embedding = (
-            nn.Parameter(torch.randn(1, pooled_text_dim) / pooled_text_dim**0.5) if pooled_text_dim else None
-        )
+        self.init_text_side(text_dim, pooled_text_dim, width)
 
         self.blocks = nn.ModuleList(
             SanaBlock(width, head_dim, mlp_ratio, cross_attn, cross_head_dim, qk_norm, layer_id=i, n_layers=depth,
@@ -366,11 +362,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
                                              context_states, drop_text)
 
         # adaLN-single
-        t_emb = self.t_embedder(timestep)
-        if pooled_text is not None:
-            if self.pooled_embedder is None:
-                raise ValueError("pooled_text given, but the model was built with pooled_text_dim=0")
-            t_emb = t_emb + self.pooled_embedder(pooled_text.to(t_emb.dtype))
+        t_emb = self.add_pooled_text(self.t_embedder(timestep), pooled_text)
         t6 = self.t_block(t_emb).unflatten(1, (6, -1))
 
         # Patching (no positional embedding)

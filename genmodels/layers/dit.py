@@ -4,9 +4,9 @@
 * :class:`CaptionEmbedder`: text tokens → model width (SANA's ``y_embedder`` + RMSNorm).
 * :class:`TextContext`, :class:`TextConditioning`: the text side of a model — a learned null text for
   classifier-free guidance, caption dropout, input checks, and CrossWKV states absorbed once per prompt batch.
-  A model using the mixin owns ``caption_embedder``, ``null_text_embedding``, ``null_pooled_embedding``
-  (None without pooled input), ``blocks`` (each with a ``cross_attn`` :class:`~genmodels.layers.CrossWKV`),
-  and config fields ``text_dim`` and ``cross_attn``.
+  A model using the mixin calls ``init_text_side`` (``caption_embedder``, ``null_text_embedding``,
+  ``null_pooled_embedding``) and owns ``pooled_embedder`` (None without pooled input), ``blocks`` (each
+  with a ``cross_attn`` :class:`~genmodels.layers.CrossWKV`), and config fields ``text_dim`` and ``cross_attn``.
 """
 
 from __future__ import annotations
@@ -105,6 +105,23 @@ class TextContext:
 
 class TextConditioning:
     """Mixin: the text side of a text-conditioned DiT (see the module docstring for what the model must own)."""
+
+    def init_text_side(self, text_dim: int, pooled_text_dim: int, width: int) -> None:
+        """Create ``caption_embedder`` and the learned null text (tokens, and pooled unless ``pooled_text_dim``
+        is 0) in the model's ``__init__``."""
+        self.caption_embedder = CaptionEmbedder(text_dim, width)
+        self.null_text_embedding = nn.Parameter(torch.randn(1, text_dim) / text_dim**0.5)
+        self.null_pooled_embedding = (
+            nn.Parameter(torch.randn(1, pooled_text_dim) / pooled_text_dim**0.5) if pooled_text_dim else None
+        )
+
+    def add_pooled_text(self, emb: torch.Tensor, pooled_text: torch.Tensor | None) -> torch.Tensor:
+        """The timestep embedding ``[B, C]`` plus the projected pooled text (``pooled_embedder``), if given."""
+        if pooled_text is None:
+            return emb
+        if self.pooled_embedder is None:
+            raise ValueError("pooled_text given, but the model was built with pooled_text_dim=0")
+        return emb + self.pooled_embedder(pooled_text.to(emb.dtype))
 
     @property
     def pooled_dim(self) -> int:
