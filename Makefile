@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # idle OpenMP threads sleep instead of spinning (small matmuls on a busy 2-core machine are 20-60x faster)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-fast test-slow lint bench assets-pianoroll assets-shapes assets-video clean-venv
+.PHONY: demo test test-fast test-slow lint bench assets-pianoroll assets-shapes assets-video assets-vqvae assets-var clean-venv
 
 # The venv is (re)installed when pyproject.toml changes; pip takes torch from the files on the machine.
 $(VENV)/.installed: pyproject.toml
@@ -52,3 +52,12 @@ assets-shapes: $(VENV)/.installed
 # training/recipes/moving_shapes_dim.sh; about 100 minutes on this CPU).
 assets-video: $(VENV)/.installed
 	PY=$(PY) training/recipes/moving_shapes_dim.sh
+
+# Re-train the shipped VAR tokenizer (multi-scale residual VQ-VAE; training/recipes/shapes_vqvae.sh, ~17 min).
+assets-vqvae: $(VENV)/.installed
+	PY=$(PY) training/recipes/shapes_vqvae.sh
+
+# Re-train the shipped VAR transformer on that tokenizer (training/recipes/shapes_var.sh; it builds the tokenizer
+# first when assets/shapes-vqvae is missing; ~45 minutes on this CPU).
+assets-var: $(VENV)/.installed
+	PY=$(PY) training/recipes/shapes_var.sh

@@ -80,6 +80,41 @@ def mask_to_array(mask: ImageInput) -> np.ndarray:
     return array >= 0.5
 
 
+def check_prompts(prompt) -> list[str]:
+    """A prompt or a non-empty list of non-blank prompts → list (``ValueError`` otherwise)."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
+    if any(not p.strip() for p in prompts):
+        raise ValueError("prompt is empty: describe what to generate (guidance_scale=0 samples "
+                         "unconditionally, but still needs a prompt)")
+    return list(prompts)
+
+
+def check_guidance(guidance_scale, generator, batch: int) -> None:
+    """Guidance in [0, MAX_GUIDANCE]; a generator list must have one generator per prompt."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating)) \
+            or not 0 <= guidance_scale <= MAX_GUIDANCE:  # NaN fails the comparison; no np.isfinite (big ints)
+        raise ValueError(f"guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {guidance_scale!r}")
+    if isinstance(generator, (list, tuple)) and len(generator) != batch:
+        raise ValueError(f"got {len(generator)} generators for {batch} prompts; give one per prompt "
+                         "(or a single generator)")
+
+
+def to_images(x: torch.Tensor, image: np.ndarray | None, mask: np.ndarray | None, output_type: str):
+    """Model output ``[B, 3, H, W]`` in [−1, 1] → uint8 images (``[B, H, W, 3]`` or PIL), the known pixels of
+    ``image`` (where ``mask`` is False) copied bit-exactly. ``FloatingPointError`` on NaN / inf."""
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("the model produced NaN or infinite values; no image was made")
+    images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    if image is not None:
+        images = np.where(mask[None, :, :, None], images, image[None])
+    if output_type == "pil":
+        images = [PIL.Image.fromarray(a) for a in images]
+    return images
+
+
 class TextToImagePipeline(DiffusionPipeline):
     """SanaDiT (``transformer``) + flow scheduler (``scheduler``) + text encoder (``text_encoder``)."""
 
@@ -100,21 +135,11 @@ class TextToImagePipeline(DiffusionPipeline):
     def check_prompt_inputs(self, prompt, num_inference_steps, guidance_scale, generator=None) -> list[str]:
         """Validate the prompt, steps, guidance and generators (shared by every text-conditioned pipeline);
         returns the prompts as a list."""
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
-        if any(not p.strip() for p in prompts):
-            raise ValueError("prompt is empty: describe what to generate (guidance_scale=0 samples "
-                             "unconditionally, but still needs a prompt)")
+        prompts = check_prompts(prompt)
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
                 or not 1 <= num_inference_steps <= MAX_STEPS:
             raise ValueError(f"num_inference_steps must be an integer in 1..{MAX_STEPS}, got {num_inference_steps!r}")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating)) \
-                or not 0 <= guidance_scale <= MAX_GUIDANCE:  # NaN fails the comparison; no np.isfinite (big ints)
-            raise ValueError(f"guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {guidance_scale!r}")
-        if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
-            raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts; give one per prompt "
-                             "(or a single generator)")
+        check_guidance(guidance_scale, generator, len(prompts))
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text_encoder; pass one with encode(prompts) -> "
                              "(tokens, mask, pooled)")
@@ -239,12 +264,4 @@ class TextToImagePipeline(DiffusionPipeline):
                                           shift=scheduler_shift(self.scheduler), scheduler=self.scheduler,
                                           generator=generator, callback=on_step)
 
-        x = out.sample.float()
-        if not torch.isfinite(x).all():
-            raise FloatingPointError("the model produced NaN or infinite values; no image was made")
-        images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        if image is not None:
-            images = np.where(mask[None, :, :, None], images, image[None])  # known pixels copied bit-exactly
-        if output_type == "pil":
-            images = [PIL.Image.fromarray(a) for a in images]
-        return TextToImageOutput(images=images, nfe=out.nfe)
+        return TextToImageOutput(images=to_images(out.sample, image, mask, output_type), nfe=out.nfe)
