@@ -37,6 +37,8 @@ def about_markdown(settings: Settings, registry: ModelRegistry) -> str:
     status = "installed" if registry.is_available("pianoroll") else "**not installed**: run `make assets-pianoroll`"
     image_folder = settings.model_dir("image")
     image_status = "installed" if registry.is_available("image") else "**not installed**: run `make assets-shapes`"
+    var_folder = settings.model_dir("var")
+    var_status = "installed" if registry.is_available("var") else "**not installed**: run `make assets-var`"
     video_folder = settings.model_dir("video")
     video_status = "installed" if registry.is_available("video") else "**not installed**: run `make assets-video`"
     clip_status = "installed" if registry.is_available("clip") else "**not installed**: run `make assets-shapes`"
@@ -54,7 +56,9 @@ Model folder: `{folder}` ({status}). The same is available on the command line:
 ## Image (shapes world)
 A SANA-style linear diffusion transformer (CrossWKV text conditioning, rectified flow) draws 64×64 pictures of
 coloured circles, squares and triangles from a caption, and inpaints the painted part of a picture. Model folder:
-`{image_folder}` ({image_status}).
+`{image_folder}` ({image_status}). The tab's Model dropdown also offers VAR, next-scale prediction (the picture
+drawn coarse to fine, one transformer pass per scale, with top-k / top-p sampling; inpainting by forcing the known
+tokens): `{var_folder}` ({var_status}).
 
 ## Video (moving shapes)
 Diffusion Mamba (bidirectional Mamba-2 state-space scans over space and time, CrossWKV text conditioning,

@@ -3,7 +3,8 @@
 ``ModelRegistry.get("pianoroll")`` loads the pipeline folder ``settings.model_dir("pianoroll")`` once (under a
 per-model lock, so concurrent first requests load it once) and returns the cached pipeline afterwards. A
 missing folder is a ``gr.Error`` that says how to build it. ``get("image", folder)`` loads another folder of the
-same kind (the Image tab offers every text-to-image folder it finds); each folder is cached once. ``get("video")``
+same kind (the Image tab offers every text-to-image folder it finds); each folder is cached once. ``get("var")`` is
+the Image tab's VAR (next-scale prediction) text-to-image pipeline, a ``VARPipeline``. ``get("video")``
 is the Video tab's text-to-video pipeline; ``get("clip")`` the CLIP verifier of the test-time search (an open_clip
 folder, marked by ``open_clip_config.json`` instead of ``model_index.json``).
 """
@@ -53,6 +54,12 @@ def load_text_to_image(folder: Path, device: str) -> Any:
     return _load_text_pipeline(TextToImagePipeline, folder, device)
 
 
+def load_var(folder: Path, device: str) -> Any:
+    from genmodels.pipelines.var import VARPipeline
+
+    return _load_text_pipeline(VARPipeline, folder, device)
+
+
 def load_text_to_video(folder: Path, device: str) -> Any:
     from genmodels.pipelines.text_to_video import TextToVideoPipeline
 
@@ -78,8 +85,8 @@ def pipeline_class(folder: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll, "image": load_text_to_image, "video": load_text_to_video,
-                              "clip": load_clip}
+LOADERS: dict[str, Loader] = {"pianoroll": load_pianoroll, "image": load_text_to_image, "var": load_var,
+                              "video": load_text_to_video, "clip": load_clip}
 
 
 class ModelRegistry:

@@ -6,8 +6,9 @@ Environment:
     LINGEN_ASSETS_DIR          folder holding the shipped models (default: the repository's ``assets/``)
     LINGEN_<NAME>_MODEL        one model's pipeline folder, e.g. ``LINGEN_PIANOROLL_MODEL=/path/to/pipeline``;
                                ``LINGEN_IMAGE_MODEL`` is the Image tab's default text-to-image pipeline (default
-                               ``assets/shapes-sana``); ``LINGEN_VIDEO_MODEL`` the Video tab's text-to-video
-                               pipeline (default ``assets/moving-shapes-dim``)
+                               ``assets/shapes-sana``); ``LINGEN_VAR_MODEL`` the Image tab's VAR (next-scale
+                               prediction) pipeline (default ``assets/shapes-var``); ``LINGEN_VIDEO_MODEL`` the
+                               Video tab's text-to-video pipeline (default ``assets/moving-shapes-dim``)
     LINGEN_APP_OUTPUT_DIR      folder for the files the app serves (default: a fresh temp dir)
     LINGEN_APP_MAX_SAMPLES     candidates per request (default 16 on CPU, 64 with CUDA)
     LINGEN_APP_MAX_SEARCH_N    candidates of a test-time search (default 16)
@@ -43,6 +44,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "pianoroll": ModelSpec("pianoroll-hdit", "make assets-pianoroll", "piano-roll"),
     "image": ModelSpec("shapes-sana", "make assets-shapes", "text-to-image"),
+    "var": ModelSpec("shapes-var", "make assets-var", "VAR text-to-image"),
     "video": ModelSpec("moving-shapes-dim", "make assets-video", "text-to-video"),
     "clip": ModelSpec("clip-shapes", "make assets-shapes", "CLIP verifier", index_file="open_clip_config.json"),
 }

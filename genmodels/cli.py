@@ -5,6 +5,7 @@
     lingen generate --model FOLDER --prompt "a red circle" --prompt "a blue square" --seed 7 --out DIR
     lingen generate --model FOLDER --prompts prompts.txt --mask mask.png --image photo.png --out DIR
     lingen generate --model FOLDER --prompts prompts.txt --search best-of-n --n 8 --verifier clip --out DIR
+    lingen generate --model assets/shapes-var --prompt "a red circle" --top-k 50 --top-p 0.95 --fastvar=-1:0.5 --out DIR
     lingen generate --model assets/moving-shapes-dim --prompts prompts.txt --frames 8 --seed 7 --out DIR
     lingen generate --model assets/moving-shapes-dim --prompt "a red circle moves right" --first-frames DIR_OR_VIDEO \
         --out DIR
@@ -12,7 +13,9 @@
         --verifier clip-video --out DIR
 
 ``lingen generate`` serves image and video models alike: the checkpoint folder names its pipeline class, and a
-video pipeline writes clips (DIR/0000.mp4 and DIR/0000.gif, ...) where an image pipeline writes pictures.
+video pipeline writes clips (DIR/0000.mp4 and DIR/0000.gif, ...) where an image pipeline writes pictures. Image
+pipelines are diffusion models (sampler --steps) or VAR next-scale prediction (one transformer pass per scale, no
+steps; --top-k, --top-p and --fastvar instead).
 
 Errors in the input (a corrupt MIDI file, an impossible range, a mask that covers nothing, an unsafe or
 unknown checkpoint, an empty prompt, an option the model's kind does not take) are reported in one line on
@@ -33,8 +36,10 @@ from genmodels.io import ASSETS_DIR
 DEFAULT_PIANOROLL_MODEL = ASSETS_DIR / "pianoroll-hdit"
 DEFAULT_IMAGE_MODEL = ASSETS_DIR / "shapes-sana"
 DEFAULT_VIDEO_MODEL = ASSETS_DIR / "moving-shapes-dim"
+DEFAULT_VAR_MODEL = ASSETS_DIR / "shapes-var"
 # The shipped pipeline folders and the make targets that build them (named when one is missing).
-SHIPPED_MODELS = {DEFAULT_IMAGE_MODEL: "make assets-shapes", DEFAULT_VIDEO_MODEL: "make assets-video"}
+SHIPPED_MODELS = {DEFAULT_IMAGE_MODEL: "make assets-shapes", DEFAULT_VIDEO_MODEL: "make assets-video",
+                  DEFAULT_VAR_MODEL: "make assets-var"}
 DEFAULT_CLIP = ASSETS_DIR / "clip-shapes"
 SEARCHES = ("none", "best-of-n", "tournament", "tree-of-frames")
 IMAGE_VERIFIERS = ("clip", "oracle", "ensemble")
@@ -46,6 +51,9 @@ VIDEO_ORACLE_WARNING = ("the moving-shapes oracle is the evaluator: selecting wi
                         "what a deployable search achieves; do not report it as a verifier result")
 
 DEFAULT_FPS = 8
+DEFAULT_STEPS = 20  # diffusion models' sampler steps
+DEFAULT_GUIDANCE = 4.0  # diffusion models' CFG scale
+DEFAULT_VAR_GUIDANCE = 3.0  # VARPipeline's own default (ramped from 0 at the first scale to this at the last)
 DEFAULT_MP4_SCALE = 8
 
 # `lingen generate` serves every text-to-image and text-to-video model of the project: the checkpoint folder's
@@ -54,7 +62,9 @@ DEFAULT_MP4_SCALE = 8
 PIPELINES = {
     "TextToImagePipeline": "genmodels.pipelines.text_to_image:TextToImagePipeline",
     "TextToVideoPipeline": "genmodels.pipelines.text_to_video:TextToVideoPipeline",
+    "VARPipeline": "genmodels.pipelines.var:VARPipeline",
 }
+VAR_PIPELINES = ("VARPipeline",)  # next-scale prediction: no sampler steps; top-k / top-p / FastVAR instead
 
 
 class CliError(Exception):
@@ -141,24 +151,41 @@ def _add_generate(sub) -> None:
                     "SEED + i with its own generator, so it depends only on its prompt, its seed and the settings, "
                     "never on --batch-size or on the other prompts. The model folder's pipeline class decides "
                     "which: --mask and --image take an image model; --frames, --first-frames, --fps, --mp4-scale, "
-                    "--frames-per-unit and --search tree-of-frames a video model; the other search options both.")
+                    "--frames-per-unit and --search tree-of-frames a video model; --top-k, --top-p and --fastvar a "
+                    "VAR model (which takes no --steps); the other search options both.")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="a prompt (repeat for several outputs)")
     src.add_argument("--prompts", help="text file, one prompt per line (blank lines are skipped)")
     g.add_argument("--model", default=str(DEFAULT_IMAGE_MODEL),
-                   help=f"pipeline folder (model_index.json); default {DEFAULT_IMAGE_MODEL.name} (images), the "
-                        f"shipped video model is {DEFAULT_VIDEO_MODEL.relative_to(ASSETS_DIR.parent)}")
+                   help=f"pipeline folder (model_index.json); default "
+                        f"{DEFAULT_IMAGE_MODEL.relative_to(ASSETS_DIR.parent)} (images, SANA diffusion); the VAR "
+                        f"(next-scale prediction) image model is {DEFAULT_VAR_MODEL.relative_to(ASSETS_DIR.parent)}, "
+                        f"the video model {DEFAULT_VIDEO_MODEL.relative_to(ASSETS_DIR.parent)}")
     g.add_argument("--mask", help="inpainting mask (white = generate), the image's size; needs --image")
     g.add_argument("--image", help="image to inpaint (kept exactly outside the mask); needs --mask")
     g.add_argument("--seed", type=int, default=0, help="seed of the first output; output i uses SEED + i")
-    g.add_argument("--steps", type=int, default=20, help="sampler steps")
-    g.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    g.add_argument("--steps", type=int,
+                   help=f"sampler steps of a diffusion model (default {DEFAULT_STEPS}); a VAR model takes none (one "
+                        "transformer pass per scale)")
+    g.add_argument("--guidance", type=float,
+                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; {DEFAULT_VAR_GUIDANCE:g} "
+                        "with a VAR model, where it ramps from 0 at the first scale to this at the last)")
     g.add_argument("--batch-size", type=int, default=4,
                    help="images (or clips) per pipeline call, where the pipeline takes one generator per output "
                         "(otherwise they are made one at a time); never changes the result")
     g.add_argument("--height", type=int, help="image / frame height (default: the model's; with --width)")
     g.add_argument("--width", type=int, help="image / frame width (default: the model's; with --height)")
     g.add_argument("--out", required=True, help="output folder")
+    r = g.add_argument_group(
+        "VAR models", "Next-scale prediction (VARPipeline, e.g. assets/shapes-var): each token is drawn from the "
+        "transformer's distribution, filtered by --top-k then --top-p.")
+    r.add_argument("--top-k", type=int, help="keep the k most likely tokens (default 0 = off)")
+    r.add_argument("--top-p", type=float, help="keep the smallest set of tokens holding this probability, in (0, 1] "
+                                               "(default 1 = off)")
+    r.add_argument("--fastvar", metavar="SPEC",
+                   help="FastVAR cached token pruning at the largest scales: scale:ratio pairs (scale indices from 0, "
+                        "negative from the end; ratio in [0, 1) of the scale's tokens dropped), optionally ';skip=N' "
+                        "(leave out the last N scales) and ';cache=S', e.g. '-1:0.5' or '-2:0.4,-1:0.5;skip=1'")
     v = g.add_argument_group(
         "video models",
         "A text-to-video model writes DIR/IIII.mp4 (H.264, magnified by --mp4-scale for viewing) and DIR/IIII.gif "
@@ -278,7 +305,7 @@ def generate(args) -> list[dict]:
 
     # Everything is checked and loaded before the first file is written.
     prompts = _read_prompts(args)
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise CliError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -291,6 +318,8 @@ def generate(args) -> list[dict]:
         raise CliError(f"--out {out} exists and is not a folder")
     model_dir = Path(args.model)
     cls = _pipeline_class(model_dir)
+    var = cls.__name__ in VAR_PIPELINES
+    fastvar = _check_var_options(args, cls, model_dir) if var else _refuse_var_options(args, cls, model_dir)
     if hasattr(cls, "check_video_inputs"):
         return _generate_video(args, cls, prompts, model_dir)
     video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale", "frames_per_unit")
@@ -319,15 +348,25 @@ def generate(args) -> list[dict]:
     if args.mask is not None:
         mask, image = _read_image(args.mask, "L", "mask image"), _read_image(args.image, "RGB", "image")
     pipe = _load(cls, model_dir)
-    settings = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, mask=mask, image=image,
-                    height=args.height, width=args.width)
-    pipe.check_inputs(prompts, output_type="pil", **settings)  # the pipeline's own checks, before any work
+    if var:
+        if fastvar is not None:
+            try:
+                fastvar.resolved(pipe.transformer.num_scales, len(pipe.transformer.blocks))
+            except ValueError as err:
+                raise CliError(f"--fastvar {args.fastvar!r}: {err}") from err
+        settings = dict(guidance_scale=args.guidance, top_k=args.top_k, top_p=args.top_p, fastvar=fastvar,
+                        mask=mask, image=image, height=args.height, width=args.width)
+        pipe.check_inputs(prompts, output_type="pil", generator=None, **settings)  # the pipeline's own checks
+    else:
+        settings = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, mask=mask, image=image,
+                        height=args.height, width=args.width)
+        pipe.check_inputs(prompts, output_type="pil", **settings)  # the pipeline's own checks, before any work
     if search != "none":
         return _generate_search(args, pipe, cls, prompts, settings, n, model_dir, mask is not None)
 
     # One generator per image; a pipeline that takes a list of them gets whole batches, others one image a call.
     batch = args.batch_size if getattr(cls, "accepts_generator_list", False) else 1
-    base = {"steps": args.steps, "guidance": args.guidance, "model": str(model_dir), "pipeline": cls.__name__}
+    base = {**_sampler_record(args, var), "model": str(model_dir), "pipeline": cls.__name__}
     if mask is not None:
         base.update(mask=str(args.mask), image=str(args.image))
     records: list[dict] = []
@@ -345,12 +384,56 @@ def generate(args) -> list[dict]:
                 with atomic_path(out / name) as tmp:
                     img.save(tmp, format="PNG")
                 records.append({"index": index, "file": name, "prompt": prompt, "seed": seed, **base,
-                                "height": img.height, "width": img.width, "seconds": seconds})
+                                "height": img.height, "width": img.width, "nfe": int(result.nfe),
+                                "seconds": seconds})
             # rewritten after every batch, so an interrupted run leaves a manifest of the images it made
             write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             bar.update(len(chunk))
     print(f"wrote {len(records)} image(s) and manifest.jsonl to {out}")
     return records
+
+
+def _check_var_options(args, cls, model_dir: Path):
+    """With a VAR model: refuse --steps, settle the defaults of --guidance / --top-k / --top-p, check them and
+    parse --fastvar (None without it)."""
+    from genmodels.var.var import FastVARConfig
+
+    if args.steps is not None:
+        raise CliError(f"{model_dir} holds a {cls.__name__} (VAR next-scale prediction: one transformer pass per "
+                       "scale), which takes no --steps; leave it out (--top-k, --top-p and --fastvar tune VAR)")
+    args.guidance = DEFAULT_VAR_GUIDANCE if args.guidance is None else args.guidance
+    args.top_k = 0 if args.top_k is None else args.top_k
+    args.top_p = 1.0 if args.top_p is None else args.top_p
+    if args.top_k < 0:
+        raise CliError(f"--top-k must be at least 0 (0 = off), got {args.top_k}")
+    if not 0 < args.top_p <= 1:  # NaN fails too
+        raise CliError(f"--top-p must be in (0, 1] (1 = off), got {args.top_p}")
+    if args.fastvar is None:
+        return None
+    if not args.fastvar.strip():
+        raise CliError("--fastvar is empty: give scale:ratio pairs, e.g. -1:0.5")
+    try:
+        return FastVARConfig.parse(args.fastvar)
+    except ValueError as err:
+        raise CliError(f"--fastvar {args.fastvar!r} is not a FastVAR spec ({err}); expected scale:ratio pairs such "
+                       "as -1:0.5 or -2:0.4,-1:0.5, optionally followed by ;skip=N or ;cache=S") from err
+
+
+def _refuse_var_options(args, cls, model_dir: Path) -> None:
+    """With a diffusion model: refuse the VAR-only options and settle the defaults of --steps and --guidance."""
+    var_only = _given(args, "top_k", "top_p", "fastvar")
+    if var_only:
+        raise CliError(f"{model_dir} holds a {cls.__name__} (diffusion); {', '.join(var_only)} take a VAR model "
+                       f"(VARPipeline, e.g. {DEFAULT_VAR_MODEL.relative_to(ASSETS_DIR.parent)})")
+    args.steps = DEFAULT_STEPS if args.steps is None else args.steps
+    args.guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+
+
+def _sampler_record(args, var: bool) -> dict:
+    """The sampler settings an output's manifest record names."""
+    if var:
+        return {"guidance": args.guidance, "top_k": args.top_k, "top_p": args.top_p, "fastvar": args.fastvar}
+    return {"steps": args.steps, "guidance": args.guidance}
 
 
 def _given(args, *names: str) -> list[str]:
@@ -486,8 +569,9 @@ def _generate_search(args, pipe, cls, prompts: list[str], settings: dict, n: int
         raise CliError(f"{cls.__name__} does not take one generator per image, which --search needs")
     verifier = _load_verifier(args, prompts)
     out = Path(args.out)
-    base = {"steps": args.steps, "guidance": args.guidance, "model": str(model_dir), "pipeline": cls.__name__,
-            "search": args.search, "n": n, "verifier": args.verifier, "verifier_is_oracle": verifier.is_oracle}
+    var = cls.__name__ in VAR_PIPELINES
+    base = {**_sampler_record(args, var), "model": str(model_dir), "pipeline": cls.__name__, "search": args.search,
+            "n": n, "verifier": args.verifier, "verifier_is_oracle": verifier.is_oracle}
     if verifier.is_oracle:
         base["verifier_warning"] = ORACLE_WARNING
     if args.verifier != "oracle":
@@ -684,8 +768,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_values(argv: list[str], options: tuple[str, ...] = ("--fastvar",)) -> list[str]:
+    """``--fastvar -1:0.5`` as ``--fastvar=-1:0.5``: argparse would take a value starting with "-" (that is not a
+    plain negative number) for an option of its own."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in options and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and not argv[i + 1].startswith("--"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_attach_values(argv))
     try:
         if args.command == "pianoroll" and args.action == "inpaint":
             pianoroll_inpaint(args)

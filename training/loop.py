@@ -37,7 +37,7 @@ from genmodels.diffusion.noise import GlobalBatch
 
 from .checkpoint import load_checkpoint, resolve_resume, rewind_metrics, save_checkpoint
 from .ema import InversePowerEMA
-from .lr_scaling import LAMB, GradientNoiseScale, grad_sq_norm, scaled_lr, warmup_factor
+from .lr_scaling import LAMB, GradientNoiseScale, decay_factor, grad_sq_norm, scaled_lr, warmup_factor
 
 
 @dataclass
@@ -51,6 +51,7 @@ class TrainConfig:
     base_batch_size: int = 16
     lr_scaling: str = "none"  # none | sqrt | linear
     warmup_steps: int = 0  # linear warm-up; with a scaling rule it starts at the base rate (Goyal et al.)
+    lr_decay: str = "none"  # none | cosine (to 10 % at max_steps, after the warm-up)
     optimizer: str = "adamw"  # adamw | lamb (layer-wise trust ratio)
     log_noise_scale: bool = False  # estimate B_noise from micro-batch vs accumulated gradients (grad_accum ≥ 2)
     weight_decay: float = 1e-3
@@ -282,7 +283,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     start_ratio = cfg.lr / lr if cfg.lr_scaling != "none" else 0.0
 
     def set_lr(step: int) -> float:
-        factor = warmup_factor(step, cfg.warmup_steps, start_ratio)
+        factor = warmup_factor(step, cfg.warmup_steps, start_ratio) \
+            * decay_factor(step, cfg.max_steps, cfg.warmup_steps, cfg.lr_decay)
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * factor
         return base_lrs[0] * factor

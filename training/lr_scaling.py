@@ -40,6 +40,16 @@ def warmup_factor(step: int, warmup_steps: int, start_ratio: float = 0.0) -> flo
     return start_ratio + (1.0 - start_ratio) * progress
 
 
+def decay_factor(step: int, max_steps: int, warmup_steps: int, kind: str = "none", final_ratio: float = 0.1) -> float:
+    """Multiplier after the warm-up: 1 (``"none"``) or cosine from 1 to ``final_ratio`` at ``max_steps``."""
+    if kind == "none":
+        return 1.0
+    if kind != "cosine":
+        raise ValueError(f"unknown LR decay {kind!r}; expected none or cosine")
+    progress = min(1.0, max(0, step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def surge_optimal_lr(batch: float, b_noise: float, lr_max: float) -> float:
     """Li et al.'s surge law for Adam: the best LR at ``batch`` given the noise scale, peaking at ``lr_max``."""
     if batch <= 0 or b_noise <= 0:

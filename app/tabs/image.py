@@ -1,4 +1,9 @@
-"""The "Image" tab: text-to-image and text-guided inpainting with the shapes-world model (SANA-style linear DiT).
+"""The "Image" tab: text-to-image and text-guided inpainting with the shapes-world models: the SANA-style linear
+DiT (diffusion, the default) or VAR (next-scale prediction), picked in the "Model" dropdown.
+
+A SANA model samples in **Steps**; a VAR model draws the picture coarse to fine, one transformer pass per scale, so
+Steps does not apply to it (the control is hidden) and **Top-k** / **Top-p** filter each token's distribution
+instead (shown only for VAR). Inpainting and the test-time search work the same with both.
 
 Workflow: type a prompt → Generate → the picture appears magnified (the download is the model's own size) →
 "Use result as inpainting input" puts it into the editor → paint white over what should change, tick
@@ -44,9 +49,16 @@ from genmodels.search import run_search, text_to_image_generate_fn
 
 MODEL = "image"
 PIPELINE_CLASS = "TextToImagePipeline"
+VAR_MODEL = "var"  # the registry's name for VAR pipelines (settings: LINGEN_VAR_MODEL, assets/shapes-var)
+VAR_PIPELINE_CLASS = "VARPipeline"
 MAX_GUIDANCE = 15.0
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
+DEFAULT_VAR_GUIDANCE = 3.0  # VARPipeline's own default (ramped from 0 at the first scale to this at the last)
+MAX_TOP_K = 1_000_000  # VARPipeline's bound; 0 = off
+VAR_NOTE = ("**VAR** draws the picture coarse to fine, one transformer pass per scale: there are no sampler steps. "
+            "**Top-k** keeps the k most likely tokens (0 = off), **Top-p** the most likely ones holding that much "
+            "probability (1 = off).")
 # Half-transparent white, so the picture under the paint stays visible; any paint counts (see painted_pixels).
 BRUSH_COLOUR = ("#FFFFFF", 0.6)
 EXAMPLE_PROMPTS = ("a red circle to the left of a blue square", "three yellow triangles", "a large green square",
@@ -112,26 +124,51 @@ def prompt_note(prompt: str) -> str:
 
 
 def model_sample_size(folder: Path) -> int | None:
-    """The picture side a pipeline folder's transformer makes (from its config, without loading it)."""
-    try:
-        size = json.loads((Path(folder) / "transformer" / "config.json").read_text()).get("sample_size")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
+    """The picture side a pipeline folder makes (from its transformer's config, or for VAR its tokenizer's),
+    without loading it."""
+    for component in ("transformer", "vqvae"):
+        try:
+            size = json.loads((Path(folder) / component / "config.json").read_text()).get("sample_size")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size
+    return None
 
 
-def model_choices(settings: Settings) -> list[tuple[str, str]]:
-    """Dropdown (label, folder) pairs: the configured model first (even when missing, so choosing it explains
-    what to do), then every other text-to-image pipeline folder directly under the assets folder."""
-    default = settings.model_dir(MODEL)
+def _family_choices(settings: Settings, name: str, cls: str, tag: str | None, taken: set[Path]
+                    ) -> list[tuple[str, str]]:
+    """(label, folder) pairs of one family: its configured folder first (even when missing, so choosing it explains
+    what to do), then every other ``cls`` pipeline folder directly under the assets folder. Labels carry ``tag``
+    (e.g. "VAR"); the configured folder's says "default" when the family has no tag."""
+    default = settings.model_dir(name)
     installed = (default / "model_index.json").is_file()
-    choices = [(f"{default.name} (default{'' if installed else ', not installed'})", str(default))]
+    notes = [tag] if tag else ["default"]
+    if not installed:
+        notes.append("not installed")
+    choices = [(f"{default.name} ({', '.join(notes)})", str(default))]
+    taken.add(default)
     assets = Path(settings.assets_dir)
     if assets.is_dir():
         for sub in sorted(assets.iterdir()):
-            if sub.is_dir() and sub != default and pipeline_class(sub) == PIPELINE_CLASS:
-                choices.append((sub.name, str(sub)))
+            if sub.is_dir() and sub not in taken and pipeline_class(sub) == cls:
+                choices.append((f"{sub.name} ({tag})" if tag else sub.name, str(sub)))
+                taken.add(sub)
     return choices
+
+
+def model_families(settings: Settings) -> dict[str, list[tuple[str, str]]]:
+    """The Model dropdown's (label, folder) pairs per registry name: ``"image"`` (SANA diffusion: the configured
+    model, then the other TextToImagePipeline folders of the assets folder) and ``"var"`` (VAR next-scale
+    prediction: the configured one, labelled "VAR", then the other VARPipeline folders)."""
+    taken: set[Path] = set()
+    return {MODEL: _family_choices(settings, MODEL, PIPELINE_CLASS, None, taken),
+            VAR_MODEL: _family_choices(settings, VAR_MODEL, VAR_PIPELINE_CLASS, "VAR", taken)}
+
+
+def model_choices(settings: Settings) -> list[tuple[str, str]]:
+    """Dropdown (label, folder) pairs: the SANA family's (the default model first), then the VAR family's."""
+    return [choice for family in model_families(settings).values() for choice in family]
 
 
 def _size(image: Image.Image | np.ndarray) -> tuple[int, int]:
@@ -243,15 +280,45 @@ def with_own_scheduler(pipe: Any) -> Any:
     return view
 
 
-def result_stats(size: int, *, steps: int, nfe: int, guidance: float, seed: int, seconds: float,
-                 job: InpaintInput | None) -> str:
+def var_sampling(scales: int, top_k: int, top_p: float) -> str:
+    """How a VAR picture was sampled, for the statistics line."""
+    return (f"VAR, {scales} scales · top-k {top_k or 'off'} · top-p "
+            f"{'off' if top_p >= 1 else f'{top_p:g}'}")
+
+
+def result_stats(size: int, *, steps: int | None, nfe: int, guidance: float, seed: int, seconds: float,
+                 job: InpaintInput | None, sampling: str | None = None) -> str:
+    """The statistics line; ``sampling`` (e.g. ``var_sampling(...)``) stands for "N steps" when given."""
     what = f"{size}×{size} picture"
     if job is not None:
         n = int(job.mask.sum())
         what = f"inpainted {n} of {size * size} pixels ({100 * n / (size * size):.0f}%) of the {size}×{size} picture"
-    text = (f"{what[0].upper()}{what[1:]} in **{seconds:.2f} s** · {steps} steps · {nfe} network evaluations (nfe) · "
+    how = sampling if sampling is not None else f"{steps} steps"
+    text = (f"{what[0].upper()}{what[1:]} in **{seconds:.2f} s** · {how} · {nfe} network evaluations (nfe) · "
             f"guidance {guidance:g} · seed {seed}")
     return f"{text}  \n{job.note}" if job is not None and job.note else text
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A request's sampler settings: ``var`` (VAR next-scale prediction, else SANA diffusion), ``steps`` (SANA;
+    None for VAR), ``guidance``, ``top_k`` and ``top_p`` (VAR)."""
+
+    var: bool
+    steps: int | None
+    guidance: float
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """The pipeline's keyword arguments for these settings."""
+        if self.var:
+            return {"guidance_scale": self.guidance, "top_k": self.top_k, "top_p": self.top_p}
+        return {"num_inference_steps": self.steps, "guidance_scale": self.guidance}
+
+    def describe(self, pipe: Any) -> str | None:
+        """``result_stats``'s ``sampling`` (None: "N steps")."""
+        return var_sampling(pipe.transformer.num_scales, self.top_k, self.top_p) if self.var else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,7 +331,10 @@ class ImageTab:
     def __init__(self, settings: Settings, registry: ModelRegistry):
         self.settings = settings
         self.registry = registry
-        self.choices = model_choices(settings)
+        families = model_families(settings)
+        self.choices = [choice for family in families.values() for choice in family]
+        # dropdown value (folder) -> registry name ("image": SANA diffusion, "var": VAR next-scale prediction)
+        self.families = {value: name for name, family in families.items() for _label, value in family}
         self.store = OutputStore(Path(settings.output_dir) / "image", settings.output_ttl_s)
 
     @property
@@ -272,17 +342,31 @@ class ImageTab:
         return self.settings.model_dir(MODEL)
 
     def model_status(self) -> str:
-        """Markdown for the top of the tab: what the default model is, or what to do when it is missing."""
+        """Markdown for the top of the tab: what the default model is, or what to do when it is missing; the same
+        for the VAR model."""
         folder = self.default_folder
         if self.registry.is_available(MODEL, folder):
             size = model_sample_size(folder)
-            return f"Model `{folder.name}`: {f'{size}×{size}' if size else 'square'} pictures."
-        spec = MODELS[MODEL]
-        others = [label for label, _ in self.choices[1:]]
-        alternative = f" Meanwhile pick another model: {', '.join(others)}." if others else ""
-        return (f"**The {spec.title} model is not installed**: no pipeline folder at `{folder}`. Build it with "
-                f"`{spec.build_command}` (or point `LINGEN_IMAGE_MODEL` at a TextToImagePipeline folder) and restart "
-                f"the app; until then Generate explains this.{alternative}")
+            status = f"Model `{folder.name}`: {f'{size}×{size}' if size else 'square'} pictures."
+        else:
+            spec = MODELS[MODEL]
+            others = [label for label, value in self.choices[1:] if self._available(value)]
+            alternative = f" Meanwhile pick another model: {', '.join(others)}." if others else ""
+            status = (f"**The {spec.title} model is not installed**: no pipeline folder at `{folder}`. Build it with "
+                      f"`{spec.build_command}` (or point `LINGEN_IMAGE_MODEL` at a TextToImagePipeline folder) and "
+                      f"restart the app; until then Generate explains this.{alternative}")
+        var_folder = self.settings.model_dir(VAR_MODEL)
+        if self.registry.is_available(VAR_MODEL, var_folder):
+            size = model_sample_size(var_folder)
+            var_status = f"VAR model `{var_folder.name}`: {f'{size}×{size}' if size else 'square'} pictures."
+        else:
+            var_status = (f"The VAR model is not installed: no pipeline folder at `{var_folder}`. Build it with "
+                          f"`{MODELS[VAR_MODEL].build_command}` (or point `LINGEN_VAR_MODEL` at a VARPipeline "
+                          "folder) and restart the app.")
+        return f"{status}  \n{var_status}"
+
+    def _available(self, value: str) -> bool:
+        return self.registry.is_available(self.families.get(value, MODEL), value)
 
     def folder_of(self, model: Any) -> Path:
         """The pipeline folder the dropdown value names (only folders this server offers)."""
@@ -294,64 +378,99 @@ class ImageTab:
         labels = ", ".join(label for label, _ in self.choices)
         raise ValueError(f"unknown model {model!r}; choose one of: {labels}")
 
+    def family_of(self, folder: Path) -> str:
+        """The registry name of the folder's family: ``"var"`` for a VAR choice, else ``"image"``."""
+        return self.families.get(str(folder), MODEL)
+
+    def model_changed(self, model: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """The Model dropdown changed: Steps for a SANA model; Top-k, Top-p and the VAR note for a VAR one; the
+        family's default guidance. (Steps, Top-k, Top-p, note, Guidance) updates; an unknown value changes
+        nothing (Generate explains it)."""
+        try:
+            var = self.family_of(self.folder_of(model)) == VAR_MODEL
+        except ValueError:
+            return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        return (gr.update(visible=not var), gr.update(visible=var), gr.update(visible=var), gr.update(visible=var),
+                gr.update(value=DEFAULT_VAR_GUIDANCE if var else DEFAULT_GUIDANCE))
+
+    def check_sampler(self, var: bool, steps: Any, guidance: Any, top_k: Any, top_p: Any) -> Sampler:
+        """The request's sampler settings, checked: Steps for SANA (ignored for VAR: it has none), Top-k and Top-p
+        for VAR (ignored for SANA)."""
+        guidance = check_number("guidance", guidance, 0, MAX_GUIDANCE)
+        if not var:
+            return Sampler(False, check_number("steps", steps, 1, self.settings.max_steps, integer=True), guidance)
+        top_k = check_number("top-k", top_k, 0, MAX_TOP_K, integer=True)
+        top_p = check_number("top-p", top_p, 0, 1)
+        if top_p <= 0:
+            raise ValueError("top-p must be above 0 (1 = off), got 0")
+        return Sampler(True, None, guidance, top_k, top_p)
+
     @user_errors
     def generate(self, prompt: str, model: str, steps: float, guidance: float, seed: float, inpaint: bool,
                  editor: dict[str, Any] | None, strategy: str = search.NONE, n: float = search.DEFAULT_N,
-                 verifier: str = "clip", progress: gr.Progress = gr.Progress()  # noqa: B008
+                 verifier: str = "clip", top_k: float = 0, top_p: float = 1.0,
+                 progress: gr.Progress = gr.Progress()  # noqa: B008
                  ) -> tuple[Image.Image, str, str, np.ndarray, search.Shown | None]:
         """Generate (or inpaint) one picture, or search ``n`` candidates (seeds ``seed``, ``seed + 1``, …) for the
         one ``verifier`` scores best; returns it magnified, the original-size PNG's path, the statistics, the
         result (``[N, N, 3]`` uint8, for "Use result as inpainting input") and the search's candidates (None
-        without search)."""
+        without search). With a VAR model ``steps`` is ignored and ``top_k`` / ``top_p`` apply; with a SANA model
+        the other way round."""
         s = self.settings
         prompt = check_prompt(prompt, s.max_prompt_chars)
-        steps = check_number("steps", steps, 1, s.max_steps, integer=True)
-        guidance = check_number("guidance", guidance, 0, MAX_GUIDANCE)
+        folder = self.folder_of(model)
+        name = self.family_of(folder)
+        sampler = self.check_sampler(name == VAR_MODEL, steps, guidance, top_k, top_p)
         seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
         if not isinstance(inpaint, bool):
             raise ValueError(f"inpaint must be true or false, got {inpaint!r}")
         options = search.check_search(strategy, n, verifier, verifiers=search.IMAGE_VERIFIERS, max_n=s.max_search_n,
                                       seed=seed, max_seed=MAX_SEED)
-        folder = self.folder_of(model)
 
         progress(0.0, desc="loading the model")
-        pipe = self.registry.get(MODEL, folder)
+        pipe = self.registry.get(name, folder)
         size = pipe.default_size
         job = inpaint_input(editor, size, max_pixels=s.max_image_pixels) if inpaint else None
         inputs = {} if job is None else {"mask": job.mask, "image": job.image}
+        # VAR keeps no per-run state in the pipeline (nothing like a scheduler), so requests share it
+        runner = pipe if sampler.var else with_own_scheduler(pipe)
         if options.active:
-            return self._search(pipe, prompt, options, steps=steps, guidance=guidance, seed=seed, job=job,
-                                inputs=inputs, progress=progress)
+            return self._search(runner, prompt, options, sampler=sampler, seed=seed, job=job, inputs=inputs,
+                                progress=progress)
         desc = "inpainting" if job is not None else "generating"
+        unit = "scales" if sampler.var else "steps"
 
         def on_step(done: int, total: int) -> None:
-            progress((done, total), desc=desc, unit="steps")
+            progress((done, total), desc=desc, unit=unit)
 
         t0 = time.perf_counter()
-        out = with_own_scheduler(pipe)(
-            prompt, num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
-            output_type="pil", callback=on_step, **inputs)
+        out = runner(prompt, generator=torch.Generator().manual_seed(seed), output_type="pil", callback=on_step,
+                     **sampler.call_kwargs(), **inputs)
         seconds = time.perf_counter() - t0
 
         image = out.images[0]
-        stats = result_stats(size, steps=steps, nfe=out.nfe, guidance=guidance, seed=seed, seconds=seconds, job=job)
+        stats = result_stats(size, steps=sampler.steps, nfe=out.nfe, guidance=sampler.guidance, seed=seed,
+                             seconds=seconds, job=job, sampling=sampler.describe(pipe))
         return (*self._result(image, seed, stats + prompt_note(prompt)), None)
 
-    def _search(self, pipe: Any, prompt: str, options: search.SearchOptions, *, steps: int, guidance: float,
-                seed: int, job: InpaintInput | None, inputs: dict[str, np.ndarray], progress: Any
+    def _search(self, pipe: Any, prompt: str, options: search.SearchOptions, *, sampler: Sampler, seed: int,
+                job: InpaintInput | None, inputs: dict[str, np.ndarray], progress: Any
                 ) -> tuple[Image.Image, str, str, np.ndarray, search.Shown]:
         """``generate`` with a search: ``options.n`` candidates, the verifier's choice shown, all of them listed."""
         progress(0.0, desc="loading the verifier")
         verifier = search.image_verifier(self.registry, options.verifier)
         tracker = search.CandidateProgress(progress, options.n, options.verifier)
-        generate_fn = text_to_image_generate_fn(with_own_scheduler(pipe), prompt, num_inference_steps=steps,
-                                                guidance_scale=guidance, callback=tracker.on_step, **inputs)
+        generate_fn = text_to_image_generate_fn(pipe, prompt, callback=tracker.on_step, **sampler.call_kwargs(),
+                                                **inputs)
+        # VAR one candidate a call: its list-of-generators call loops over the prompts anyway, and one candidate a
+        # call keeps the per-scale progress counting one candidate at a time
+        batch = 1 if sampler.var else self.settings.search_batch
         result = run_search(options.strategy, verifier=verifier, context={"prompt": prompt},
                             generate_fn=tracker.wrap(generate_fn), n=options.n,
-                            seeds=range(seed, seed + options.n), batch_size=self.settings.search_batch)
+                            seeds=range(seed, seed + options.n), batch_size=batch)
         image = Image.fromarray(result.output)
-        stats = result_stats(image.width, steps=steps, nfe=result.nfe, guidance=guidance, seed=result.seed,
-                             seconds=result.seconds, job=job)
+        stats = result_stats(image.width, steps=sampler.steps, nfe=result.nfe, guidance=sampler.guidance,
+                             seed=result.seed, seconds=result.seconds, job=job, sampling=sampler.describe(pipe))
         pictures = [magnified(Image.fromarray(c), self.settings.image_scale) for c in result.candidates.outputs]
         return (*self._result(image, result.seed, stats + prompt_note(prompt)),
                 search.shown(result, options, pictures))
@@ -392,8 +511,9 @@ results shown ×{scale} come back pixel for pixel.
 
 
 def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> ImageTab:
-    """The "Image" tab, inside ``demo``'s context. Endpoints: ``/generate_image``, ``/image_search_candidates`` (the
-    last search's candidates with their scores, and its line: NFE and wall time), ``/use_image_result``."""
+    """The "Image" tab, inside ``demo``'s context. Endpoints: ``/generate_image`` (prompt, model, steps, guidance,
+    seed, inpaint, editor, strategy, N, verifier, top-k, top-p), ``/image_search_candidates`` (the last search's
+    candidates with their scores, and its line: NFE and wall time), ``/use_image_result``."""
     tab = ImageTab(settings, registry)
     size = model_sample_size(tab.default_folder)
     shown = f"{size * settings.image_scale}×{size * settings.image_scale}" if size else f"×{settings.image_scale}"
@@ -408,12 +528,23 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> I
                                     max_length=settings.max_prompt_chars, elem_id="image-prompt")
                 gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Try a prompt",
                             api_visibility="private")
-                model = gr.Dropdown(tab.choices, value=tab.choices[0][1], label="Model", elem_id="image-model")
+                model = gr.Dropdown(tab.choices, value=tab.choices[0][1], label="Model",
+                                    info="SANA (diffusion, sampler steps) or VAR (next-scale prediction)",
+                                    elem_id="image-model")
+                var_first = tab.family_of(Path(tab.choices[0][1])) == VAR_MODEL
+                var_note = gr.Markdown(VAR_NOTE, visible=var_first, elem_id="image-var-note")
                 with gr.Row():
                     steps = gr.Slider(1, settings.max_steps, value=min(DEFAULT_STEPS, settings.max_steps), step=1,
-                                      label="Steps (fewer = faster, rougher)")
-                    guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_GUIDANCE, step=0.5,
-                                         label="Guidance (higher = follows the prompt more closely)")
+                                      label="Steps (fewer = faster, rougher)", visible=not var_first,
+                                      elem_id="image-steps")
+                    guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_VAR_GUIDANCE if var_first else DEFAULT_GUIDANCE,
+                                         step=0.5, label="Guidance (higher = follows the prompt more closely)",
+                                         elem_id="image-guidance")
+                with gr.Row():
+                    top_k = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_TOP_K, label="Top-k (0 = off)",
+                                      visible=var_first, elem_id="image-top-k")
+                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)", visible=var_first,
+                                      elem_id="image-top-p")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     inpaint = gr.Checkbox(False, label="Inpaint: regenerate only the part painted below",
@@ -437,13 +568,15 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> I
             eraser=gr.Eraser(default_size=16), layers=False, canvas_size=(512, 512), fixed_canvas=False,
             height=440, buttons=["fullscreen"], elem_id="image-editor")
 
-    inputs = [prompt, model, steps, guidance, seed, inpaint, editor, strategy, n, verifier]
+    inputs = [prompt, model, steps, guidance, seed, inpaint, editor, strategy, n, verifier, top_k, top_p]
     outputs = [result_image, download, stats, result, searched]
     display = (searched, candidates_box, candidates, search_line)
     search.wire_display(generate_button.click(tab.generate, inputs, outputs, api_name="generate_image"), *display,
                         api_name="image_search_candidates")
     search.wire_display(prompt.submit(tab.generate, inputs, outputs, api_visibility="private"), *display,
                         api_name=None)
+    model.change(tab.model_changed, model, [steps, top_k, top_p, var_note, guidance], api_visibility="private",
+                 queue=False)
     fit = {"fn": None, "js": FIT_IMAGE_EDITOR_JS, "api_visibility": "private", "queue": False}
     use_button.click(tab.use_result, result, [editor, inpaint], api_name="use_image_result").success(**fit)
     editor.upload(**fit)

@@ -93,10 +93,10 @@ class VARPipeline(DiffusionPipeline):
 
     def known_tokens(self, image: np.ndarray, mask: np.ndarray, batch: int, device):
         """(token pyramid of ``image``, latent keep-mask ``[B, p_K, p_K]``: cells with no pixel to generate)."""
-        pixels = torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1)[None].to(device)
+        pixels = torch.tensor(image).permute(2, 0, 1).float().div(127.5).sub(1)[None].to(device)
         ids = self.vqvae.images_to_ids(pixels.to(self.vqvae.dtype))
         side = self.vqvae.quantize.side
-        generate = F.adaptive_max_pool2d(torch.from_numpy(mask)[None, None].float(), side)[0, 0] > 0
+        generate = F.adaptive_max_pool2d(torch.tensor(mask)[None, None].float(), side)[0, 0] > 0
         keep = (~generate).to(device)[None].expand(batch, -1, -1)
         return [i.expand(batch, -1, -1) for i in ids], keep
 
@@ -131,7 +131,7 @@ class VARPipeline(DiffusionPipeline):
                      for p, g in zip(prompts, generator)]
             images = np.concatenate([part.images for part in parts])
             out = [PIL.Image.fromarray(a) for a in images] if output_type == "pil" else images
-            return TextToImageOutput(images=out, nfe=sum(part.nfe for part in parts))
+            return TextToImageOutput(images=out, nfe=max(part.nfe for part in parts))  # per image, as batched
         device, dtype = self._execution_device, self.transformer.dtype
         batch = len(prompts)
         tokens, text_mask, pooled = self.encode_prompt(prompts, device, dtype)

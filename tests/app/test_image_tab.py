@@ -269,7 +269,8 @@ def test_without_the_model_the_app_builds_explains_and_generate_says_how_to_get_
     settings = Settings(assets_dir=tmp_path / "assets", output_dir=tmp_path / "out", device="cpu")
     build_app(settings)  # the whole app, piano roll included, still builds
     tab = ImageTab(settings, ModelRegistry(settings))
-    assert tab.choices == [("shapes-sana (default, not installed)", str(tmp_path / "assets" / "shapes-sana"))]
+    assert tab.choices == [("shapes-sana (default, not installed)", str(tmp_path / "assets" / "shapes-sana")),
+                           ("shapes-var (VAR, not installed)", str(tmp_path / "assets" / "shapes-var"))]
     assert "not installed" in tab.model_status() and "make assets-shapes" in tab.model_status()
     with pytest.raises(gr.Error, match=r"not installed.*make assets-shapes.*LINGEN_IMAGE_MODEL"):
         tab.generate("a red circle", None, 2, 4.0, 0, False, None, progress=no_progress)
@@ -288,7 +289,8 @@ def test_the_setting_names_the_default_model_and_the_dropdown_lists_other_folder
     index = {"_class_name": "PianoRollInpaintPipeline"}
     (tmp_path / "pianoroll-like" / "model_index.json").write_text(json.dumps(index))
     assert model_choices(settings) == [(f"{tiny_image_pipeline_dir.name} (default)", str(tiny_image_pipeline_dir)),
-                                       ("other-sana", str(tmp_path / "other-sana"))]
+                                       ("other-sana", str(tmp_path / "other-sana")),
+                                       ("shapes-var (VAR, not installed)", str(tmp_path / "shapes-var"))]
 
 
 def test_generate_reports_progress_over_the_sampler_steps(image_app_settings):
