@@ -17,7 +17,7 @@ from pathlib import Path
 class ModelEntry:
     class_path: str  # "module:ClassName"
     configs: tuple[str, ...]  # names of classmethods "<name>_config"
-    objective: str  # "edm" | "flow"
+    objective: str  # "edm" | "flow" (training/train_dit.py) | "next-scale" (training/train_var.py)
 
     def model_class(self):
         module, name = self.class_path.split(":")
@@ -28,6 +28,7 @@ MODELS: dict[str, ModelEntry] = {
     "hdit": ModelEntry("genmodels.hdit:HDiT", ("tiny", "pianoroll"), "edm"),
     "sana": ModelEntry("genmodels.sana:SanaDiT", ("tiny", "shapes"), "flow"),
     "dim": ModelEntry("genmodels.dim:DiffusionMamba", ("tiny", "moving_shapes", "shapes"), "flow"),
+    "var": ModelEntry("genmodels.var.var:VARTransformer", ("tiny", "shapes"), "next-scale"),
 }
 
 

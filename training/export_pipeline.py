@@ -6,7 +6,12 @@
         --checkpoint runs/moving-shapes-dim/checkpoint-3000 --text-encoder assets/clip-shapes --out DIR --fp16
 
 A model with ``num_frames`` > 1 in its config becomes a :class:`TextToVideoPipeline`, any other a
-:class:`TextToImagePipeline`.
+:class:`TextToImagePipeline`; ``--model var --vqvae FOLDER`` makes a :class:`VARPipeline` (transformer from the
+checkpoint, the frozen tokenizer it was trained on):
+
+    python training/export_pipeline.py --model var --config runs/shapes-var-softmax.config.json \
+        --vqvae assets/shapes-vqvae --checkpoint runs/shapes-var-softmax/checkpoint-1000 \
+        --text-encoder assets/clip-shapes --out DIR
 
 ``train_dit`` writes the pipeline only at the end of a run; this reads any ``checkpoint-N`` folder (its
 ``ema.safetensors``, never a pickle) so intermediate points of a run can be evaluated or shipped. The output
@@ -41,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="the model config the run was trained with (name or JSON)")
     p.add_argument("--text-encoder", required=True, help="open_clip or diffusers text-encoder folder")
     p.add_argument("--sample-size", type=int, default=64)
+    p.add_argument("--vqvae", default=None, help="--model var: the MultiScaleVQVAE folder the run trained on")
     p.add_argument("--flow-shift", type=float, default=1.0, help="the time shift training used (sampling repeats it)")
     p.add_argument("--out", required=True)
     p.add_argument("--fp16", action="store_true", help="store half-precision weights (they load as float32)")
@@ -52,14 +58,26 @@ def main(argv=None) -> Path:
     ema_path = Path(args.checkpoint) / EMA_FILE
     if not ema_path.is_file():
         raise SystemExit(f"{args.checkpoint} has no {EMA_FILE}")
-    model = build_model(args.model, args.config, sample_size=args.sample_size)
+    var = args.model == "var"
+    if var and not (args.vqvae and (Path(args.vqvae) / "config.json").is_file()):
+        raise SystemExit("--model var needs --vqvae FOLDER (a MultiScaleVQVAE folder)")
+    model = build_model(args.model, args.config, **({} if var else {"sample_size": args.sample_size}))
     missing, unexpected = model.load_state_dict(load_file(str(ema_path)), strict=False)
     if missing or unexpected:
         raise SystemExit(f"{ema_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    video = getattr(model.config, "num_frames", 1) > 1
-    pipeline_class = TextToVideoPipeline if video else TextToImagePipeline
-    pipe = pipeline_class(transformer=model.eval(), scheduler=make_flow_scheduler("dpmsolver++", shift=args.flow_shift),
-                          text_encoder=load_text_encoder(args.text_encoder))
+    text_encoder = load_text_encoder(args.text_encoder)
+    if var:
+        from genmodels.pipelines.var import VARPipeline
+        from genmodels.var.vqvae import MultiScaleVQVAE
+
+        vqvae = MultiScaleVQVAE.from_pretrained(args.vqvae, use_safetensors=True)
+        pipe = VARPipeline(transformer=model.eval(), vqvae=vqvae, text_encoder=text_encoder)
+    else:
+        video = getattr(model.config, "num_frames", 1) > 1
+        pipeline_class = TextToVideoPipeline if video else TextToImagePipeline
+        pipe = pipeline_class(transformer=model.eval(),
+                              scheduler=make_flow_scheduler("dpmsolver++", shift=args.flow_shift),
+                              text_encoder=text_encoder)
     with replace_dir_atomic(args.out) as tmp:
         (pipe.to(torch.float16) if args.fp16 else pipe).save_pretrained(tmp)
     print(f"wrote {args.out}")

@@ -178,7 +178,8 @@ def build_objective(args, kind: str, shape: tuple[int, ...]):
             raise SystemExit(f"--given-frames-prob must lie in [0, 1], got {args.given_frames_prob}")
         return FlowObjective(shift=args.flow_shift, logit_mean=args.logit_mean, logit_std=args.logit_std,
                              text_drop_prob=args.text_drop_prob, given_frames_prob=args.given_frames_prob)
-    raise SystemExit(f"objective {kind!r} is not wired into train_dit")
+    hint = "; VAR trains with training/train_var.py" if kind == "next-scale" else ""
+    raise SystemExit(f"objective {kind!r} is not wired into train_dit{hint}")
 
 
 def load_text_encoder(path: str):

@@ -57,8 +57,12 @@ def test_train_var_saves_a_working_pipeline(tiny_vqvae, tmp_path):
     torch.manual_seed(0)
     CLIPTextEncoder(**CLIPTextEncoder.tiny_config()).save_pretrained(clip_dir, safe_serialization=True)
     out = tmp_path / "var"
-    summary = train_var.main(["--vqvae", str(vae_dir), "--text-encoder", str(clip_dir), "--config", "tiny",
-                              "--attention", "linear", "--output-dir", str(out), "--max-steps", "30",
+    config = tmp_path / "var.json"
+    from genmodels.var.var import VARTransformer
+
+    config.write_text(json.dumps({**VARTransformer.tiny_config(), "attention": "linear"}))
+    summary = train_var.main(["--vqvae", str(vae_dir), "--text-encoder", str(clip_dir), "--config", str(config),
+                              "--output-dir", str(out), "--max-steps", "30",
                               "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "5", "--log-every", "5",
                               "--checkpoint-every", "15", "--sample-every", "15"])
     assert summary is not None
@@ -69,6 +73,17 @@ def test_train_var_saves_a_working_pipeline(tiny_vqvae, tmp_path):
     assert pipe.transformer.config.attention == "linear"
     image = pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert image.shape == (32, 32, 3)
+    # the final checkpoint's EMA exported as a pipeline equals the one the run saved
+    from training import export_pipeline
+
+    export_pipeline.main(["--model", "var", "--config", str(config), "--vqvae", str(vae_dir), "--checkpoint",
+                          str(out / "checkpoint-30"), "--text-encoder", str(clip_dir), "--out", str(tmp_path / "x")])
+    exported = load_pipeline(VARPipeline, tmp_path / "x")
+    again = exported("a red circle", generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert (again == image).all()
+    with pytest.raises(SystemExit, match="--vqvae"):
+        export_pipeline.main(["--model", "var", "--config", str(config), "--checkpoint", str(out / "checkpoint-30"),
+                              "--text-encoder", str(clip_dir), "--out", str(tmp_path / "y")])
 
 
 def test_train_var_refuses_a_mismatched_tokenizer(tiny_vqvae, tmp_path):
