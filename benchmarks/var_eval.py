@@ -138,6 +138,17 @@ def evaluate_outpainting(pipe: VARPipeline, cases: Sequence[dict], *, cfg: float
             "ground_truth": float(np.mean(truth)), "known_pixels_changed": changed}
 
 
+def val_items(per_category: int, seed: int = 0) -> list[dict]:
+    """``per_category`` validation-split captions per category (items shaped like the evaluation set's)."""
+    n = per_category * 6
+    items = []
+    for i in range(n):
+        sample = make_sample(i, seed, "val")
+        items.append({"id": f"val-{i}", "prompt": sample.caption, "spec": sample.spec,
+                      "category": sample.spec["category"], "seed": 50_000 + i})
+    return items
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, help="VARPipeline folder (repeat to compare)")
@@ -145,6 +156,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--per-category", type=int, default=40)
+    p.add_argument("--split", choices=["eval", "val"], default="eval",
+                   help="eval: the fixed evaluation set; val: validation-split captions (for choosing sampling "
+                        "settings without touching the evaluation set)")
     p.add_argument("--fastvar", default=None, help='FastVAR spec, e.g. "-1:0.5" (scale:ratio pairs)')
     p.add_argument("--inpaint", type=int, default=0, help="text-guided inpainting cases (0: skip)")
     p.add_argument("--outpaint", type=int, default=0, help="outpainting cases (0: skip)")
@@ -159,7 +173,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     fastvar = FastVARConfig.parse(args.fastvar) if args.fastvar else None
-    items = select_items(load_eval_set(), args.per_category)
+    items = select_items(load_eval_set() if args.split == "eval" else val_items(args.per_category), args.per_category)
     labels = model_labels(args.model)
     report, results = {"settings": {k: v for k, v in vars(args).items() if k not in ("json", "grid")}}, []
     for label, folder in zip(labels, args.model):
