@@ -14,6 +14,9 @@ half, the left half generated, a prompt naming another colour and shape): report
 half (on black) satisfies the prompt, the number of outputs whose known pixels differ from the input (must be 0)
 and the number whose known tokens at the finest scale differ from the image's own (must be 0).
 
+``--ceiling N``: the oracle on N validation scenes after a tokenizer round trip (the most a VAR on this tokenizer
+can score) next to the scenes themselves.
+
 ``--outpaint K``: validation-split scenes whose centre half (32×32 of 64×64) is kept and the outside generated
 with the scene's own caption; the full image is scored against the caption, next to the centre alone on black
 (how much of the caption the kept content satisfies by itself) and the untouched scene (the ceiling).
@@ -149,6 +152,19 @@ def val_items(per_category: int, seed: int = 0) -> list[dict]:
     return items
 
 
+@torch.no_grad()
+def tokenizer_ceiling(pipe: VARPipeline, n: int, seed: int = 0) -> dict:
+    """The oracle on ``n`` validation scenes after a round trip through the tokenizer (encode to the token
+    pyramid, decode): the best a VAR on this tokenizer can score, next to the scenes themselves."""
+    samples = [make_sample(i, seed, "val", pipe.default_size) for i in range(n)]
+    pixels = torch.stack([torch.tensor(s.image).permute(2, 0, 1).float() / 127.5 - 1 for s in samples])
+    recon = pipe.vqvae.ids_to_images(pipe.vqvae.images_to_ids(pixels.to(pipe.vqvae.dtype))).float()
+    recon = ((recon + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    specs = [s.spec for s in samples]
+    return {"scenes": n, "reconstructed": evaluate(recon, specs)["overall"],
+            "original": evaluate(np.stack([s.image for s in samples]), specs)["overall"]}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, help="VARPipeline folder (repeat to compare)")
@@ -162,6 +178,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fastvar", default=None, help='FastVAR spec, e.g. "-1:0.5" (scale:ratio pairs)')
     p.add_argument("--inpaint", type=int, default=0, help="text-guided inpainting cases (0: skip)")
     p.add_argument("--outpaint", type=int, default=0, help="outpainting cases (0: skip)")
+    p.add_argument("--ceiling", type=int, default=0, help="tokenizer round trips of N val scenes scored (0: skip)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None)
@@ -178,6 +195,7 @@ def main(argv=None) -> dict:
     report, results = {"settings": {k: v for k, v in vars(args).items() if k not in ("json", "grid")}}, []
     for label, folder in zip(labels, args.model):
         pipe = load_var_pipeline(folder)
+        sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p)
         entry = {"folder": folder, **model_summary(pipe)}
         r = evaluate_t2i(pipe, items, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, desc=label)
         results.append(r)
@@ -191,13 +209,16 @@ def main(argv=None) -> dict:
                                 "speedup_end_to_end": r["seconds"] / fr["seconds"]}
             print(f"{label}: FastVAR {args.fastvar}: overall {r['overall']:.3f} -> {fr['overall']:.3f} "
                   f"({fr['overall'] - r['overall']:+.3f}), sampling {r['seconds']:.1f} s -> {fr['seconds']:.1f} s")
+        if args.ceiling:
+            entry["tokenizer_ceiling"] = tokenizer_ceiling(pipe, args.ceiling)
+            print(f"{label}: tokenizer ceiling {entry['tokenizer_ceiling']}")
         if args.inpaint:
-            entry["inpaint"] = evaluate_inpainting(pipe, make_inpaint_cases(args.inpaint), cfg=args.cfg,
-                                                   top_k=args.top_k, top_p=args.top_p)
+            entry["inpaint"] = evaluate_inpainting(pipe, make_inpaint_cases(args.inpaint, pipe.default_size),
+                                                   **sampling)
             print(f"{label}: inpainting {entry['inpaint']}")
         if args.outpaint:
-            entry["outpaint"] = evaluate_outpainting(pipe, make_outpaint_cases(args.outpaint), cfg=args.cfg,
-                                                     top_k=args.top_k, top_p=args.top_p)
+            entry["outpaint"] = evaluate_outpainting(pipe, make_outpaint_cases(args.outpaint, pipe.default_size),
+                                                     **sampling)
             print(f"{label}: outpainting {entry['outpaint']}")
         report[label] = entry
     print_t2i_table(labels, results)
