@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from benchmarks import var_eval
+from benchmarks import var_eval, var_sampling_sweep
 from genmodels.pipelines.var import VARPipeline
 from genmodels.text import CLIPTextEncoder
 from genmodels.var.var import VARTransformer
 from genmodels.var.vqvae import MultiScaleVQVAE
 
 
-def test_var_eval_reports_oracle_fastvar_inpainting_outpainting_and_ceiling(tmp_path):
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("var") / "var"
     torch.manual_seed(0)
     VARPipeline(transformer=VARTransformer(**VARTransformer.tiny_config()),
                 vqvae=MultiScaleVQVAE(**MultiScaleVQVAE.tiny_config()),
-                text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config())).save_pretrained(tmp_path / "var")
+                text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config())).save_pretrained(root)
+    return root
+
+
+def test_sampling_sweep_ranks_every_setting(folder, tmp_path):
+    rows = var_sampling_sweep.main(["--model", str(folder), "--per-category", "1", "--cfg", "0", "2", "--top-k", "0",
+                                    "--top-p", "0.5", "1.0", "--json", str(tmp_path / "s.json")])
+    assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -r["overall"])
+    assert {(r["cfg"], r["top_p"]) for r in rows} == {(0, 0.5), (0, 1.0), (2, 0.5), (2, 1.0)}
+
+
+def test_var_eval_reports_oracle_fastvar_inpainting_outpainting_and_ceiling(folder, tmp_path):
     out = tmp_path / "r.json"
-    report = var_eval.main(["--model", str(tmp_path / "var"), "--per-category", "1", "--split", "val",
+    report = var_eval.main(["--model", str(folder), "--per-category", "1", "--split", "val",
                             "--fastvar=-1:0.5", "--inpaint", "2", "--outpaint", "2", "--ceiling", "4",
                             "--json", str(out), "--grid", str(tmp_path / "g.png")])
     entry = report["var"]
