@@ -58,6 +58,6 @@ assets-vqvae: $(VENV)/.installed
 	PY=$(PY) training/recipes/shapes_vqvae.sh
 
 # Re-train the shipped VAR transformer on that tokenizer (training/recipes/shapes_var.sh; it builds the tokenizer
-# first when assets/shapes-vqvae is missing; ~45 minutes on this CPU).
+# first when assets/shapes-vqvae is missing; about 100 minutes on this CPU).
 assets-var: $(VENV)/.installed
 	PY=$(PY) training/recipes/shapes_var.sh
