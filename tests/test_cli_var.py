@@ -3,7 +3,6 @@ VARTransformer + tiny MultiScaleVQVAE + tiny CLIP text encoder, 32×32 pictures,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,8 @@ import pytest
 from PIL import Image
 
 import genmodels.cli as cli
-from genmodels.cli import main as cli_main
-from tests.search.helpers import save_tiny_open_clip
+from tests.search.helpers import save_tiny_open_clip, tiny_var_pipeline
+from tests.test_cli_generate import manifest, run
 
 SIZE = 32  # MultiScaleVQVAE.tiny_config()["sample_size"]
 SCALES = 3  # VARTransformer.tiny_config()["patch_nums"] = (1, 2, 4): one transformer pass each
@@ -20,19 +19,8 @@ SCALES = 3  # VARTransformer.tiny_config()["patch_nums"] = (1, 2, 4): one transf
 
 @pytest.fixture(scope="module")
 def var_dir(tmp_path_factory) -> Path:
-    import torch
-
-    from genmodels.pipelines.var import VARPipeline
-    from genmodels.text import CLIPTextEncoder
-    from genmodels.var.var import VARTransformer
-    from genmodels.var.vqvae import MultiScaleVQVAE
-
-    torch.manual_seed(0)
-    pipe = VARPipeline(transformer=VARTransformer(**VARTransformer.tiny_config()),
-                       vqvae=MultiScaleVQVAE(**MultiScaleVQVAE.tiny_config()),
-                       text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()))
     folder = tmp_path_factory.mktemp("var") / "model"
-    pipe.save_pretrained(folder)
+    tiny_var_pipeline().save_pretrained(folder)
     return folder
 
 
@@ -43,18 +31,6 @@ def sana_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("t2i") / "model"
     tiny_text_to_image_pipeline().save_pretrained(folder)
     return folder
-
-
-def run(*argv) -> int:
-    """``cli.main`` in-process; argparse's own usage errors (SystemExit) are returned as their exit code."""
-    try:
-        return cli_main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
 def pixels(path: Path) -> np.ndarray:

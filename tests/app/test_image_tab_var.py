@@ -15,7 +15,6 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from app.main import build_app, launch_kwargs
@@ -39,16 +38,10 @@ def no_progress(*args, **kwargs) -> None:
 @pytest.fixture(scope="session")
 def tiny_var_pipeline_dir(tmp_path_factory) -> Path:
     """An untrained tiny VARPipeline (32×32 pictures), saved like the real one."""
-    from genmodels.pipelines.var import VARPipeline
-    from genmodels.text import CLIPTextEncoder
-    from genmodels.var.var import VARTransformer
-    from genmodels.var.vqvae import MultiScaleVQVAE
+    from tests.search.helpers import tiny_var_pipeline
 
     folder = tmp_path_factory.mktemp("var-tiny") / "shapes-var"
-    torch.manual_seed(0)
-    VARPipeline(transformer=VARTransformer(**VARTransformer.tiny_config()),
-                vqvae=MultiScaleVQVAE(**MultiScaleVQVAE.tiny_config()),
-                text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config())).save_pretrained(folder)
+    tiny_var_pipeline().save_pretrained(folder)
     return folder
 
 

@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from benchmarks import var_eval, var_sampling_sweep
-from genmodels.pipelines.var import VARPipeline
-from genmodels.text import CLIPTextEncoder
-from genmodels.var.var import VARTransformer
-from genmodels.var.vqvae import MultiScaleVQVAE
+from tests.search.helpers import tiny_var_pipeline
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("var") / "var"
-    torch.manual_seed(0)
-    VARPipeline(transformer=VARTransformer(**VARTransformer.tiny_config()),
-                vqvae=MultiScaleVQVAE(**MultiScaleVQVAE.tiny_config()),
-                text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config())).save_pretrained(root)
+    tiny_var_pipeline().save_pretrained(root)
     return root
 
 

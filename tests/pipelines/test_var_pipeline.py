@@ -8,19 +8,13 @@ import torch
 
 from genmodels.loading import load_pipeline
 from genmodels.pipelines.var import VARPipeline
-from genmodels.text import CLIPTextEncoder
-from genmodels.var.var import FastVARConfig, VARTransformer
-from genmodels.var.vqvae import MultiScaleVQVAE
+from genmodels.var.var import FastVARConfig
+from tests.search.helpers import tiny_var_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    p = VARPipeline(transformer=VARTransformer(**{**VARTransformer.tiny_config(), "init_adaln_gamma": 1.0}),
-                    vqvae=MultiScaleVQVAE(**MultiScaleVQVAE.tiny_config()),
-                    text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()))
-    p.set_progress_bar_config(disable=True)
-    return p
+    return tiny_var_pipeline(init_adaln_gamma=1.0)
 
 
 def test_generates_seeded_images_of_the_model_size(pipe):

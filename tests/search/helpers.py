@@ -30,6 +30,22 @@ def tiny_text_to_image_pipeline():
     return pipe
 
 
+def tiny_var_pipeline(**transformer_overrides):
+    """VARTransformer tiny + MultiScaleVQVAE tiny (32×32, scales 1, 2, 4) + tiny CLIP text encoder, random weights
+    (seed 0)."""
+    from genmodels.pipelines.var import VARPipeline
+    from genmodels.text import CLIPTextEncoder
+    from genmodels.var.var import VARTransformer
+    from genmodels.var.vqvae import MultiScaleVQVAE
+
+    torch.manual_seed(0)
+    pipe = VARPipeline(transformer=VARTransformer(**{**VARTransformer.tiny_config(), **transformer_overrides}),
+                       vqvae=MultiScaleVQVAE(**MultiScaleVQVAE.tiny_config()),
+                       text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def save_tiny_open_clip(folder: Path) -> Path:
     """A random ``open_clip.CLIP`` (32×32 vision tower) in open_clip's local-folder layout."""
     import open_clip
