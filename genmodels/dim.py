@@ -68,6 +68,20 @@ from .layers.dit import (
 SCAN_MODES = ("zigzag", "raster")
 MIXERS = ("ssm", "softmax")
 MAX_FRAMES = 256
+# Tokens per piece for token-wise work and for the scan, whose state and conv inputs carry from piece to piece:
+# no temporary spans the whole sequence, so time per token stays flat as clips grow (whole-sequence
+# temporaries of ~100 MB each made 64k tokens cost 1.6× per token what 4k did: page faults and cache misses).
+TOKEN_CHUNK = 4096
+
+
+def tokenwise(fn, *tensors: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``fn(*pieces)`` over ``tensors`` ``[B, N, ...]`` cut into pieces of ``chunk`` tokens (default
+    :data:`TOKEN_CHUNK`) along N, outputs concatenated; ``fn`` must treat tokens independently."""
+    chunk = chunk or TOKEN_CHUNK
+    n = tensors[0].shape[1]
+    if n <= chunk:
+        return fn(*tensors)
+    return torch.cat([fn(*(t[:, s : s + chunk] for t in tensors)) for s in range(0, n, chunk)], dim=1)
 
 # Scan orders
 
@@ -186,36 +200,51 @@ class BidirectionalSSM(nn.Module):
         return (f"dim={self.dim}, inner={self.inner}, heads={self.n_heads}, head_dim={self.head_dim}, "
                 f"d_state={self.d_state}, d_conv={self.d_conv}")
 
-    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None,
-                inverse: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None, inverse: torch.Tensor | None = None,
+                pre=None, *, chunk: int | None = None) -> torch.Tensor:
         """``x [B, N, C]`` (tokens in their natural order) → ``[B, N, C]``; ``order`` / ``inverse``: the scan
-        permutation and its inverse (None = natural order)."""
-        b, n, _ = x.shape
-        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        permutation and its inverse (None = natural order); ``pre``: a token-wise function applied to ``x``
+        first (the block's LN and modulation), fused into the pieces. Work runs in pieces of ``chunk`` tokens
+        (default :data:`TOKEN_CHUNK`); the result does not depend on ``chunk``."""
+        chunk = chunk or TOKEN_CHUNK
+        e = self.inner
+        xz = tokenwise(lambda t: self.in_proj(pre(t) if pre is not None else t), x, chunk=chunk)
+        xs, z = xz[..., :e], xz[..., e:]
         if order is not None:
             xs = xs.index_select(1, order)
-        # forward branch on the scan order, backward branch on its reverse; one grouped causal conv for both
-        u = torch.cat([xs, xs.flip(1)], dim=-1).transpose(1, 2)  # [B, 2E, N]
-        u = F.silu(self.conv(F.pad(u, (self.d_conv - 1, 0)))).transpose(1, 2)  # [B, N, 2E]
-        u_dirs = u.chunk(2, dim=-1)
-        qs, ks, vs, gs = [], [], [], []
-        for d, u_d in enumerate(u_dirs):
-            dt, b_t, c_t = self.x_proj[d](u_d).float().split([self.n_heads, self.d_state, self.d_state], dim=-1)
-            dt = F.softplus(dt + self.dt_bias[d].float())  # [B, N, H]
-            gs.append((dt * -torch.exp(self.A_log[d].float())).transpose(1, 2))  # log-decay ≤ 0, [B, H, N]
-            vs.append(rearrange(u_d.float(), "b n (h p) -> b h n p", p=self.head_dim) * dt.transpose(1, 2)[..., None])
-            qs.append(c_t[:, None].expand(b, self.n_heads, n, self.d_state))
-            ks.append(b_t[:, None].expand(b, self.n_heads, n, self.d_state))
-        y = linear_attention(torch.cat(qs, 1), torch.cat(ks, 1), torch.cat(vs, 1), causal=True,
-                             log_decay=torch.cat(gs, 1))  # [B, 2H, N, P] float32
-        y_f, y_b = y.chunk(2, dim=1)
-        skip = [rearrange(u_d.float(), "b n (h p) -> b h n p", p=self.head_dim) * self.D[d].float()[:, None, None]
-                for d, u_d in enumerate(u_dirs)]
-        y = 0.5 * ((y_f + skip[0]) + (y_b + skip[1]).flip(2))  # back to scan order, directions averaged
-        y = rearrange(y, "b h n p -> b n (h p)").to(x.dtype)
+        # forward branch along the scan order, backward branch along its reverse; directions averaged
+        y = 0.5 * (self._scan(xs, 0, chunk) + self._scan(xs, 1, chunk))
+        y = y.to(x.dtype)
         if inverse is not None:
             y = y.index_select(1, inverse)
-        return self.out_proj(self.norm(y * F.silu(z)))
+        return tokenwise(lambda y_, z_: self.out_proj(self.norm(y_ * F.silu(z_))), y, z, chunk=chunk)
+
+    def _scan(self, xs: torch.Tensor, d: int, chunk: int) -> torch.Tensor:
+        """Direction ``d`` (0: along ``xs``, 1: from its end) of the SSM over ``xs [B, N, E]`` in scan order, in
+        pieces of ``chunk`` tokens: the scan state and the conv's last ``d_conv − 1`` inputs carry from piece to
+        piece, so the result equals one pass over the whole sequence. Returns ``y + D·x̃`` ``[B, N, E]``
+        (float32) in ``xs``'s order."""
+        b, n, e = xs.shape
+        weight, bias = self.conv.weight[d * e : (d + 1) * e], self.conv.bias[d * e : (d + 1) * e]
+        a = -torch.exp(self.A_log[d].float())
+        halo = xs.new_zeros(b, self.d_conv - 1, e)  # causal conv: zeros before the first token
+        state, outs = None, []
+        starts = range(0, n, chunk)
+        for s in reversed(starts) if d else starts:
+            piece = xs[:, s : s + chunk]
+            u = torch.cat([halo, piece.flip(1) if d else piece], dim=1)
+            halo = u[:, u.shape[1] - (self.d_conv - 1) :]
+            u = F.silu(F.conv1d(u.transpose(1, 2), weight, bias, groups=e)).transpose(1, 2)  # [B, L, E]
+            dt, b_t, c_t = self.x_proj[d](u).float().split([self.n_heads, self.d_state, self.d_state], dim=-1)
+            dt = F.softplus(dt + self.dt_bias[d].float())  # [B, L, H]
+            u = rearrange(u.float(), "b l (h p) -> b h l p", p=self.head_dim)
+            size = (b, self.n_heads, u.shape[2], self.d_state)
+            y, state = linear_attention(c_t[:, None].expand(size), b_t[:, None].expand(size),
+                                        u * dt.transpose(1, 2)[..., None], causal=True,
+                                        log_decay=(dt * a).transpose(1, 2), initial_state=state, return_state=True)
+            y = rearrange(y + u * self.D[d].float()[:, None, None], "b h l p -> b l (h p)")
+            outs.append(y.flip(1) if d else y)
+        return torch.cat(outs[::-1] if d else outs, dim=1)
 
 
 class SoftmaxMixer(nn.Module):
@@ -233,8 +262,9 @@ class SoftmaxMixer(nn.Module):
     def extra_repr(self) -> str:
         return f"heads={self.dim // self.head_dim}, head_dim={self.head_dim}"
 
-    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None,
-                inverse: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None, inverse: torch.Tensor | None = None,
+                pre=None) -> torch.Tensor:
+        x = pre(x) if pre is not None else x
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", d=self.head_dim) for t in self.qkv(x).chunk(3, dim=-1))
         return self.proj(rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)"))
 
@@ -265,9 +295,17 @@ class DiMBlock(nn.Module):
                 state: torch.Tensor | None = None) -> torch.Tensor:
         mod = self.adaLN_modulation(c)[:, None].to(x.dtype)
         shift_ssm, scale_ssm, gate_ssm, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
-        x = x + gate_ssm * self.mixer(modulate(layer_norm(x), shift_ssm, scale_ssm), order, inverse)
-        x = x + self.cross_attn(layer_norm(x), context, context_mask, state=state)
-        return x + gate_mlp * self.mlp(modulate(layer_norm(x), shift_mlp, scale_mlp))
+        h = self.mixer(x, order, inverse, pre=lambda t: modulate(layer_norm(t), shift_ssm, scale_ssm))
+        if self.cross_attn.mode == "crosswkv" and state is None:
+            state = self.cross_attn.encode_context(context, context_mask)  # once, not once per piece
+
+        def rest(x_: torch.Tensor, h_: torch.Tensor) -> torch.Tensor:
+            x_ = x_ + gate_ssm * h_
+            x_ = x_ + self.cross_attn(layer_norm(x_), context, context_mask, state=state)
+            return x_ + gate_mlp * self.mlp(modulate(layer_norm(x_), shift_mlp, scale_mlp))
+
+        # every image token reads the text on its own (crosswkv, softmax); "joint" mixes tokens, so runs whole
+        return tokenwise(rest, x, h) if self.cross_attn.mode != "joint" else rest(x, h)
 
 
 # Final layer

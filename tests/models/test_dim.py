@@ -108,7 +108,10 @@ def _reference_ssm(mixer: BidirectionalSSM, x: torch.Tensor, order: torch.Tensor
     return mixer.out_proj(mixer.norm(y * F.silu(z)))
 
 
-def test_bidirectional_ssm_matches_the_sequential_scan_forward_and_backward():
+@pytest.mark.parametrize("chunk", [None, 16, 7, 1])
+def test_bidirectional_ssm_matches_the_sequential_scan_forward_and_backward(chunk):
+    """Also when the sequence runs in pieces (state and conv inputs carried; 7 and 1 are shorter than the
+    conv's reach, 16 leaves a ragged last piece)."""
     torch.manual_seed(0)
     mixer = BidirectionalSSM(dim=16, expand=2, head_dim=8, d_state=4, d_conv=3)
     with torch.no_grad():
@@ -117,7 +120,7 @@ def test_bidirectional_ssm_matches_the_sequential_scan_forward_and_backward():
     x = torch.randn(2, 70, 16)  # not a multiple of the chunk: the padded tail must not leak
     order = torch.randperm(70)
     x_fast = x.clone().requires_grad_(True)
-    out = mixer(x_fast, order, torch.argsort(order))
+    out = mixer(x_fast, order, torch.argsort(order), chunk=chunk)
     x_ref = x.double().clone().requires_grad_(True)
     ref = _reference_ssm(copy.deepcopy(mixer), x_ref, order)
     assert torch.allclose(out.double(), ref, atol=1e-4, rtol=1e-4), (out.double() - ref).abs().max()
@@ -126,6 +129,32 @@ def test_bidirectional_ssm_matches_the_sequential_scan_forward_and_backward():
     ref.backward(grad.double())
     err = (x_fast.grad.double() - x_ref.grad).norm() / x_ref.grad.norm()
     assert err < 1e-4, err
+
+
+@pytest.mark.parametrize("cross_attn", ["crosswkv", "joint"])
+def test_running_in_pieces_changes_nothing(monkeypatch, cross_attn):
+    """The whole model (mixer, CrossWKV read, MLP) with the token pieces far smaller than the clip: the same
+    output and gradients as one piece."""
+    import genmodels.dim as dim_module
+
+    torch.manual_seed(0)
+    model = DiffusionMamba(**{**DiffusionMamba.tiny_config(), "cross_attn": cross_attn})
+    for p in model.parameters():  # away from the zero init, so every path carries signal
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(2, 3, 3, 16, 16), torch.rand(2)
+    text = torch.randn(2, 5, model.config.text_dim)
+    results = []
+    for chunk in (dim_module.TOKEN_CHUNK, 10):
+        monkeypatch.setattr(dim_module, "TOKEN_CHUNK", chunk)
+        model.zero_grad()
+        out = model(x, t, text)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (a, ga), (b, gb) = results
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (a - b).abs().max()
+    assert len(ga) == len(gb) > 50  # every trained path (the null text and pooled-text layers get none here)
+    worst = max(float((u - v).norm() / u.norm().clamp_min(1e-12)) for u, v in zip(ga, gb))
+    assert worst < 1e-5, worst
 
 
 def test_mixer_sees_both_directions():
