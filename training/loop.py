@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from genmodels.diffusion.noise import GlobalBatch
 
-from .checkpoint import load_checkpoint, resolve_resume, rewind_metrics, save_checkpoint
+from .checkpoint import check_output_dir, load_checkpoint, resolve_resume, rewind_metrics, save_checkpoint
 from .ema import InversePowerEMA
 from .lr_scaling import LAMB, GradientNoiseScale, decay_factor, grad_sq_norm, scaled_lr, warmup_factor
 
@@ -64,12 +65,41 @@ class TrainConfig:
     checkpoints_total_limit: int | None = 3
     sample_every: int = 0
     eval_every: int = 0
-    eval_batches: int = 4
+    eval_batches: int = 4  # held-out batches of batch_size (when eval_samples is 0)
+    eval_samples: int = 0  # > 0: that many held-out items in batches of 16 with seed-0 noise, the same for any
+    #                        batch size and seed, so held-out losses compare across runs
     log_every: int = 10
     seed: int = 0
     resume: str | None = None
     mixed_precision: str | None = None  # no | fp16 | bf16; None: the accelerate config's (else no)
     num_workers: int = 0
+
+
+@dataclass
+class Training:
+    """Everything :func:`train` needs, as the training scripts' ``build(args)`` make it from their command line
+    (benchmarks reuse it): the loop config, model, objective and datasets, plus what the scripts' sample / save
+    functions need (the text encoder; the item shape for ``train_dit.py``, the tokenizer for ``train_var.py``)."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    objective: Callable
+    train_ds: Any
+    val_ds: Any
+    text_encoder: torch.nn.Module | None = None
+    shape: tuple[int, ...] | None = None
+    vqvae: torch.nn.Module | None = None
+
+
+def start_script(output_dir: str, threads: int = 0) -> None:
+    """The training scripts' first step: refuse an unwritable output folder before any work (it would otherwise
+    fail at the first checkpoint), then set torch's CPU threads (0: torch's default)."""
+    try:
+        check_output_dir(output_dir)
+    except OSError as err:
+        raise SystemExit(f"--output-dir: {err.strerror or err}") from err
+    if threads:
+        torch.set_num_threads(threads)
 
 
 class EpochSampler(Sampler[int]):
@@ -231,7 +261,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def evaluate(model, objective, dataset, *, batches: int, batch_size: int, seed: int, device) -> float:
-    """Mean loss over the first ``batches`` batches of ``dataset`` with fixed noise (comparable across runs)."""
+    """Mean loss over the first ``batches`` batches of ``dataset`` with fixed noise (comparable across runs
+    with the same ``batch_size`` and ``seed``)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     total, count = 0.0, 0
@@ -243,6 +274,25 @@ def evaluate(model, objective, dataset, *, batches: int, batch_size: int, seed: 
         count += loss.numel()
     model.train()
     return total / max(count, 1)
+
+
+EVAL_BATCH = 16
+
+
+def held_out_loss(model, objective, dataset, cfg: TrainConfig, device) -> float:
+    """The held-out loss the loop logs: ``cfg.eval_samples`` items (batches of 16, seed-0 noise) when set, so
+    runs with different batch sizes or seeds are scored on identical items, noise and noise levels; else
+    ``cfg.eval_batches`` batches of the training batch size with the run's seed. Objectives with a
+    ``for_evaluation()`` (immiscible EDM) are scored with plain noise."""
+    if hasattr(objective, "for_evaluation"):
+        objective = objective.for_evaluation()
+    if cfg.eval_samples:
+        n = min(cfg.eval_samples, len(dataset))
+        subset = torch.utils.data.Subset(dataset, range(n))
+        return evaluate(model, objective, subset, batches=-(-n // EVAL_BATCH), batch_size=EVAL_BATCH, seed=0,
+                        device=device)
+    return evaluate(model, objective, dataset, batches=cfg.eval_batches, batch_size=cfg.batch_size, seed=cfg.seed,
+                    device=device)
 
 
 def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_dataset, *,
@@ -368,8 +418,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
                         f.write(json.dumps(last_log) + "\n")
             if cfg.eval_every and val_dataset is not None and step % cfg.eval_every == 0 \
                     and accelerator.is_main_process:
-                val = evaluate(ema.model, objective, val_dataset, batches=cfg.eval_batches,
-                               batch_size=cfg.batch_size, seed=cfg.seed, device=accelerator.device)
+                val = held_out_loss(ema.model, objective, val_dataset, cfg, accelerator.device)
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps({"step": step, "val_loss_ema": val}) + "\n")
             if cfg.sample_every and sample_fn is not None and step % cfg.sample_every == 0 \
@@ -397,9 +446,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
         summary["fsdp_units"] = len(FSDP.fsdp_modules(model))  # the root plus one per auto-wrapped block
     if accelerator.is_main_process:
         if val_dataset is not None:
-            summary["val_loss_ema"] = evaluate(ema.model, objective, val_dataset, batches=cfg.eval_batches,
-                                               batch_size=cfg.batch_size, seed=cfg.seed,
-                                               device=accelerator.device)
+            summary["val_loss_ema"] = held_out_loss(ema.model, objective, val_dataset, cfg, accelerator.device)
         final = copy.deepcopy(ema.model).to("cpu")
         if save_fn is not None:
             save_fn(final, out)

@@ -22,8 +22,7 @@ from genmodels.diffusion.edm import SigmaSampler  # noqa: E402
 from genmodels.diffusion.flow import FlowObjective  # noqa: E402
 from genmodels.diffusion.objectives import EDMObjective, TextConditioned  # noqa: E402
 from genmodels.models import build_model, model_entry  # noqa: E402
-from training.checkpoint import check_output_dir  # noqa: E402
-from training.loop import TrainConfig, train  # noqa: E402
+from training.loop import TrainConfig, Training, start_script, train  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoints-total-limit", type=int, default=3)
     p.add_argument("--sample-every", type=int, default=0, help="save a sample grid every N steps (0: never)")
     p.add_argument("--eval-every", type=int, default=0, help="held-out EMA loss every N steps (0: never)")
+    p.add_argument("--eval-samples", type=int, default=0,
+                   help="score the held-out loss on this many items with fixed noise, the same for any batch size "
+                        "and seed (0: 4 batches of --batch-size with the run's seed)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
@@ -108,14 +110,8 @@ def make_sample_fn(dataset_name: str, shape: tuple[int, ...], steps: int = 20, n
     return sample_fn
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    try:  # before any work: an unwritable folder would otherwise fail at the first checkpoint
-        check_output_dir(args.output_dir)
-    except OSError as err:
-        raise SystemExit(f"--output-dir: {err.strerror or err}") from err
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def build(args: argparse.Namespace) -> Training:
+    """Model, datasets, objective and loop config from parsed arguments; bad arguments raise SystemExit."""
     try:
         dataset_args = json.loads(args.dataset_args)
     except json.JSONDecodeError as err:
@@ -150,16 +146,23 @@ def main(argv=None) -> dict:
         objective = TextConditioned(objective, text_encoder, use_pooled=use_pooled)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    return Training(cfg, model, objective, train_ds, val_ds, text_encoder=text_encoder, shape=shape)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    start_script(args.output_dir, args.threads)
+    t = build(args)
     sample_fn = None
     if args.sample_every:
-        if text_encoder is None:
-            sample_fn = make_sample_fn(args.dataset, shape)
-        elif len(shape) == 4:
-            sample_fn = make_video_sample_fn(text_encoder, shape, shift=sampling_shift(args.flow_shift, shape))
+        if t.text_encoder is None:
+            sample_fn = make_sample_fn(args.dataset, t.shape)
+        elif len(t.shape) == 4:
+            sample_fn = make_video_sample_fn(t.text_encoder, t.shape, shift=sampling_shift(args.flow_shift, t.shape))
         else:
-            sample_fn = make_text_sample_fn(text_encoder, shape)
-    return train(cfg, model, objective, train_ds, val_dataset=val_ds, sample_fn=sample_fn,
-                 save_fn=make_save_fn(args.model, args.dataset, shape, text_encoder, flow_shift=args.flow_shift))
+            sample_fn = make_text_sample_fn(t.text_encoder, t.shape)
+    return train(t.cfg, t.model, t.objective, t.train_ds, val_dataset=t.val_ds, sample_fn=sample_fn,
+                 save_fn=make_save_fn(args.model, args.dataset, t.shape, t.text_encoder, flow_shift=args.flow_shift))
 
 
 def build_objective(args, kind: str, shape: tuple[int, ...]):

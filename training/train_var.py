@@ -26,8 +26,7 @@ from genmodels.data.shapes import ShapesDataset  # noqa: E402
 from genmodels.var.objective import VARObjective  # noqa: E402
 from genmodels.var.var import VARTransformer  # noqa: E402
 from genmodels.var.vqvae import MultiScaleVQVAE  # noqa: E402
-from training.checkpoint import check_output_dir  # noqa: E402
-from training.loop import TrainConfig, train  # noqa: E402
+from training.loop import TrainConfig, Training, start_script, train  # noqa: E402
 from training.train_dit import load_text_encoder  # noqa: E402
 
 SAMPLE_PROMPTS = ("a red circle", "a blue square to the left of a green triangle", "two yellow circles",
@@ -57,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoints-total-limit", type=int, default=2)
     p.add_argument("--sample-every", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--eval-samples", type=int, default=0,
+                   help="held-out loss on this many items with fixed noise (0: 4 batches of --batch-size)")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
@@ -108,14 +109,8 @@ def make_save_fn(vqvae, text_encoder):
     return save_fn
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    try:
-        check_output_dir(args.output_dir)
-    except OSError as err:
-        raise SystemExit(f"--output-dir: {err.strerror or err}") from err
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def build(args: argparse.Namespace) -> Training:
+    """Tokenizer, text encoder, transformer, datasets and loop config; bad arguments raise SystemExit."""
     if not (Path(args.vqvae) / "config.json").is_file():
         raise SystemExit(f"--vqvae {args.vqvae}: not a MultiScaleVQVAE folder (no config.json)")
     try:
@@ -142,10 +137,18 @@ def main(argv=None) -> dict:
                       grad_clip=args.grad_clip,
                       ema_power=args.ema_power, checkpoint_every=args.checkpoint_every,
                       checkpoints_total_limit=args.checkpoints_total_limit, sample_every=args.sample_every,
-                      eval_every=args.eval_every, log_every=args.log_every, seed=args.seed, resume=args.resume)
-    sample_fn = make_sample_fn(vqvae, text_encoder) if args.sample_every else None
-    return train(cfg, model, objective, train_ds, val_dataset=val_ds, sample_fn=sample_fn,
-                 save_fn=make_save_fn(vqvae, text_encoder))
+                      eval_every=args.eval_every, eval_samples=args.eval_samples, log_every=args.log_every,
+                      seed=args.seed, resume=args.resume)
+    return Training(cfg, model, objective, train_ds, val_ds, text_encoder=text_encoder, vqvae=vqvae)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    start_script(args.output_dir, args.threads)
+    t = build(args)
+    sample_fn = make_sample_fn(t.vqvae, t.text_encoder) if args.sample_every else None
+    return train(t.cfg, t.model, t.objective, t.train_ds, val_dataset=t.val_ds, sample_fn=sample_fn,
+                 save_fn=make_save_fn(t.vqvae, t.text_encoder))
 
 
 if __name__ == "__main__":

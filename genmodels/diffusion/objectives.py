@@ -6,7 +6,7 @@ The training loop only knows this interface, so every backbone family plugs in i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -50,6 +50,11 @@ class EDMObjective:
         cond = {arg: batch[key] for arg, key in self.cond_keys.items() if key in batch}
         return KarrasDenoiser(model, weighting=self.weighting).loss(x0, noise, sigma, **cond)
 
+    def for_evaluation(self) -> EDMObjective:
+        """The objective held-out losses use: plain Gaussian noise. Immiscible noise selection is a training
+        device; a loss under selected noise would not compare with a plain run's."""
+        return replace(self, immiscible="none")
+
 
 class TextConditioned:
     """Wrap an objective so that ``batch["caption"]`` (a list of strings) reaches the model as text features.
@@ -75,3 +80,7 @@ class TextConditioned:
         batch = {**batch, "encoder_hidden_states": tokens, "encoder_attention_mask": mask,
                  "pooled_text": pooled if self.use_pooled else None}
         return self.objective(model, batch, generator)
+
+    def for_evaluation(self) -> TextConditioned:
+        inner = getattr(self.objective, "for_evaluation", None)
+        return TextConditioned(inner(), self.text_encoder, use_pooled=self.use_pooled) if inner else self
