@@ -59,15 +59,22 @@ from genmodels.search.verifiers import normalise_scores  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="assets/shapes-sana")
-    p.add_argument("--clip", default="assets/clip-shapes", help="open_clip folder of the CLIP verifier")
+    p.add_argument("--clip", action="append", default=None, metavar="FOLDER",
+                   help="open_clip folder of a CLIP verifier (repeat to compare verifiers on the same candidates; "
+                        "default assets/clip-shapes; the first one is the headline)")
     p.add_argument("--per-category", type=int, default=10)
     p.add_argument("--n", type=int, default=32, help="candidates per prompt (a power of two)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pool", default=None, metavar="NPZ",
+                   help="cache of the candidates (images, oracle verdicts, NFE): reused when it exists and was made "
+                        "with the same model and settings, written otherwise")
     p.add_argument("--json", default=None)
     p.add_argument("--plot-dir", default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.clip = args.clip or ["assets/clip-shapes"]
+    return args
 
 
 def category_mean(values: np.ndarray, categories: list[str]) -> float:
@@ -81,36 +88,121 @@ def per_category(values: np.ndarray, categories: list[str]) -> dict:
     return {c: float(values[cats == c].mean()) for c in CATEGORIES if (cats == c).any()}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.n < 1 or args.n & (args.n - 1):
-        raise SystemExit(f"--n must be a power of two, got {args.n}")
+def candidate_pool(args, items: list[dict]) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """``n`` candidates per item (candidate j from seed item seed + j): uint8 images ``[P, n, H, W, 3]``, the
+    oracle's verdicts ``[P, n]``, the NFE per candidate and the sampling seconds; read from / written to
+    ``args.pool`` when given."""
+    settings = {"model": str(Path(args.model).resolve()), "prompts": [it["id"] for it in items], "n": args.n,
+                "steps": args.steps, "guidance": args.guidance}
+    if args.pool and Path(args.pool).is_file():
+        with np.load(args.pool) as cached:
+            if json.loads(str(cached["settings"])) == settings:
+                return cached["images"], cached["correct"], int(cached["nfe"]), float(cached["seconds"])
+        print(f"{args.pool} was made with other settings: sampling again")
     pipe = load_pipeline(TextToImagePipeline, args.model)
     pipe.set_progress_bar_config(disable=True)
-    verifier = CLIPScoreVerifier.from_folder(args.clip)
-    items = [it for c in CATEGORIES for it in [i for i in load_eval_set() if i["category"] == c][:args.per_category]]
-    categories = [it["category"] for it in items]
-    P, n = len(items), args.n
-    clip = np.zeros((P, n))
-    agree = np.zeros((P, n))
-    correct = np.zeros((P, n), dtype=bool)
-    nfe_per_candidate = None
+    n, pool, correct, nfe = args.n, [], [], 0
     t0 = time.perf_counter()
-    for p, item in enumerate(tqdm(items, desc="prompts", unit="prompt")):
-        images, nfe = [], 0
+    for item in tqdm(items, desc="prompts", unit="prompt"):
+        images = []
         for start in range(0, n, args.batch_size):
             seeds = [item["seed"] + j for j in range(start, min(n, start + args.batch_size))]
             out = pipe([item["prompt"]] * len(seeds), num_inference_steps=args.steps, guidance_scale=args.guidance,
                        generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="np")
             images.extend(out.images)
             nfe = out.nfe
-        nfe_per_candidate = nfe
-        context = {"prompt": item["prompt"]}
-        clip[p] = verifier.score(images, context)
-        agree[p] = agreement_scores(verifier.embed_images(images))
-        correct[p] = evaluate(np.stack(images), [item["spec"]] * n)["correct"]
+        pool.append(np.stack(images))
+        correct.append(evaluate(pool[-1], [item["spec"]] * n)["correct"])
     seconds = time.perf_counter() - t0
+    pool, correct = np.stack(pool), np.asarray(correct, dtype=bool)
+    if args.pool:
+        tmp = Path(args.pool).with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, images=pool, correct=correct, nfe=nfe, seconds=seconds,
+                            settings=json.dumps(settings))
+        tmp.replace(args.pool)
+    return pool, correct, nfe, seconds
 
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.n < 1 or args.n & (args.n - 1):
+        raise SystemExit(f"--n must be a power of two, got {args.n}")
+    verifiers = {path: CLIPScoreVerifier.from_folder(path) for path in args.clip}  # before sampling: fail early
+    items = [it for c in CATEGORIES for it in [i for i in load_eval_set() if i["category"] == c][:args.per_category]]
+    categories = [it["category"] for it in items]
+    P, n = len(items), args.n
+    pool, correct, nfe_per_candidate, seconds = candidate_pool(args, items)
+    by_verifier = {path: select_with(verifier, pool, correct, items, categories) for path, verifier in
+                   verifiers.items()}
+    headline = by_verifier[args.clip[0]]
+    ks = headline["ks"]
+    cats = np.asarray(categories)
+    coverage_ks, coverage = coverage_curve(np.full(P, n), correct.sum(1), np.arange(1, n + 1))
+    per_cat_coverage = {c: coverage_curve(np.full((cats == c).sum(), n), correct[cats == c].sum(1), ks)[1].tolist()
+                        for c in CATEGORIES if (cats == c).any()}
+    coverage_geneval = np.mean([per_cat_coverage[c] for c in per_cat_coverage], axis=0)
+    try:
+        fit = fit_power_law(coverage_ks, coverage)
+    except ValueError as err:  # e.g. an untrained model that never passes: nothing to fit
+        fit, fit_error = None, str(err)
+    nfe = [k * nfe_per_candidate for k in ks]
+    expected_clip, expected_ensemble = headline["best_of_n_clip_expected"], headline["best_of_n_ensemble_expected"]
+    first_n, tournament = headline["best_of_n_clip_first_n"], headline["tournament_clip_first_n"]
+    expected_random = headline["random_pick_expected"]
+
+    result = {
+        "settings": {"model": args.model, "clip": args.clip[0], "prompts": P, "per_category": args.per_category,
+                     "n": n, "steps": args.steps, "guidance": args.guidance, "seed_rule": "prompt seed + j"},
+        "seconds": seconds,
+        "nfe_per_candidate": nfe_per_candidate,
+        "nfe": nfe,
+        **{k: v for k, v in headline.items()},
+        "single_sample_accuracy": category_mean(correct[:, 0].astype(float), categories),
+        "mean_candidate_accuracy": category_mean(correct.mean(1), categories),
+        "coverage_geneval": coverage_geneval.tolist(),
+        "coverage_per_category": per_cat_coverage,
+        "coverage_pooled_all_k": coverage.tolist(),
+        "power_law_fit": ({"a": fit.a, "b": fit.b, "mae": fit.mae, "points_used": fit.used} if fit is not None
+                          else {"error": fit_error}),
+        "per_category_single": per_category(correct[:, 0].astype(float), categories),
+        "verifiers": by_verifier,
+    }
+    print(f"{P} prompts × {n} candidates, {nfe_per_candidate} NFE each, {seconds / 60:.1f} min of sampling")
+    print(f"{'N':>4} {'NFE':>6} {'coverage':>9} {'CLIP best-of-N':>15} {'first-N CLIP':>13} {'tournament':>11} "
+          f"{'ensemble':>9}")
+    for i, k in enumerate(ks):
+        print(f"{k:>4} {nfe[i]:>6} {coverage_geneval[i]:>9.3f} {expected_clip[i]:>15.3f} {first_n[i]:>13.3f} "
+              f"{tournament[i]:>11.3f} {expected_ensemble[i]:>9.3f}")
+    if fit is not None:
+        print(f"power law: coverage ≈ exp({fit.a:.3f}·k^{fit.b:.3f}), mean abs error {fit.mae:.4f}")
+    else:
+        print(f"power law: not fitted ({fit_error})")
+    for path, r in by_verifier.items():
+        if r["gain_1_to_16_clip_expected"] is not None:
+            print(f"gain N=1 → 16 (best-of-N with {path}, expected): {r['gain_1_to_16_clip_expected']:+.3f} "
+                  "(target ≥ +0.10)")
+    if args.plot_dir:
+        out = Path(args.plot_dir)
+        plot_scaling(out / "shapes_search_scaling.png", coverage_ks, coverage, fit=fit,
+                     title=f"shapes: {P} prompts, n = {n} samples each (pooled)")
+        curves = {"coverage (oracle selects)": (nfe, coverage_geneval)}
+        for path, r in by_verifier.items():
+            label = Path(path).name
+            curves[f"best-of-N, {label}"] = (nfe, r["best_of_n_clip_expected"])
+            curves[f"best-of-N, {label} + agreement"] = (nfe, r["best_of_n_ensemble_expected"])
+        curves["random pick"] = (nfe, expected_random)
+        plot_score_vs_nfe(out / "shapes_search_nfe.png", curves, ylabel="oracle accuracy (GenEval-style mean)",
+                          title="shapes: accuracy vs NFE per prompt")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def select_with(verifier, pool: np.ndarray, correct: np.ndarray, items: list[dict], categories: list[str]) -> dict:
+    """Every selector's oracle accuracy vs N for one verifier's scores of the candidate pool."""
+    P, n = correct.shape
+    clip = np.stack([verifier.score(list(images), {"prompt": item["prompt"]}) for images, item in zip(pool, items)])
+    agree = np.stack([agreement_scores(verifier.embed_images(list(images))) for images in pool])
     ensemble = np.stack([normalise_scores(c, "rank") + 0.5 * normalise_scores(a, "rank")
                          for c, a in zip(clip, agree, strict=True)])
     ks = [2**i for i in range(int(np.log2(n)) + 1)]
@@ -136,25 +228,8 @@ def main(argv=None) -> dict:
             comparisons.append(result.comparisons)
         agree_check &= bool(np.array_equal(np.asarray(winners), pick))
         tournament.append(category_mean(correct[np.arange(P), winners].astype(float), categories))
-    coverage_ks, coverage = coverage_curve(np.full(P, n), correct.sum(1), np.arange(1, n + 1))
-    per_cat_coverage = {c: coverage_curve(np.full((cats == c).sum(), n), correct[cats == c].sum(1), ks)[1].tolist()
-                        for c in CATEGORIES if (cats == c).any()}
-    coverage_geneval = np.mean([per_cat_coverage[c] for c in per_cat_coverage], axis=0)
-    try:
-        fit = fit_power_law(coverage_ks, coverage)
-    except ValueError as err:  # e.g. an untrained model that never passes: nothing to fit
-        fit, fit_error = None, str(err)
-    nfe = [k * nfe_per_candidate for k in ks]
-
-    result = {
-        "settings": {"model": args.model, "clip": args.clip, "prompts": P, "per_category": args.per_category,
-                     "n": n, "steps": args.steps, "guidance": args.guidance, "seed_rule": "prompt seed + j"},
-        "seconds": seconds,
-        "nfe_per_candidate": nfe_per_candidate,
+    return {
         "ks": ks,
-        "nfe": nfe,
-        "single_sample_accuracy": category_mean(correct[:, 0].astype(float), categories),
-        "mean_candidate_accuracy": category_mean(correct.mean(1), categories),
         "best_of_n_clip_expected": expected_clip,
         "best_of_n_clip_first_n": first_n,
         "tournament_clip_first_n": tournament,
@@ -162,41 +237,10 @@ def main(argv=None) -> dict:
         "tournament_winner_equals_argmax": agree_check,
         "best_of_n_ensemble_expected": expected_ensemble,
         "random_pick_expected": expected_random,
-        "coverage_geneval": coverage_geneval.tolist(),
-        "coverage_per_category": per_cat_coverage,
-        "coverage_pooled_all_k": coverage.tolist(),
-        "power_law_fit": ({"a": fit.a, "b": fit.b, "mae": fit.mae, "points_used": fit.used} if fit is not None
-                          else {"error": fit_error}),
         "gain_1_to_16_clip_expected": (expected_clip[ks.index(16)] - expected_clip[0]) if 16 in ks else None,
         "per_category_best_of_16_clip": (per_category(correct[np.arange(P), clip[:, :16].argmax(1)].astype(float),
                                                       categories) if n >= 16 else None),
-        "per_category_single": per_category(correct[:, 0].astype(float), categories),
     }
-    print(f"{P} prompts × {n} candidates, {nfe_per_candidate} NFE each, {seconds / 60:.1f} min")
-    print(f"{'N':>4} {'NFE':>6} {'coverage':>9} {'CLIP best-of-N':>15} {'first-N CLIP':>13} {'tournament':>11} "
-          f"{'ensemble':>9}")
-    for i, k in enumerate(ks):
-        print(f"{k:>4} {nfe[i]:>6} {coverage_geneval[i]:>9.3f} {expected_clip[i]:>15.3f} {first_n[i]:>13.3f} "
-              f"{tournament[i]:>11.3f} {expected_ensemble[i]:>9.3f}")
-    if fit is not None:
-        print(f"power law: coverage ≈ exp({fit.a:.3f}·k^{fit.b:.3f}), mean abs error {fit.mae:.4f}")
-    else:
-        print(f"power law: not fitted ({fit_error})")
-    if result["gain_1_to_16_clip_expected"] is not None:
-        print(f"gain N=1 → 16 (CLIP best-of-N, expected): {result['gain_1_to_16_clip_expected']:+.3f} (target ≥ +0.10)")
-    if args.plot_dir:
-        out = Path(args.plot_dir)
-        plot_scaling(out / "shapes_search_scaling.png", coverage_ks, coverage, fit=fit,
-                     title=f"shapes: {P} prompts, n = {n} samples each (pooled)")
-        plot_score_vs_nfe(out / "shapes_search_nfe.png",
-                          {"coverage (oracle selects)": (nfe, coverage_geneval),
-                           "best-of-N, CLIP verifier": (nfe, expected_clip),
-                           "best-of-N, CLIP + agreement": (nfe, expected_ensemble),
-                           "random pick": (nfe, expected_random)},
-                          ylabel="oracle accuracy (GenEval-style mean)", title="shapes: accuracy vs NFE per prompt")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-    return result
 
 
 if __name__ == "__main__":

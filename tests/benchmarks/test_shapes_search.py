@@ -1,0 +1,56 @@
+"""benchmarks/shapes_search.py on a tiny random pipeline and two tiny CLIPs: the candidate pool is sampled once,
+cached, and scored by every verifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import shapes_search
+from tests.search.helpers import save_tiny_open_clip, tiny_text_to_image_pipeline
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    tiny_text_to_image_pipeline().save_pretrained(root / "pipe")
+    save_tiny_open_clip(root / "clip-a")
+    b = save_tiny_open_clip(root / "clip-b")
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(b / "open_clip_model.safetensors"))  # a second, different verifier
+    save_file({k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in weights.items()},
+              str(b / "open_clip_model.safetensors"))
+    return root
+
+
+def _run(folders, tmp_path, *extra):
+    return shapes_search.main(["--model", str(folders / "pipe"), "--clip", str(folders / "clip-a"),
+                               "--clip", str(folders / "clip-b"), "--per-category", "1", "--n", "4",
+                               "--steps", "2", "--batch-size", "4", "--pool", str(tmp_path / "pool.npz"), *extra])
+
+
+def test_pool_is_cached_and_scored_by_every_verifier(folders, tmp_path, monkeypatch):
+    first = _run(folders, tmp_path, "--json", str(tmp_path / "r.json"))
+    assert set(first["verifiers"]) == {str(folders / "clip-a"), str(folders / "clip-b")}
+    a, b = (first["verifiers"][str(folders / name)] for name in ("clip-a", "clip-b"))
+    assert first["best_of_n_clip_expected"] == a["best_of_n_clip_expected"]  # the first --clip is the headline
+    assert a["ks"] == [1, 2, 4] and a["tournament_winner_equals_argmax"]
+    # N = 1 is the single sample whatever the verifier; coverage is the verifiers' ceiling
+    assert a["best_of_n_clip_expected"][0] == pytest.approx(b["best_of_n_clip_expected"][0])
+    assert all(v <= c + 1e-9 for v, c in zip(a["best_of_n_clip_expected"], first["coverage_geneval"]))
+    with np.load(tmp_path / "pool.npz") as pool:
+        assert pool["images"].shape[:2] == (6, 4) and pool["images"].dtype == np.uint8
+    # the second run samples nothing: the pipeline is never loaded
+    monkeypatch.setattr(shapes_search, "load_pipeline", lambda *a, **k: pytest.fail("sampled again"))
+    again = _run(folders, tmp_path)
+    assert again["verifiers"] == first["verifiers"] and again["seconds"] == first["seconds"]
+
+
+def test_a_pool_made_with_other_settings_is_not_reused(folders, tmp_path):
+    _run(folders, tmp_path)
+    other = _run(folders, tmp_path, "--steps", "3")
+    with np.load(tmp_path / "pool.npz") as pool:
+        assert '"steps": 3' in str(pool["settings"])
+    assert other["settings"]["steps"] == 3
