@@ -13,7 +13,13 @@ Output (written atomically, loadable by ``open_clip.create_model("local-dir:OUT"
 - ``caption_to_image_top1``: for each of N held-out captions, is its own image the nearest of the N images;
 - ``caption_to_image_top1_oracle``: is the nearest image one the oracle says the caption is true of (captions
   are partial descriptions: "a circle" fits many of the N images, so this is the figure that matters);
-- ``image_to_caption_top1``: the reverse direction, exact pair.
+- ``image_to_caption_top1``: the reverse direction, exact pair;
+- ``true_vs_false_caption``: how often the image scores its own caption above a minimally changed false one
+  (``genmodels.data.shapes.false_spec``: another count, colour, shape, the opposite relation, swapped colours).
+
+``--hard-negatives`` adds, NegCLIP-style (Yuksekgonul et al., ICLR 2023), one such false caption per image to the
+text side of the image-to-text loss, so the model must bind colours to shapes, count and read relations instead
+of matching bags of words; ``--init FOLDER`` fine-tunes an existing CLIP folder instead of starting from scratch.
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from genmodels.data.shapes import ShapesDataset  # noqa: E402
+from genmodels.data.shapes import ShapesDataset, caption_for, false_spec  # noqa: E402
 from genmodels.io import replace_dir_atomic  # noqa: E402
 from genmodels.text.clip import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS  # noqa: E402
 
@@ -58,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--hard-negatives", action="store_true",
+                   help="one minimally changed false caption per image as an extra negative (NegCLIP)")
+    p.add_argument("--init", default=None, metavar="FOLDER", help="start from this CLIP folder's weights")
     return p.parse_args(argv)
 
 
@@ -98,14 +108,45 @@ def retrieval_metrics(model, tokenizer, n: int, image_size: int, seed: int, batc
     target = torch.arange(n)
     images_uint8 = [((it["pixel_values"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy() for it in items]
     oracle_hits = [score(images_uint8[j], json.loads(items[i]["spec"])) for i, j in enumerate(nearest_image.tolist())]
+    rng = np.random.default_rng(seed)
+    wins, total = 0, 0
+    for start in range(0, n, batch_size):
+        chunk = items[start:start + batch_size]
+        negs = [(i, false_spec(json.loads(it["spec"]), rng)) for i, it in enumerate(chunk)]
+        negs = [(i, caption_for(spec, rng)) for i, spec in negs if spec is not None]
+        if not negs:
+            continue
+        img = image_features[start // batch_size][[i for i, _ in negs]]
+        true = (img * text_features[start // batch_size][[i for i, _ in negs]]).sum(-1)
+        false = (img * model.encode_text(tokenizer([c for _, c in negs]), normalize=True)).sum(-1)
+        wins += int((true > false).sum())
+        total += len(negs)
     model.train()
     return {
         "pairs": n,
+        "true_vs_false_caption": wins / max(total, 1),
+        "false_captions": total,
         "caption_to_image_top1": float((nearest_image == target).float().mean()),
         "caption_to_image_top1_oracle": float(sum(oracle_hits) / n),
         "image_to_caption_top1": float((sim.argmax(0) == target).float().mean()),
         "chance_top1": 1.0 / n,
     }
+
+
+def hard_negative_loss(model, tokenizer, image_features, text_features, specs, rng) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss, with each image's false caption (where one exists) added to the texts
+    the image is contrasted against; the text-to-image side is the usual one over the batch's images."""
+    from torch.nn import functional as F
+
+    negatives = [false_spec(json.loads(spec), rng) for spec in specs]
+    captions = [caption_for(spec, rng) for spec in negatives if spec is not None]
+    scale = model.logit_scale.exp()
+    texts = text_features
+    if captions:
+        texts = torch.cat([text_features, model.encode_text(tokenizer(captions), normalize=True)])
+    target = torch.arange(len(image_features))
+    return 0.5 * (F.cross_entropy(scale * image_features @ texts.T, target)
+                  + F.cross_entropy(scale * text_features @ image_features.T, target))
 
 
 def save_open_clip_folder(model, model_cfg: dict, metrics: dict, out_dir: Path) -> Path:
@@ -134,6 +175,15 @@ def main(argv=None) -> dict:
                          f"--image-size {args.image_size}")
     torch.manual_seed(args.seed)
     model = open_clip.CLIP(**model_cfg)
+    if args.init:
+        init = Path(args.init)
+        try:
+            init_cfg = load_model_cfg(init / OPEN_CLIP_CONFIG)
+            if init_cfg != model_cfg:
+                raise SystemExit(f"--init {init}: its model config differs from --config {args.config}")
+            model.load_state_dict(load_file(str(init / OPEN_CLIP_WEIGHTS)))
+        except OSError as err:
+            raise SystemExit(f"--init {init}: not a CLIP folder ({err})") from err
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
     loss_fn = open_clip.ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -159,7 +209,11 @@ def main(argv=None) -> dict:
                 group["lr"] = lr_at(step, args)
             image_features = model.encode_image(batch["pixel_values"], normalize=True)
             text_features = model.encode_text(tokenizer(batch["caption"]), normalize=True)
-            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            if args.hard_negatives:
+                loss = hard_negative_loss(model, tokenizer, image_features, text_features, batch["spec"],
+                                          np.random.default_rng((args.seed, step)))
+            else:
+                loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -397,6 +397,40 @@ def caption_for(spec: dict, rng: np.random.Generator) -> str:
     return template.format(**slots)
 
 
+OPPOSITE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def false_spec(spec: dict, rng: np.random.Generator) -> dict | None:
+    """A minimally changed spec that is **false** of every scene drawn for ``spec`` (a hard negative for
+    contrastive training, NegCLIP-style), or None where the spec alone cannot guarantee that (two_objects: a
+    distractor may carry any third shape).
+
+    single_object: another shape (the scene holds one object); counting: another count, or another colour when
+    one is stated (the scene holds exactly ``count`` such objects, nothing else); colours: another colour (the
+    distractor's shape is never the mentioned one); position: the opposite relation; colour_attribution: the
+    two colours swapped.
+    """
+    objects = [dict(o) for o in spec["objects"]]
+    category = spec["category"]
+    out = {**spec, "objects": objects}
+    if category == "single_object":
+        objects[0]["shape"] = _choice(rng, [s for s in SHAPES if s != objects[0]["shape"]])
+    elif category == "counting":
+        if objects[0]["colour"] is not None and rng.random() < 0.5:
+            objects[0]["colour"] = _choice(rng, [c for c in COLOURS if c != objects[0]["colour"]])
+        else:
+            out["count"] = _choice(rng, [c for c in COUNTS if c != spec["count"]])
+    elif category == "colours":
+        objects[0]["colour"] = _choice(rng, [c for c in COLOURS if c != objects[0]["colour"]])
+    elif category == "position":
+        out["relation"] = OPPOSITE_RELATION[spec["relation"]]
+    elif category == "colour_attribution":
+        objects[0]["colour"], objects[1]["colour"] = objects[1]["colour"], objects[0]["colour"]
+    else:
+        return None
+    return out
+
+
 def _alternation(words) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
