@@ -22,8 +22,10 @@ once along the scan order and once along its reverse (Vim's "v2" style: two bran
     out = out_proj(RMSNorm(mean of the two directions' y · SiLU(z)))
 
 The recurrence is the operator core's ``linear_attention(q=C, k=B, v=Δ·x̃, causal=True, log_decay=Δ·A)``
-(chunked matmul form on CPU, Triton on GPU): linear in the number of tokens. Both directions go through one
-call, stacked on the head axis. Scan, A_log and D stay in float32 (half precision made users' Mamba NaN).
+(chunked matmul form on CPU, Triton on GPU): linear in the number of tokens. Each direction runs in pieces of
+:data:`TOKEN_CHUNK` tokens with the scan state and the conv's inputs carried from piece to piece, and the
+token-wise layers (norms, projections, CrossWKV read, MLP) run piece by piece too, so no temporary spans the
+whole sequence. Scan, A_log and D stay in float32 (half precision made users' Mamba NaN).
 
 **Scan orders** (:func:`scan_orders`): a scan sees tokens as a 1-D sequence, so the order decides which
 neighbours are close. ``scan="zigzag"``: images use ZigMa's eight spatially continuous snakes (four corners ×
@@ -296,7 +298,7 @@ class DiMBlock(nn.Module):
         mod = self.adaLN_modulation(c)[:, None].to(x.dtype)
         shift_ssm, scale_ssm, gate_ssm, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
         h = self.mixer(x, order, inverse, pre=lambda t: modulate(layer_norm(t), shift_ssm, scale_ssm))
-        if self.cross_attn.mode == "crosswkv" and state is None:
+        if self.cross_attn.mode == "crosswkv" and state is None and context is not None:
             state = self.cross_attn.encode_context(context, context_mask)  # once, not once per piece
 
         def rest(x_: torch.Tensor, h_: torch.Tensor) -> torch.Tensor:
