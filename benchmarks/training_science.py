@@ -173,6 +173,10 @@ def lr_batch(args) -> dict:
             "metric_mean": {k: round(statistics.fmean(r["metric"][k] for r in runs), 4) for k in runs[0]["metric"]},
             "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in runs),
         }
+    for cfg in report["configs"].values():  # samples each run needs to reach the base run's final loss (same seed)
+        cfg["samples_to_base_final"] = [
+            first_reaching(run["curve_samples"], base_run["curve"][-1][1])
+            for run, base_run in zip(cfg["runs"], report["configs"]["base"]["runs"], strict=True)]
     return report
 
 

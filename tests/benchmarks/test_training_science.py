@@ -62,6 +62,7 @@ def test_lr_batch_scales_the_rate_at_equal_samples(tiny_pianoroll, tmp_path, mon
     assert cfgs["x4-sqrt"]["peak_lr"] == pytest.approx(1e-3)
     assert cfgs["x4-linear"]["peak_lr"] == pytest.approx(2e-3)
     # evaluations at the same numbers of samples seen in every run
+    assert cfgs["base"]["samples_to_base_final"][0] <= 32  # the base reaches its own final loss by its end
     assert [s for s, _ in cfgs["base"]["runs"][0]["curve_samples"]] == \
         [s for s, _ in cfgs["x4-linear"]["runs"][0]["curve_samples"]] == [16, 32]
 
