@@ -150,6 +150,11 @@ def lr_batch(args) -> dict:
     lr = args.lr or RECIPES[recipe]["lr"]
     configs = [("base", base, base_steps, "none")] + [(f"x{factor}-{rule}", base * factor, big_steps, rule)
                                                      for rule in ("none", "sqrt", "linear")]
+    if args.configs:
+        unknown = set(args.configs) - {name for name, *_ in configs}
+        if unknown:
+            raise SystemExit(f"--configs: unknown {sorted(unknown)}; known: {[name for name, *_ in configs]}")
+        configs = [c for c in configs if c[0] in args.configs]
     eval_every_samples = args.samples // args.evals
     report = {"experiment": "lr-batch", "recipe": recipe, "samples_seen": args.samples, "base_batch": base,
               "factor": factor, "base_lr": lr, "seeds": args.seeds, "eval_samples": args.eval_samples,
@@ -173,7 +178,8 @@ def lr_batch(args) -> dict:
             "metric_mean": {k: round(statistics.fmean(r["metric"][k] for r in runs), 4) for k in runs[0]["metric"]},
             "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in runs),
         }
-    for cfg in report["configs"].values():  # samples each run needs to reach the base run's final loss (same seed)
+    for cfg in report["configs"].values() if "base" in report["configs"] else ():
+        # samples each run needs to reach the base run's final held-out loss (same seed)
         cfg["samples_to_base_final"] = [
             first_reaching(run["curve_samples"], base_run["curve"][-1][1])
             for run, base_run in zip(cfg["runs"], report["configs"]["base"]["runs"], strict=True)]
@@ -372,6 +378,9 @@ def main(argv=None) -> dict:
     lb.add_argument("--factor", type=int, default=4)
     lb.add_argument("--lr", type=float, default=None, help="base learning rate (default: the recipe's)")
     lb.add_argument("--evals", type=int, default=10, help="held-out evaluations per run")
+    lb.add_argument("--configs", nargs="+", default=None, metavar="NAME",
+                    help="run only these configurations (base, xF-none, xF-sqrt, xF-linear), e.g. to split the work "
+                         "over processes; a later run over all of them reuses the finished runs")
     im = sub.add_parser("immiscible", parents=[common])
     im.add_argument("--batch", type=int, default=16)
     im.add_argument("--steps", type=int, default=500)
