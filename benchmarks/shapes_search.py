@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
         "seconds": seconds,
         "nfe_per_candidate": nfe_per_candidate,
         "nfe": nfe,
-        **{k: v for k, v in headline.items()},
+        **headline,
         "single_sample_accuracy": category_mean(correct[:, 0].astype(float), categories),
         "mean_candidate_accuracy": category_mean(correct.mean(1), categories),
         "coverage_geneval": coverage_geneval.tolist(),

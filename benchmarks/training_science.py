@@ -107,9 +107,7 @@ def train_run(out: Path, recipe: str, *, batch: int, steps: int, lr: float, base
 # task metrics of a trained run's pipeline
 
 def pianoroll_metric(run_dir: str, windows: int = 12, steps: int = 24) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import pianoroll_eval as pe
-
+    from benchmarks import pianoroll_eval as pe
     from genmodels.loading import load_pipeline
     from genmodels.pipelines import PianoRollInpaintPipeline
 
@@ -125,8 +123,7 @@ def pianoroll_metric(run_dir: str, windows: int = 12, steps: int = 24) -> dict:
 
 
 def shapes_metric(run_dir: str, per_category: int = 8) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import shapes_t2i_eval as se
+    from benchmarks import shapes_t2i_eval as se
 
     pipe = se.load_t2i_pipeline(Path(run_dir) / "pipeline")
     result = se.evaluate_pipeline(pipe, steps=20, guidance=4.0, per_category=per_category, progress=False)
