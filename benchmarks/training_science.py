@@ -78,7 +78,9 @@ def train_run(out: Path, recipe: str, *, batch: int, steps: int, lr: float, base
     done = (out / "summary.json").is_file() and spec_path.is_file() and json.loads(spec_path.read_text()) == spec
     if not done:
         shutil.rmtree(out, ignore_errors=True)
-        args = [a.replace("{sana_config}", str(sana_config(runs_dir))) for a in RECIPES[recipe]["args"]]
+        args = RECIPES[recipe]["args"]
+        if "{sana_config}" in args:  # written once per run, only for the recipe that needs it
+            args = [a.replace("{sana_config}", str(sana_config(runs_dir))) for a in args]
         warmup = max(1, round(0.05 * steps))  # 5 % of the steps (training.md), the same share for every run
         cmd = [sys.executable, str(ROOT / "training" / "train_dit.py"), *args, "--output-dir", str(out),
                "--batch-size", str(batch), "--base-batch-size", str(base_batch), "--lr", str(lr),
@@ -256,8 +258,8 @@ def build_family(kind: str, argv: list[str], batch: int, runs_dir: Path):
         dim_cfg = runs_dir / "dim_moving_shapes.json"
         dim_cfg.parent.mkdir(parents=True, exist_ok=True)
         dim_cfg.write_text(json.dumps({**DiffusionMamba.moving_shapes_config(), "scan": "zigzag"}))
-        argv = [a.replace("{sana_config}", str(sana_config(runs_dir))).replace("{dim_config}", str(dim_cfg))
-                for a in argv]
+        sana_cfg = sana_config(runs_dir) if "{sana_config}" in argv else None
+        argv = [a.replace("{sana_config}", str(sana_cfg)).replace("{dim_config}", str(dim_cfg)) for a in argv]
         return train_dit.build(train_dit.parse_args([*argv, "--output-dir", str(runs_dir / "tp"),
                                                      "--batch-size", str(batch)]))
     return train_var.build(train_var.parse_args([*argv, "--output-dir", str(runs_dir / "tp"),
