@@ -68,6 +68,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hard-negatives", action="store_true",
                    help="one minimally changed false caption per image as an extra negative (NegCLIP)")
     p.add_argument("--init", default=None, metavar="FOLDER", help="start from this CLIP folder's weights")
+    p.add_argument("--extra-pairs", default=None, metavar="NPZ",
+                   help="generator-style pairs (training/make_verifier_data.py) mixed into every batch")
+    p.add_argument("--extra-fraction", type=float, default=0.5,
+                   help="share of each batch taken from --extra-pairs")
+    p.add_argument("--eval-extra", default=None, metavar="NPZ",
+                   help="held-out generator-style pairs: true_vs_false_caption on them is reported too")
     return p.parse_args(argv)
 
 
@@ -108,29 +114,56 @@ def retrieval_metrics(model, tokenizer, n: int, image_size: int, seed: int, batc
     target = torch.arange(n)
     images_uint8 = [((it["pixel_values"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy() for it in items]
     oracle_hits = [score(images_uint8[j], json.loads(items[i]["spec"])) for i, j in enumerate(nearest_image.tolist())]
-    rng = np.random.default_rng(seed)
-    wins, total = 0, 0
-    for start in range(0, n, batch_size):
-        chunk = items[start:start + batch_size]
-        negs = [(i, false_spec(json.loads(it["spec"]), rng)) for i, it in enumerate(chunk)]
-        negs = [(i, caption_for(spec, rng)) for i, spec in negs if spec is not None]
-        if not negs:
-            continue
-        img = image_features[start // batch_size][[i for i, _ in negs]]
-        true = (img * text_features[start // batch_size][[i for i, _ in negs]]).sum(-1)
-        false = (img * model.encode_text(tokenizer([c for _, c in negs]), normalize=True)).sum(-1)
-        wins += int((true > false).sum())
-        total += len(negs)
+    accuracy, total = true_vs_false(model, tokenizer, items, seed, batch_size)
     model.train()
     return {
         "pairs": n,
-        "true_vs_false_caption": wins / max(total, 1),
+        "true_vs_false_caption": accuracy,
         "false_captions": total,
         "caption_to_image_top1": float((nearest_image == target).float().mean()),
         "caption_to_image_top1_oracle": float(sum(oracle_hits) / n),
         "image_to_caption_top1": float((sim.argmax(0) == target).float().mean()),
         "chance_top1": 1.0 / n,
     }
+
+
+def pairs_as_items(pairs: dict) -> list[dict]:
+    """A verifier-pairs file's entries as ``ShapesDataset``-style items (pixel values in [-1, 1])."""
+    pixels = torch.from_numpy(pairs["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return [{"pixel_values": pixels[i], "caption": str(pairs["captions"][i]), "spec": str(pairs["specs"][i])}
+            for i in range(len(pixels))]
+
+
+@torch.no_grad()
+def true_vs_false(model, tokenizer, items: list[dict], seed: int, batch_size: int = 250) -> tuple[float, int]:
+    """How often each image scores its own caption above a minimally changed false one (``false_spec``), and
+    over how many images (those with a false caption)."""
+    rng = np.random.default_rng(seed)
+    wins, total = 0, 0
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        negs = [(it, false_spec(json.loads(it["spec"]), rng)) for it in chunk]
+        negs = [(it, caption_for(spec, rng)) for it, spec in negs if spec is not None]
+        if not negs:
+            continue
+        img = model.encode_image(torch.stack([it["pixel_values"] for it, _ in negs]), normalize=True)
+        true = (img * model.encode_text(tokenizer([it["caption"] for it, _ in negs]), normalize=True)).sum(-1)
+        false = (img * model.encode_text(tokenizer([c for _, c in negs]), normalize=True)).sum(-1)
+        wins += int((true > false).sum())
+        total += len(negs)
+    return wins / max(total, 1), total
+
+
+def mix_in(batch: dict, extra: list[dict], fraction: float, rng: np.random.Generator) -> dict:
+    """Replace the last ``round(fraction · B)`` items of a collated batch by random ``extra`` items."""
+    n = len(batch["caption"])
+    k = min(n, round(fraction * n))
+    if k == 0:
+        return batch
+    picks = [extra[i] for i in rng.integers(0, len(extra), size=k)]
+    return {"pixel_values": torch.cat([batch["pixel_values"][:n - k], torch.stack([p["pixel_values"] for p in picks])]),
+            "caption": list(batch["caption"][:n - k]) + [p["caption"] for p in picks],
+            "spec": list(batch["spec"][:n - k]) + [p["spec"] for p in picks]}
 
 
 def hard_negative_loss(model, tokenizer, image_features, text_features, specs, rng) -> torch.Tensor:
@@ -173,6 +206,21 @@ def main(argv=None) -> dict:
     if model_cfg["vision_cfg"].get("image_size") != args.image_size:
         raise SystemExit(f"vision_cfg.image_size {model_cfg['vision_cfg'].get('image_size')} differs from "
                          f"--image-size {args.image_size}")
+    if not 0 <= args.extra_fraction <= 1:
+        raise SystemExit(f"--extra-fraction must lie in [0, 1], got {args.extra_fraction}")
+    extra, eval_extra = None, None
+    try:
+        from training.make_verifier_data import load_pairs
+        if args.extra_pairs:
+            extra = pairs_as_items(load_pairs(args.extra_pairs))
+        if args.eval_extra:
+            eval_extra = pairs_as_items(load_pairs(args.eval_extra))
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
+    for name, items in (("--extra-pairs", extra), ("--eval-extra", eval_extra)):
+        if items and items[0]["pixel_values"].shape[-1] != args.image_size:
+            raise SystemExit(f"{name}: images are {items[0]['pixel_values'].shape[-1]} px, "
+                             f"--image-size is {args.image_size}")
     torch.manual_seed(args.seed)
     model = open_clip.CLIP(**model_cfg)
     if args.init:
@@ -207,6 +255,8 @@ def main(argv=None) -> dict:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, args)
+            if extra:
+                batch = mix_in(batch, extra, args.extra_fraction, np.random.default_rng((args.seed, step, 1)))
             image_features = model.encode_image(batch["pixel_values"], normalize=True)
             text_features = model.encode_text(tokenizer(batch["caption"]), normalize=True)
             if args.hard_negatives:
@@ -237,6 +287,12 @@ def main(argv=None) -> dict:
     metrics = {"steps": step, "batch_size": args.batch_size, "minutes": (time.monotonic() - start) / 60,
                "final_loss": loss.item(), "parameters": sum(p.numel() for p in model.parameters()),
                **retrieval_metrics(model, tokenizer, args.eval_pairs, args.image_size, args.seed)}
+    if extra:
+        metrics.update(extra_pairs=args.extra_pairs, extra_fraction=args.extra_fraction)
+    if eval_extra:
+        model.eval()
+        metrics["true_vs_false_caption_extra"], metrics["false_captions_extra"] = true_vs_false(
+            model, tokenizer, eval_extra, args.seed)
     save_open_clip_folder(model, model_cfg, metrics, out_dir)
     print(json.dumps(metrics, indent=2))
     return metrics

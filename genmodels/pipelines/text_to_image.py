@@ -206,6 +206,21 @@ class TextToImagePipeline(DiffusionPipeline):
             pooled = None if pooled is None else torch.cat([null[2], pooled])
         return transformer.cross_attention_states(tokens, text_mask), pooled
 
+    def velocity_fn(self, prompts: list[str], guidance_scale: float) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                                  torch.Tensor]:
+        """The guided velocity v(x, t) for these (already checked) prompts, x ``[len(prompts), C, H, W]``: the
+        text is encoded and absorbed once; w = 1 skips the null branch. For samplers outside ``__call__``
+        (e.g. :func:`~genmodels.diffusion.flow.sample_flow_img2img`)."""
+        transformer = self.transformer
+        device, dtype = self._execution_device, transformer.dtype
+        guided = guidance_scale != 1
+        context, pooled = self.prepare_text(prompts, guided, device, dtype)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return transformer(x.to(dtype), t, pooled_text=pooled, context_states=context).float()
+
+        return cfg_velocity(velocity, float(guidance_scale)) if guided else velocity
+
     # Call
 
     @torch.no_grad()
@@ -234,17 +249,10 @@ class TextToImagePipeline(DiffusionPipeline):
         """
         prompts, mask, image, height, width = self.check_inputs(prompt, num_inference_steps, guidance_scale, mask,
                                                                 image, output_type, height, width, generator)
-        transformer = self.transformer
-        device, dtype = self._execution_device, transformer.dtype
+        transformer, device = self.transformer, self._execution_device
         batch = len(prompts)
 
-        guided = guidance_scale != 1
-        context, pooled = self.prepare_text(prompts, guided, device, dtype)
-
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return transformer(x.to(dtype), t, pooled_text=pooled, context_states=context).float()
-
-        velocity_fn = cfg_velocity(velocity, float(guidance_scale)) if guided else velocity
+        velocity_fn = self.velocity_fn(prompts, guidance_scale)
 
         with self.progress_bar(total=num_inference_steps) as bar:
             def on_step(i: int, total: int) -> None:

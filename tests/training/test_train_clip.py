@@ -167,3 +167,73 @@ def test_hard_negative_fine_tuning_from_a_folder(tiny_clip, tmp_path):
     with pytest.raises(SystemExit, match="differs"):
         train_clip.main(["--output-dir", str(tmp_path / "x"), "--config", str(other), "--image-size", "32",
                          "--init", str(folder)])
+
+
+def test_verifier_pairs_are_sdedited_renders_with_their_own_captions_and_train_a_clip(tiny_clip, tmp_path):
+    """make_verifier_data redraws renders with a real (tiny) text-to-image model and keeps each render's caption
+    and spec; train_clip mixes them into its batches and reports true-vs-false on a held-out set of them."""
+    import numpy as np
+
+    from genmodels.data.shapes import ShapesDataset
+    from training import make_verifier_data
+
+    folder, _ = tiny_clip
+    train_dit.main(["--model", "sana", "--config", "tiny", "--dataset", "shapes", "--dataset-args", '{"size": 32}',
+                    "--text-encoder", str(folder), "--output-dir", str(tmp_path / "sana"), "--max-steps", "1",
+                    "--batch-size", "2", "--checkpoint-every", "1", "--threads", "1"])
+    args = ["--model", str(tmp_path / "sana" / "pipeline"), "--count", "6", "--batch", "4", "--steps", "4",
+            "--seed", "3", "--strength", "0.5", "0.75"]
+    summary = make_verifier_data.main([*args, "--out", str(tmp_path / "pairs.npz")])
+    pairs = make_verifier_data.load_pairs(tmp_path / "pairs.npz")
+    runs = [max(1, round(float(pairs["strengths"][i]) * 4)) for i in (0, 4)]  # strength · steps, per batch
+    assert summary["count"] == 6 and summary["nfe"] == 4 * runs[0] + 2 * runs[1]
+    renders = ShapesDataset("train", size=32, length=6, seed=3)
+    assert pairs["images"].shape == (6, 32, 32, 3) and pairs["images"].dtype == np.uint8
+    assert list(pairs["captions"]) == [renders[i]["caption"] for i in range(6)]
+    assert list(pairs["specs"]) == [renders[i]["spec"] for i in range(6)]
+    assert ((pairs["strengths"] >= 0.5) & (pairs["strengths"] <= 0.75)).all()
+    assert pairs["strengths"][0] == pairs["strengths"][3] != pairs["strengths"][4]  # one t₀ per batch of 4
+    original = np.stack([((renders[i]["pixel_values"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+                         for i in range(6)])
+    assert (pairs["images"] != original).any()  # redrawn, not copied
+    again = make_verifier_data.main([*args, "--out", str(tmp_path / "again.npz")])  # reproducible
+    assert again["count"] == 6 and np.array_equal(make_verifier_data.load_pairs(tmp_path / "again.npz")["images"],
+                                                  pairs["images"])
+
+    config = tmp_path / "clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    metrics = train_clip.main(["--output-dir", str(tmp_path / "gen"), "--config", str(config), "--image-size", "32",
+                               "--max-steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--eval-pairs", "20",
+                               "--hard-negatives", "--init", str(folder), "--extra-pairs", str(tmp_path / "pairs.npz"),
+                               "--eval-extra", str(tmp_path / "again.npz")])
+    assert metrics["extra_fraction"] == 0.5 and 0.0 <= metrics["true_vs_false_caption_extra"] <= 1.0
+    assert metrics["false_captions_extra"] > 0
+
+
+def test_mix_in_replaces_the_tail_of_a_batch_with_extra_pairs():
+    import numpy as np
+
+    batch = {"pixel_values": torch.zeros(8, 3, 4, 4), "caption": [f"c{i}" for i in range(8)],
+             "spec": [f"s{i}" for i in range(8)]}
+    extra = [{"pixel_values": torch.ones(3, 4, 4), "caption": "x", "spec": "sx"}]
+    mixed = train_clip.mix_in(batch, extra, 0.25, np.random.default_rng(0))
+    assert mixed["caption"] == [f"c{i}" for i in range(6)] + ["x", "x"] and mixed["spec"][-1] == "sx"
+    assert mixed["pixel_values"][:6].eq(0).all() and mixed["pixel_values"][6:].eq(1).all()
+    assert train_clip.mix_in(batch, extra, 0.0, np.random.default_rng(0)) is batch
+
+
+def test_verifier_pairs_reject_a_file_that_is_not_one(tmp_path):
+    import numpy as np
+
+    from training import make_verifier_data
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(ValueError, match="not a verifier-pairs"):
+        make_verifier_data.load_pairs(bad)
+    np.savez(tmp_path / "partial.npz", images=np.zeros((2, 8, 8, 3), np.uint8), captions=np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="missing"):
+        make_verifier_data.load_pairs(tmp_path / "partial.npz")
+    with pytest.raises(SystemExit, match="not a verifier-pairs"):
+        train_clip.main(["--output-dir", str(tmp_path / "out"), "--extra-pairs", str(bad)])
+    assert not (tmp_path / "out").exists()
