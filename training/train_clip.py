@@ -51,7 +51,7 @@ PREPROCESS_CFG = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolatio
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", default=None, help="required unless --evaluate-only")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="open_clip model config (JSON with embed_dim, "
                    "vision_cfg, text_cfg)")
     p.add_argument("--image-size", type=int, default=64)
@@ -74,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="share of each batch taken from --extra-pairs")
     p.add_argument("--eval-extra", default=None, metavar="NPZ",
                    help="held-out generator-style pairs: true_vs_false_caption on them is reported too")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="print the held-out figures of the --init CLIP (and --eval-extra) and exit; writes nothing")
     return p.parse_args(argv)
 
 
@@ -125,6 +127,17 @@ def retrieval_metrics(model, tokenizer, n: int, image_size: int, seed: int, batc
         "image_to_caption_top1": float((sim.argmax(0) == target).float().mean()),
         "chance_top1": 1.0 / n,
     }
+
+
+def held_out_metrics(model, tokenizer, args, eval_extra: list[dict] | None) -> dict:
+    """Retrieval figures on held-out renders, plus true-vs-false on held-out generator-style pairs if given."""
+    metrics = retrieval_metrics(model, tokenizer, args.eval_pairs, args.image_size, args.seed)
+    if eval_extra:
+        model.eval()
+        metrics["true_vs_false_caption_extra"], metrics["false_captions_extra"] = true_vs_false(
+            model, tokenizer, eval_extra, args.seed)
+        model.train()
+    return metrics
 
 
 def pairs_as_items(pairs: dict) -> list[dict]:
@@ -200,6 +213,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.evaluate_only and not args.init:
+        raise SystemExit("--evaluate-only needs --init FOLDER (the CLIP to evaluate)")
+    if not args.evaluate_only and not args.output_dir:
+        raise SystemExit("--output-dir is required (unless --evaluate-only)")
     if args.max_steps < 1 or args.batch_size < 2 or args.eval_pairs < 2:
         raise SystemExit("need --max-steps ≥ 1, --batch-size ≥ 2 (contrastive) and --eval-pairs ≥ 2")
     model_cfg = load_model_cfg(args.config)
@@ -233,6 +250,10 @@ def main(argv=None) -> dict:
         except OSError as err:
             raise SystemExit(f"--init {init}: not a CLIP folder ({err})") from err
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
+    if args.evaluate_only:
+        metrics = {"evaluated": str(args.init), **held_out_metrics(model, tokenizer, args, eval_extra)}
+        print(json.dumps(metrics, indent=2))
+        return metrics
     loss_fn = open_clip.ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -286,13 +307,9 @@ def main(argv=None) -> dict:
     log.close()
     metrics = {"steps": step, "batch_size": args.batch_size, "minutes": (time.monotonic() - start) / 60,
                "final_loss": loss.item(), "parameters": sum(p.numel() for p in model.parameters()),
-               **retrieval_metrics(model, tokenizer, args.eval_pairs, args.image_size, args.seed)}
+               **held_out_metrics(model, tokenizer, args, eval_extra)}
     if extra:
         metrics.update(extra_pairs=args.extra_pairs, extra_fraction=args.extra_fraction)
-    if eval_extra:
-        model.eval()
-        metrics["true_vs_false_caption_extra"], metrics["false_captions_extra"] = true_vs_false(
-            model, tokenizer, eval_extra, args.seed)
     save_open_clip_folder(model, model_cfg, metrics, out_dir)
     print(json.dumps(metrics, indent=2))
     return metrics

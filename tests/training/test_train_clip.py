@@ -162,6 +162,15 @@ def test_hard_negative_fine_tuning_from_a_folder(tiny_clip, tmp_path):
     saved = json.loads((folder / "metrics.json").read_text())
     for key in ("caption_to_image_top1", "caption_to_image_top1_oracle", "image_to_caption_top1"):
         assert same[key] == saved[key]
+    # --evaluate-only reports the folder's own figures and writes nothing
+    evaluated = train_clip.main(["--config", str(config), "--image-size", "32", "--eval-pairs", "40",
+                                 "--init", str(folder), "--evaluate-only"])
+    for key in ("caption_to_image_top1", "caption_to_image_top1_oracle", "true_vs_false_caption"):
+        assert evaluated[key] == saved[key]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "neg", "neg.log.jsonl", "same",
+                                                          "same.log.jsonl"]
+    with pytest.raises(SystemExit, match="needs --init"):
+        train_clip.main(["--evaluate-only"])
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**TINY_CLIP, "embed_dim": 16}))
     with pytest.raises(SystemExit, match="differs"):
