@@ -51,6 +51,7 @@ from genmodels.search import (  # noqa: E402
     plot_scaling,
     plot_score_vs_nfe,
     selection_accuracy,
+    within_problem_auc,
 )
 from genmodels.search.selectors import agreement_scores  # noqa: E402
 from genmodels.search.verifiers import normalise_scores  # noqa: E402
@@ -181,6 +182,9 @@ def main(argv=None) -> dict:
         if r["gain_1_to_16_clip_expected"] is not None:
             print(f"gain N=1 → 16 (best-of-N with {path}, expected): {r['gain_1_to_16_clip_expected']:+.3f} "
                   "(target ≥ +0.10)")
+        if r["within_prompt_auc"] is not None:
+            print(f"within-prompt AUC of {path} (accepted vs rejected candidates of a prompt; 0.5 = no signal): "
+                  f"{r['within_prompt_auc']:.3f}")
     if args.plot_dir:
         out = Path(args.plot_dir)
         plot_scaling(out / "shapes_search_scaling.png", coverage_ks, coverage, fit=fit,
@@ -238,6 +242,7 @@ def select_with(verifier, pool: np.ndarray, correct: np.ndarray, items: list[dic
         "best_of_n_ensemble_expected": expected_ensemble,
         "random_pick_expected": expected_random,
         "gain_1_to_16_clip_expected": (expected_clip[ks.index(16)] - expected_clip[0]) if 16 in ks else None,
+        "within_prompt_auc": within_problem_auc(clip, correct)[0],
         "per_category_best_of_16_clip": (per_category(correct[np.arange(P), clip[:, :16].argmax(1)].astype(float),
                                                       categories) if n >= 16 else None),
     }

@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
                    for b in range(4) if (which == b).any()}
     summary = {"count": args.count, "minutes": (time.monotonic() - start) / 60, "nfe": nfe,
                "oracle_still_true": float(oracle.mean()), "oracle_still_true_by_strength": by_strength}
-    meta = {**{k: v for k, v in vars(args).items()}, "size": size, "summary": summary}
+    meta = {**vars(args), "size": size, "summary": summary}
     buffer = io.BytesIO()
     np.savez(buffer, images=images, captions=np.array(captions), specs=np.array(specs), strengths=strengths,
              oracle=oracle, meta=np.array(json.dumps(meta)))

@@ -34,6 +34,7 @@ from genmodels.search.scaling import (
     plot_scaling,
     plot_score_vs_nfe,
     selection_accuracy,
+    within_problem_auc,
 )
 from genmodels.search.selectors import (
     TournamentResult,
@@ -205,4 +206,5 @@ __all__ = [
     "tree_of_frames",
     "tree_seed_budget",
     "video_tree_config",
+    "within_problem_auc",
 ]

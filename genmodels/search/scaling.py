@@ -5,6 +5,7 @@
 - ``coverage_curve``: its mean over problems for k = 1..n;
 - ``fit_power_law``: coverage ≈ exp(a·k^b) (a < 0, b < 0) by least squares on log(−log c) = log(−a) + b·log k;
 - ``selection_accuracy``: expected accuracy of picking the verifier's argmax among k random candidates, exactly;
+- ``within_problem_auc``: whether the verifier's scores separate a problem's correct candidates from its wrong ones;
 - ``plot_scaling`` / ``plot_score_vs_nfe``: matplotlib figures (Agg backend), log-x.
 """
 
@@ -136,6 +137,23 @@ def selection_accuracy(scores, correct, ks: Sequence[int] | None = None) -> tupl
                             for h, g in zip(above, sizes)])  # [groups, K]
         acc += (p_group * (hits / sizes)[:, None]).sum(0)
     return ks, acc / len(scores)
+
+
+def within_problem_auc(scores, correct) -> tuple[float | None, int]:
+    """How well a verifier separates the correct candidates of a problem from its wrong ones: the probability
+    that a random correct candidate outscores a random wrong one of the **same** problem (ties count ½),
+    averaged over the problems that have both kinds. 0.5 is a verifier with no signal (best-of-N then stays at
+    the single-sample accuracy whatever N), 1 a perfect one. Returns ``(mean AUC or None, problems used)``."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    correct = np.atleast_2d(np.asarray(correct, dtype=bool))
+    if scores.shape != correct.shape:
+        raise ValueError(f"scores {list(scores.shape)} and correct {list(correct.shape)} must both be [P, n]")
+    aucs = []
+    for s, ok in zip(scores, correct):
+        pos, neg = s[ok][:, None], s[~ok][None, :]
+        if pos.size and neg.size:
+            aucs.append(float((pos > neg).mean() + 0.5 * (pos == neg).mean()))
+    return (float(np.mean(aucs)) if aucs else None), len(aucs)
 
 
 # Plots

@@ -40,6 +40,7 @@ def test_pool_is_cached_and_scored_by_every_verifier(folders, tmp_path, monkeypa
     # N = 1 is the single sample whatever the verifier; coverage is the verifiers' ceiling
     assert a["best_of_n_clip_expected"][0] == pytest.approx(b["best_of_n_clip_expected"][0])
     assert all(v <= c + 1e-9 for v, c in zip(a["best_of_n_clip_expected"], first["coverage_geneval"]))
+    assert a["within_prompt_auc"] is None or 0.0 <= a["within_prompt_auc"] <= 1.0
     with np.load(tmp_path / "pool.npz") as pool:
         assert pool["images"].shape[:2] == (6, 4) and pool["images"].dtype == np.uint8
     # the second run samples nothing: the pipeline is never loaded

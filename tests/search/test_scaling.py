@@ -8,7 +8,14 @@ from math import comb
 import numpy as np
 import pytest
 
-from genmodels.search import coverage_curve, fit_power_law, pass_at_k, plot_scaling, selection_accuracy
+from genmodels.search import (
+    coverage_curve,
+    fit_power_law,
+    pass_at_k,
+    plot_scaling,
+    selection_accuracy,
+    within_problem_auc,
+)
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> float:
@@ -101,6 +108,22 @@ def test_perfect_verifier_selection_equals_coverage():
     _, acc = selection_accuracy(correct.astype(float) + rng.random((6, 8)) * 0.1, correct)
     _, cov = coverage_curve(np.full(6, 8), correct.sum(1))
     np.testing.assert_allclose(acc, cov, atol=1e-12)
+
+
+def test_within_problem_auc_compares_candidates_of_the_same_problem_only():
+    correct = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [1, 0, 1, 0]], bool)
+    perfect = correct + 0.1 * np.arange(4)  # every correct candidate above every wrong one
+    assert within_problem_auc(perfect, correct) == (1.0, 2)  # the all-wrong problem has no pairs
+    assert within_problem_auc(-perfect, correct) == (0.0, 2)
+    assert within_problem_auc(np.zeros((3, 4)), correct) == (0.5, 2)  # ties: no signal
+    # a score that only tracks the problem (higher on problem 0) says nothing within a problem
+    assert within_problem_auc(np.array([[5.0] * 4, [1.0] * 4, [0.0] * 4]), correct)[0] == 0.5
+    # problem 0: correct {0: 1.0, 3: 0.2} vs wrong {1: 0.5, 2: 0.1} → 3 of 4 pairs; problem 2: 2 of 4
+    scores = np.array([[1.0, 0.5, 0.1, 0.2], [0, 0, 0, 0], [0.1, 0.9, 0.2, 0.0]])
+    assert within_problem_auc(scores, correct) == (pytest.approx((0.75 + 0.5) / 2), 2)
+    assert within_problem_auc(np.zeros((1, 3)), np.zeros((1, 3), bool)) == (None, 0)
+    with pytest.raises(ValueError):
+        within_problem_auc(np.zeros((2, 3)), np.zeros((3, 2), bool))
 
 
 def test_plot_scaling_writes_a_png(tmp_path):
