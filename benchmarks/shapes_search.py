@@ -16,6 +16,8 @@ From that pool, for N in 1, 2, 4, …, n:
 - **tournament (CLIP)**: SANA-1.5's knockout over the first N candidates, pairwise by CLIP score (N − 1
   comparisons; with a score-consistent comparator its winner is the argmax, which the script checks);
 - **ensemble**: CLIP score + ½ × agreement (mean CLIP-embedding cosine to the other candidates), rank-normalised;
+- ``--self-verifier TIMES:DRAWS`` adds the generator as its own verifier (``DiffusionScoreVerifier``: how much
+  the prompt lowers the model's flow-matching error on the candidate, over fixed noise levels and draws);
 - **coverage** (pass@N, any of N passes the oracle, unbiased estimator from the n samples) with the fitted
   exponentiated power law c(k) ≈ exp(a·k^b) and its mean absolute error.
 
@@ -45,6 +47,7 @@ from genmodels.loading import load_pipeline  # noqa: E402
 from genmodels.pipelines.text_to_image import TextToImagePipeline  # noqa: E402
 from genmodels.search import (  # noqa: E402
     CLIPScoreVerifier,
+    DiffusionScoreVerifier,
     coverage_curve,
     fit_power_law,
     knockout_tournament,
@@ -71,10 +74,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pool", default=None, metavar="NPZ",
                    help="cache of the candidates (images, oracle verdicts, NFE): reused when it exists and was made "
                         "with the same model and settings, written otherwise")
+    p.add_argument("--self-verifier", default=None, metavar="TIMES:DRAWS",
+                   help="also score with the generator itself (DiffusionScoreVerifier: how much the prompt lowers "
+                        "its flow error on the candidate) at these noise levels, e.g. 0.3,0.5,0.7:2")
     p.add_argument("--json", default=None)
     p.add_argument("--plot-dir", default=None)
     args = p.parse_args(argv)
     args.clip = args.clip or ["assets/clip-shapes"]
+    if args.self_verifier is not None:
+        try:
+            times, draws = args.self_verifier.split(":")
+            args.self_verifier = (tuple(float(t) for t in times.split(",")), int(draws))
+        except ValueError:
+            p.error(f"--self-verifier takes TIMES:DRAWS, e.g. 0.3,0.5,0.7:2, got {args.self_verifier!r}")
     return args
 
 
@@ -135,6 +147,17 @@ def main(argv=None) -> dict:
     pool, correct, nfe_per_candidate, seconds = candidate_pool(args, items)
     by_verifier = {path: select_with(verifier, pool, correct, items, categories) for path, verifier in
                    verifiers.items()}
+    if args.self_verifier:
+        times, draws = args.self_verifier
+        pipe = load_pipeline(TextToImagePipeline, args.model)
+        pipe.set_progress_bar_config(disable=True)
+        self_verifier = DiffusionScoreVerifier(pipe, times=times, draws=draws)
+        t0 = time.perf_counter()
+        # agreement for its ensemble: the headline CLIP's image embeddings
+        result = select_with(self_verifier, pool, correct, items, categories,
+                             embed=verifiers[args.clip[0]].embed_images)
+        by_verifier[f"self:{args.model}"] = {**result, "forward_passes": self_verifier.forward_passes,
+                                             "seconds": time.perf_counter() - t0}
     headline = by_verifier[args.clip[0]]
     ks = headline["ks"]
     cats = np.asarray(categories)
@@ -202,11 +225,15 @@ def main(argv=None) -> dict:
     return result
 
 
-def select_with(verifier, pool: np.ndarray, correct: np.ndarray, items: list[dict], categories: list[str]) -> dict:
-    """Every selector's oracle accuracy vs N for one verifier's scores of the candidate pool."""
+def select_with(verifier, pool: np.ndarray, correct: np.ndarray, items: list[dict], categories: list[str],
+                embed=None) -> dict:
+    """Every selector's oracle accuracy vs N for one verifier's scores of the candidate pool (the agreement term
+    of the ensemble from ``embed(images)``, default the verifier's own ``embed_images``)."""
     P, n = correct.shape
-    clip = np.stack([verifier.score(list(images), {"prompt": item["prompt"]}) for images, item in zip(pool, items)])
-    agree = np.stack([agreement_scores(verifier.embed_images(list(images))) for images in pool])
+    embed = embed or verifier.embed_images
+    clip = np.stack([verifier.score(list(images), {"prompt": item["prompt"]})
+                     for images, item in tqdm(list(zip(pool, items)), desc=verifier.name, unit="prompt")])
+    agree = np.stack([agreement_scores(embed(list(images))) for images in pool])
     ensemble = np.stack([normalise_scores(c, "rank") + 0.5 * normalise_scores(a, "rank")
                          for c, a in zip(clip, agree, strict=True)])
     ks = [2**i for i in range(int(np.log2(n)) + 1)]

@@ -55,3 +55,14 @@ def test_a_pool_made_with_other_settings_is_not_reused(folders, tmp_path):
     with np.load(tmp_path / "pool.npz") as pool:
         assert '"steps": 3' in str(pool["settings"])
     assert other["settings"]["steps"] == 3
+
+
+def test_the_generator_can_verify_its_own_candidates(folders, tmp_path):
+    _run(folders, tmp_path)  # make the pool
+    result = _run(folders, tmp_path, "--self-verifier", "0.5:1")
+    own = result["verifiers"][f"self:{folders / 'pipe'}"]
+    assert own["forward_passes"] == 6 * 4 * 2  # 6 prompts × 4 candidates × (null + prompt) × 1 level × 1 draw
+    assert own["ks"] == [1, 2, 4] and own["tournament_winner_equals_argmax"]
+    assert own["best_of_n_clip_expected"][0] == pytest.approx(result["best_of_n_clip_expected"][0])
+    with pytest.raises(SystemExit):
+        shapes_search.parse_args(["--self-verifier", "0.5"])

@@ -14,6 +14,7 @@ from genmodels.music.roll import pitch_to_row
 from genmodels.search import (
     BusynessVerifier,
     CLIPScoreVerifier,
+    DiffusionScoreVerifier,
     EnsembleVerifier,
     InKeyVerifier,
     OnsetGridVerifier,
@@ -22,7 +23,7 @@ from genmodels.search import (
     Verifier,
     normalise_scores,
 )
-from tests.search.helpers import save_tiny_open_clip
+from tests.search.helpers import save_tiny_open_clip, tiny_text_to_image_pipeline
 
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 
@@ -174,3 +175,46 @@ def test_staged_verifier_dispatches_on_stage():
 def test_non_finite_scores_are_refused():
     with pytest.raises(FloatingPointError):
         Fixed([np.nan]).score([0], {})
+
+
+def test_diffusion_score_is_the_prompts_reduction_of_the_flow_error():
+    """The self-verifier against its definition, computed by hand with the pipeline's own parts for one image;
+    batching, the batch size and the candidates scored alongside change nothing (same (t, ε) for everyone)."""
+    pipe = tiny_text_to_image_pipeline()
+    with torch.no_grad():  # random weights nudged off their zero-initialised text paths
+        for param in pipe.transformer.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    verifier = DiffusionScoreVerifier(pipe, times=(0.25, 0.75), draws=2, seed=5, batch_size=2)
+    scores = verifier.score(images, {"prompt": "a red circle"})
+    assert verifier.forward_passes == 3 * 2 * 2 * 2 and verifier.evaluations == 3
+
+    x = torch.from_numpy(images[1]).permute(2, 0, 1).float()[None] / 127.5 - 1
+    gen = torch.Generator().manual_seed(5)
+    noise = [torch.randn(3, 32, 32, generator=gen) for _ in range(4)]
+    context, pooled = pipe.prepare_text(["a red circle"], True, "cpu", torch.float32)  # [null text; prompt]
+    total = 0.0
+    with torch.no_grad():
+        for t, eps in zip((0.25, 0.25, 0.75, 0.75), noise):
+            xt, target = (1 - t) * x + t * eps, eps - x
+            v = pipe.transformer(torch.cat([xt, xt]), torch.full((2,), t), pooled_text=pooled, context_states=context)
+            err = (v - target).pow(2).flatten(1).mean(1)
+            total += (err[0] - err[1]).item()
+    assert abs(total) > 1e-4  # the nudged model does read the text
+    assert scores[1] == pytest.approx(total / 4, rel=1e-4, abs=1e-6)
+
+    alone = DiffusionScoreVerifier(pipe, times=(0.25, 0.75), draws=2, seed=5, batch_size=16)
+    np.testing.assert_allclose(alone.score(images[::-1], {"prompt": "a red circle"}), scores[::-1], rtol=1e-5,
+                               atol=1e-7)
+    other_prompt = verifier.score(images, {"prompt": "a blue square"})
+    assert not np.allclose(other_prompt, scores)  # the prompt is what is being judged
+
+
+def test_diffusion_score_refuses_bad_settings_and_a_missing_prompt():
+    pipe = tiny_text_to_image_pipeline()
+    for kwargs in ({"times": ()}, {"times": (0.0, 0.5)}, {"times": (1.0,)}, {"draws": 0}):
+        with pytest.raises(ValueError):
+            DiffusionScoreVerifier(pipe, **kwargs)
+    with pytest.raises(ValueError, match="prompt"):
+        DiffusionScoreVerifier(pipe).score([np.zeros((32, 32, 3), np.uint8)], {})
