@@ -8,7 +8,8 @@
 #   3. That pipeline stored in fp16 (loads as float32) as $ASSET_DIR (default assets/shapes-var, only for the
 #      softmax run: ATTENTION=linear trains the side-by-side baseline and ships nothing unless ASSET_DIR is set).
 # THREADS=1 lets two runs share the 2 cores fairly. The shipped weights: STEPS=1800 (74 min on one core, the
-# linear twin on the other), then the same run resumed with STEPS=2600 MINUTES=32 (stopped at step 2,549).
+# linear twin on the other), then the same run resumed with STEPS=2600 MINUTES=32 (stopped at step 2,549), then
+# resumed again with STEPS=5400 THREADS=1 (to step 5,400, ~2 h on one core).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
