@@ -73,6 +73,34 @@ def block_causal(q, k, v, block_sizes, s0):
     return torch.cat(outs, dim=2), state
 
 
+# Tokens per piece of the fused non-causal ReLU form: [B·H, 1024, 64] float32 pieces are 2 MB each (B = 1, H = 8),
+# so the ReLU'd features and the two products stay in cache instead of making T-sized temporaries.
+NON_CAUSAL_PIECE = 1024
+
+
+def relu_normalized(q, k, v, *, eps: float, initial_state):
+    """SANA's form in two passes over pieces of time: S = Σ relu(k)ᵀ [v, 1] (the key sum as the last column),
+    then o = (relu(q) S[:, :V]) / (relu(q) S[:, V] + eps) piece by piece into one output. Equal to the generic
+    path (ReLU, a ones column, one product, a division, each a T-sized temporary), with every temporary at
+    most ``NON_CAUSAL_PIECE`` tokens long, so time stays linear past the cache size. Returns (o, S) with S
+    ``[B, H, K, V + 1]``."""
+    b, h, t, dk = q.shape
+    dv = v.shape[-1]
+    kv = k.new_zeros(b, h, dk, dv) if initial_state is None else initial_state[..., :dv]
+    z = k.new_zeros(b, h, dk) if initial_state is None else initial_state[..., dv]
+    pieces = [slice(s, s + NON_CAUSAL_PIECE) for s in range(0, t, NON_CAUSAL_PIECE)]
+    for sl in pieces:
+        kf = k[:, :, sl].relu()
+        kv = kv + kf.transpose(-1, -2) @ v[:, :, sl]
+        z = z + kf.sum(2)
+    outs = []
+    for sl in pieces:
+        qf = q[:, :, sl].relu()
+        outs.append((qf @ kv) / ((qf @ z.unsqueeze(-1)) + eps))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return out, torch.cat([kv, z.unsqueeze(-1)], dim=-1)
+
+
 @register("linear_attention", "torch")
 def linear_attention_torch(q, k, v, *, causal, block_sizes, log_decay, initial_state):
     b, h, _, dk = q.shape
@@ -86,3 +114,6 @@ def linear_attention_torch(q, k, v, *, causal, block_sizes, log_decay, initial_s
         return block_causal(q, k, v, block_sizes, s0)
     state = s0 + k.transpose(-1, -2) @ v
     return q @ state, state
+
+
+linear_attention_torch.fused_relu_normalized = relu_normalized

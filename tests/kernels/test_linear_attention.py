@@ -169,3 +169,14 @@ def test_mismatched_shapes_raise_value_error():
         linear_attention(q, k, v[:, :1])
     with pytest.raises(ValueError, match="4-D"):
         linear_attention(q[0], k[0], v[0])
+
+
+@pytest.mark.parametrize("t", [40, 2 * 1024 + 77])  # one piece, and several pieces with a ragged last one
+def test_fused_sana_form_matches_the_reference_forward_and_backward_with_a_carried_state(t):
+    """The torch backend's fused ReLU + normaliser path (in pieces of time) against the naive step-by-step
+    reference, which has no fused path, for the output, the state and every gradient."""
+    q, k, v = _qkv(1, 2, t, 8, 6, dtype=torch.float64)
+    s0 = torch.rand(1, 2, 8, 7, dtype=torch.float64)  # [K, V + 1]: the normaliser column too
+    fn = lambda q, k, v, s: linear_attention(q, k, v, feature_map="relu", normalize=True,  # noqa: E731
+                                             initial_state=s, return_state=True)
+    assert_paths_agree(fn, q, k, v, s0, tol=1e-10)
