@@ -84,7 +84,7 @@ def load_pairs(path: str | Path) -> dict:
 def main(argv=None) -> dict:
     from genmodels.eval.shapes_oracle import score
     from genmodels.loading import load_pipeline
-    from genmodels.pipelines.text_to_image import TextToImagePipeline
+    from genmodels.pipelines.text_to_image import TextToImagePipeline, to_images
 
     args = parse_args(argv)
     if args.threads:
@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
                                       torch.stack([it["pixel_values"] for it in items]), float(strengths[lo]),
                                       args.steps, generator=gens)
         nfe += out.nfe * len(items)
-        images[lo:hi] = ((out.sample.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        images[lo:hi] = to_images(out.sample, None, None, "np")
         captions += prompts
         specs += [it["spec"] for it in items]
         oracle[lo:hi] = [score(images[i], json.loads(it["spec"])) for i, it in zip(range(lo, hi), items)]

@@ -106,17 +106,14 @@ def retrieval_metrics(model, tokenizer, n: int, image_size: int, seed: int, batc
     model.eval()
     data = ShapesDataset("val", size=image_size, length=n, seed=seed)
     items = [data[i] for i in range(n)]
-    image_features, text_features = [], []
-    for start in range(0, n, batch_size):
-        chunk = items[start:start + batch_size]
-        image_features.append(model.encode_image(torch.stack([it["pixel_values"] for it in chunk]), normalize=True))
-        text_features.append(model.encode_text(tokenizer([it["caption"] for it in chunk]), normalize=True))
-    sim = torch.cat(text_features) @ torch.cat(image_features).T  # [caption, image]
+    image_features, text_features = encode_items(model, tokenizer, items, batch_size)
+    sim = text_features @ image_features.T  # [caption, image]
     nearest_image = sim.argmax(1)
     target = torch.arange(n)
     images_uint8 = [((it["pixel_values"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy() for it in items]
     oracle_hits = [score(images_uint8[j], json.loads(items[i]["spec"])) for i, j in enumerate(nearest_image.tolist())]
-    accuracy, total = true_vs_false(model, tokenizer, items, seed, batch_size)
+    accuracy, total = true_vs_false(model, tokenizer, items, seed, batch_size,
+                                    features=(image_features, text_features))
     model.train()
     return {
         "pairs": n,
@@ -148,19 +145,34 @@ def pairs_as_items(pairs: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def true_vs_false(model, tokenizer, items: list[dict], seed: int, batch_size: int = 250) -> tuple[float, int]:
+def encode_items(model, tokenizer, items: list[dict], batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised image and caption embeddings ``[N, D]`` of ``ShapesDataset``-style items."""
+    image_features, text_features = [], []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        image_features.append(model.encode_image(torch.stack([it["pixel_values"] for it in chunk]), normalize=True))
+        text_features.append(model.encode_text(tokenizer([it["caption"] for it in chunk]), normalize=True))
+    return torch.cat(image_features), torch.cat(text_features)
+
+
+@torch.no_grad()
+def true_vs_false(model, tokenizer, items: list[dict], seed: int, batch_size: int = 250,
+                  features: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, int]:
     """How often each image scores its own caption above a minimally changed false one (``false_spec``), and
-    over how many images (those with a false caption)."""
+    over how many images (those with a false caption). ``features``: the items' (image, caption) embeddings
+    from :func:`encode_items` when the caller already has them."""
+    image_features, text_features = features or encode_items(model, tokenizer, items, batch_size)
     rng = np.random.default_rng(seed)
     wins, total = 0, 0
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        negs = [(it, false_spec(json.loads(it["spec"]), rng)) for it in chunk]
-        negs = [(it, caption_for(spec, rng)) for it, spec in negs if spec is not None]
+        negs = [(start + i, false_spec(json.loads(it["spec"]), rng)) for i, it in enumerate(chunk)]
+        negs = [(i, caption_for(spec, rng)) for i, spec in negs if spec is not None]
         if not negs:
             continue
-        img = model.encode_image(torch.stack([it["pixel_values"] for it, _ in negs]), normalize=True)
-        true = (img * model.encode_text(tokenizer([it["caption"] for it, _ in negs]), normalize=True)).sum(-1)
+        rows = [i for i, _ in negs]
+        img = image_features[rows]
+        true = (img * text_features[rows]).sum(-1)
         false = (img * model.encode_text(tokenizer([c for _, c in negs]), normalize=True)).sum(-1)
         wins += int((true > false).sum())
         total += len(negs)
