@@ -52,7 +52,8 @@ class TrainConfig:
     base_batch_size: int = 16
     lr_scaling: str = "none"  # none | sqrt | linear
     warmup_steps: int = 0  # linear warm-up; with a scaling rule it starts at the base rate (Goyal et al.)
-    lr_decay: str = "none"  # none | cosine (to 10 % at max_steps, after the warm-up)
+    lr_decay: str = "none"  # none | cosine (to 10 % at max_steps, after the warm-up) | cooldown (linear from
+    decay_start: int | None = None  # decay_start to 10 % at max_steps; constant before it)
     optimizer: str = "adamw"  # adamw | lamb (layer-wise trust ratio)
     log_noise_scale: bool = False  # estimate B_noise from micro-batch vs accumulated gradients (grad_accum ≥ 2)
     weight_decay: float = 1e-3
@@ -334,11 +335,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
 
     def set_lr(step: int) -> float:
         factor = warmup_factor(step, cfg.warmup_steps, start_ratio) \
-            * decay_factor(step, cfg.max_steps, cfg.warmup_steps, cfg.lr_decay)
+            * decay_factor(step, cfg.max_steps, cfg.warmup_steps, cfg.lr_decay,
+                           decay_start=cfg.decay_start)
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * factor
         return base_lrs[0] * factor
 
+    decay_factor(0, cfg.max_steps, cfg.warmup_steps, cfg.lr_decay, decay_start=cfg.decay_start)  # bad config: fail now
     ema = InversePowerEMA(model, power=cfg.ema_power, max_decay=cfg.ema_max_decay)
 
     if len(train_dataset) < cfg.batch_size * accelerator.num_processes:

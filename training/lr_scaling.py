@@ -40,14 +40,27 @@ def warmup_factor(step: int, warmup_steps: int, start_ratio: float = 0.0) -> flo
     return start_ratio + (1.0 - start_ratio) * progress
 
 
-def decay_factor(step: int, max_steps: int, warmup_steps: int, kind: str = "none", final_ratio: float = 0.1) -> float:
-    """Multiplier after the warm-up: 1 (``"none"``) or cosine from 1 to ``final_ratio`` at ``max_steps``."""
+def decay_factor(step: int, max_steps: int, warmup_steps: int, kind: str = "none", final_ratio: float = 0.1,
+                 decay_start: int | None = None) -> float:
+    """Multiplier after the warm-up, reaching ``final_ratio`` at ``max_steps``:
+
+    - ``"none"``: 1;
+    - ``"cosine"``: cosine from 1 after the warm-up;
+    - ``"cooldown"``: warmup-stable-decay — 1 until ``decay_start``, then linear down. A run trained at a
+      constant rate can be resumed with a cooldown and annealed without retraining its stable phase.
+    """
     if kind == "none":
         return 1.0
-    if kind != "cosine":
-        raise ValueError(f"unknown LR decay {kind!r}; expected none or cosine")
-    progress = min(1.0, max(0, step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if kind == "cosine":
+        progress = min(1.0, max(0, step - warmup_steps) / max(1, max_steps - warmup_steps))
+        return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if kind == "cooldown":
+        if decay_start is None or not warmup_steps <= decay_start < max_steps:
+            raise ValueError(f"the cooldown needs warmup_steps <= decay_start < max_steps, got decay_start "
+                             f"{decay_start} (warm-up {warmup_steps}, max_steps {max_steps})")
+        progress = min(1.0, max(0, step - decay_start) / (max_steps - decay_start))
+        return 1.0 - (1.0 - final_ratio) * progress
+    raise ValueError(f"unknown LR decay {kind!r}; expected none, cosine or cooldown")
 
 
 def surge_optimal_lr(batch: float, b_noise: float, lr_max: float) -> float:

@@ -28,7 +28,11 @@ from training.loop import TrainConfig, Training, start_script, train  # noqa: E4
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="backbone family (hdit, sana, dim)")
-    p.add_argument("--config", default="tiny", help="named model config (tiny, pianoroll, ...) or a JSON file")
+    p.add_argument("--config", default=None,
+                   help="named model config (tiny, pianoroll, ...) or a JSON file (default: tiny)")
+    p.add_argument("--init", default=None, metavar="FOLDER",
+                   help="start from trained weights: a pipeline folder (its transformer/) or a model folder, "
+                        "safetensors only; the architecture is the folder's config (fine-tune a pruned model)")
     p.add_argument("--dataset", required=True, help="dataset name (pianoroll, shapes, moving_shapes)")
     p.add_argument("--dataset-args", default="{}", help="dataset keyword arguments as JSON, e.g. '{\"width\": 128}'")
     p.add_argument("--output-dir", required=True)
@@ -41,6 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-scaling", choices=["none", "sqrt", "linear"], default="none",
                    help="rescale --lr to the real total batch (processes × batch × accumulation)")
     p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--lr-decay", choices=["none", "cosine", "cooldown"], default="none",
+                   help="after the warm-up: constant; cosine to 10%% at --max-steps; or cooldown: constant until "
+                        "--decay-start, then linear to 10%% at --max-steps (resume a constant-LR run with it)")
+    p.add_argument("--decay-start", type=int, default=None, help="first step of the cooldown")
     p.add_argument("--optimizer", choices=["adamw", "lamb"], default="adamw", help="lamb: layer-wise trust ratio")
     p.add_argument("--log-noise-scale", action="store_true",
                    help="log the gradient-noise scale B_noise (needs --grad-accum ≥ 2)")
@@ -121,7 +129,12 @@ def build(args: argparse.Namespace) -> Training:
                          f"got {args.dataset_args!r}")
     torch.manual_seed(args.seed)  # model initialisation
     entry = model_entry(args.model)
-    model = build_model(args.model, args.config)
+    if args.init:
+        if args.config is not None:
+            raise SystemExit("--init takes the architecture from the folder's config; drop --config")
+        model = load_init_model(args.model, args.init)
+    else:
+        model = build_model(args.model, args.config or "tiny")
     try:
         train_ds = build_dataset(args.dataset, "train", seed=args.seed, **dataset_args)
         val_ds = build_dataset(args.dataset, "val", **{k: v for k, v in dataset_args.items() if k != "transpose"})
@@ -183,6 +196,28 @@ def build_objective(args, kind: str, shape: tuple[int, ...]):
                              text_drop_prob=args.text_drop_prob, given_frames_prob=args.given_frames_prob)
     hint = "; VAR trains with training/train_var.py" if kind == "next-scale" else ""
     raise SystemExit(f"objective {kind!r} is not wired into train_dit{hint}")
+
+
+def load_init_model(name: str, path: str) -> torch.nn.Module:
+    """Float32 ``name`` model from a pipeline folder (its ``transformer/``) or a model folder, safetensors only."""
+    from genmodels.loading import UnsafeCheckpointError, check_pipeline_folder
+
+    folder = Path(path)
+    try:
+        if (folder / "model_index.json").is_file():
+            folder = check_pipeline_folder(folder) / "transformer"
+        if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+            raise UnsafeCheckpointError(f"{path} holds no model (config.json + safetensors weights)")
+        cls = model_entry(name).model_class()
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("_class_name", cls.__name__) != cls.__name__:
+            raise UnsafeCheckpointError(f"{folder} holds a {config['_class_name']}, not a {cls.__name__} "
+                                        f"(--model {name})")
+        return cls.from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32)
+    except UnsafeCheckpointError as err:
+        raise SystemExit(f"--init: {err}") from err
+    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--init: cannot load {folder}: {type(err).__name__}: {err}") from err
 
 
 def load_text_encoder(path: str):

@@ -46,8 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--lr-decay", choices=["none", "cosine"], default="cosine",
-                   help="after the warm-up: constant, or cosine decay to 10%% of --lr at --max-steps")
+    p.add_argument("--lr-decay", choices=["none", "cosine", "cooldown"], default="cosine",
+                   help="after the warm-up: constant; cosine to 10%% of --lr at --max-steps; or cooldown: constant "
+                        "until --decay-start, then linear to 10%% at --max-steps")
+    p.add_argument("--decay-start", type=int, default=None, help="first step of the cooldown")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--grad-clip", type=float, default=2.0)
     p.add_argument("--text-drop-prob", type=float, default=0.1)
@@ -133,7 +135,8 @@ def build(args: argparse.Namespace) -> Training:
     val_ds = ShapesDataset("val", size=size)
     cfg = TrainConfig(output_dir=args.output_dir, max_steps=args.max_steps, max_minutes=args.max_minutes,
                       batch_size=args.batch_size, lr=args.lr, base_batch_size=args.batch_size,
-                      warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, decay_start=args.decay_start,
+                      weight_decay=args.weight_decay,
                       grad_clip=args.grad_clip,
                       ema_power=args.ema_power, checkpoint_every=args.checkpoint_every,
                       checkpoints_total_limit=args.checkpoints_total_limit, sample_every=args.sample_every,

@@ -11,6 +11,7 @@ import torch
 
 from genmodels.loading import load_pipeline
 from genmodels.pipelines.text_to_image import TextToImagePipeline
+from genmodels.sana import SanaDiT
 from genmodels.text import CLIPTextEncoder
 from training import train_clip, train_dit
 
@@ -77,6 +78,38 @@ def test_train_dit_trains_sana_on_shapes_with_text_and_saves_a_pipeline(tiny_cli
     # the pipeline's text encoder is the trained CLIP's text tower
     torch.testing.assert_close(pipe.text_encoder.encode(["a circle"])[2],
                                CLIPTextEncoder.from_open_clip(folder).encode(["a circle"])[2])
+
+
+def test_train_dit_fine_tunes_a_pruned_fp16_pipeline_from_its_weights(tiny_clip, tmp_path):
+    """--init: the architecture and weights come from a (pruned, half-precision) pipeline folder; with a zero
+    learning rate the fine-tune saves exactly those weights back, in float32."""
+    from safetensors.torch import load_file
+
+    from training import prune_pipeline
+
+    folder, _ = tiny_clip
+    common = ["--model", "sana", "--dataset", "shapes", "--dataset-args", '{"size": 32}', "--text-encoder",
+              str(folder), "--batch-size", "2", "--checkpoint-every", "1", "--threads", "1"]
+    train_dit.main([*common, "--config", "tiny", "--output-dir", str(tmp_path / "run"), "--max-steps", "1"])
+    prune_pipeline.main(["--model", str(tmp_path / "run" / "pipeline"), "--remove", "1", "--out",
+                         str(tmp_path / "pruned"), "--fp16"])
+    pruned = load_pipeline(TextToImagePipeline, tmp_path / "pruned").transformer
+    train_dit.main([*common, "--init", str(tmp_path / "pruned"), "--output-dir", str(tmp_path / "tuned"),
+                    "--max-steps", "1", "--lr", "0", "--weight-decay", "0"])
+    tuned = load_file(tmp_path / "tuned" / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors")
+    expected = {k: v.float() for k, v in pruned.state_dict().items()}
+    assert tuned.keys() == expected.keys() and len(pruned.blocks) == SanaDiT.tiny_config()["depth"] - 1
+    for key, value in tuned.items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+    with pytest.raises(SystemExit, match="drop --config"):
+        train_dit.main([*common, "--init", str(tmp_path / "pruned"), "--config", "tiny",
+                        "--output-dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="not a HDiT|no model"):
+        train_dit.main([*common[:1], "hdit", *common[2:], "--init", str(tmp_path / "pruned"),
+                        "--output-dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no model"):
+        train_dit.main([*common, "--init", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x")])
 
 
 def test_train_dit_refuses_a_text_encoder_of_the_wrong_width(tiny_clip, tmp_path):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from training.checkpoint import list_checkpoints, resolve_resume
 from training.ema import InversePowerEMA
-from training.lr_scaling import LAMB, GradientNoiseScale, scaled_lr, surge_optimal_lr, warmup_factor
+from training.lr_scaling import LAMB, GradientNoiseScale, decay_factor, scaled_lr, surge_optimal_lr, warmup_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +118,18 @@ def test_goyal_warmup_ramps_from_base_rate_to_scaled_rate():
     assert warmup_factor(0, 4, start_ratio=0.25) == pytest.approx(0.25 + 0.75 / 4)
     assert warmup_factor(3, 4, start_ratio=0.25) == 1.0
     assert warmup_factor(10, 0) == 1.0
+
+
+def test_cooldown_holds_the_rate_then_decays_linearly_to_a_tenth():
+    f = [decay_factor(s, 1000, 100, "cooldown", decay_start=600) for s in (100, 599, 600, 800, 1000, 5000)]
+    assert f == pytest.approx([1.0, 1.0, 1.0, 0.55, 0.1, 0.1])
+    assert decay_factor(0, 1000, 100, "cosine") == 1.0
+    assert decay_factor(1000, 1000, 100, "cosine") == pytest.approx(0.1)
+    for start in (None, 50, 1000):  # missing, inside the warm-up, at the end
+        with pytest.raises(ValueError, match="decay_start"):
+            decay_factor(0, 1000, 100, "cooldown", decay_start=start)
+    with pytest.raises(ValueError, match="cooldown"):
+        decay_factor(0, 1000, 100, "linear")
 
 
 def test_surge_optimal_lr_peaks_at_the_noise_scale():
