@@ -1,13 +1,14 @@
 """Shapes-world text-to-image evaluation with the oracle scorer (GenEval's protocol without a detector).
 
     python benchmarks/shapes_t2i_eval.py --model assets/shapes-sana [--model runs/other/pipeline ...] \\
-        [--steps 20] [--guidance 4.0] [--per-category 40] [--batch-size 48] \\
+        [--steps 20] [--guidance 4.0] [--per-category 40] [--split eval|val] [--batch-size 48] \\
         [--json benchmarks/results/shapes_t2i_eval.json] [--samples-dir DIR] [--grid grid.png]
 
 Text to image (default): for every model, ONE sample per prompt of the fixed evaluation set
 (``genmodels/eval/shapes_eval_prompts.jsonl``: 40 prompts in each of the six categories), each drawn from the
 prompt's own seed (one ``torch.Generator().manual_seed(seed)`` per prompt, so batching changes nothing), scored
-by ``genmodels.eval.shapes_oracle.evaluate``. Printed side
+by ``genmodels.eval.shapes_oracle.evaluate``. ``--split val`` uses validation-split captions instead (choose
+checkpoints and settings there, then report the evaluation set). Printed side
 by side: per-category accuracy and "overall", the mean of the categories (GenEval's convention).
 ``--samples-dir`` keeps the PNGs with an imagefolder ``metadata.jsonl`` (one model: DIR itself; several:
 DIR/<model label>), so ``python -m genmodels.eval.shapes_oracle --score DIR`` re-scores them. ``--grid``
@@ -51,7 +52,7 @@ from genmodels.data.shapes import (  # noqa: E402
     parse_caption,
     render_scene,
 )
-from genmodels.eval.shapes_oracle import evaluate, load_eval_set  # noqa: E402
+from genmodels.eval.shapes_oracle import evaluate, load_eval_set, validation_items  # noqa: E402
 from genmodels.io import atomic_path, write_text_atomic  # noqa: E402
 from genmodels.loading import load_pipeline  # noqa: E402
 from genmodels.pipelines.text_to_image import TextToImagePipeline  # noqa: E402
@@ -383,6 +384,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--per-category", type=int, default=None, metavar="N",
                    help="only the first N prompts of each category (default: all 40)")
+    p.add_argument("--split", choices=["eval", "val"], default="eval",
+                   help="eval: the fixed 240-prompt evaluation set; val: validation-split captions (--per-category "
+                        "of each, default 20), for choosing checkpoints and settings without the evaluation set")
     p.add_argument("--batch-size", type=int, default=48, help="prompts per sampling batch (1: one pipeline call each)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--json", metavar="OUT")
@@ -403,7 +407,8 @@ def main(argv=None) -> dict:
     if args.inpaint:
         settings.update(cases=args.inpaint_cases, seed=args.inpaint_seed)
     else:
-        settings.update(per_category=args.per_category or "all", batch_size=args.batch_size)
+        settings.update(split=args.split, per_category=args.per_category or ("all" if args.split == "eval" else 20),
+                        batch_size=args.batch_size)
     report: dict = {"mode": "inpaint" if args.inpaint else "t2i", "settings": settings, "models": []}
     shown = []
     for folder, label in zip(args.model, labels, strict=True):
@@ -417,7 +422,8 @@ def main(argv=None) -> dict:
                 folder_out = Path(args.samples_dir) / (safe_name(label) if len(labels) > 1 else "")
                 write_inpaint_samples(folder_out, cases, result)
         else:
-            cases = select_items(load_eval_set(), args.per_category)
+            cases = select_items(load_eval_set(), args.per_category) if args.split == "eval" \
+                else validation_items(args.per_category or 20)
             result = evaluate_pipeline(pipe, cases, steps=args.steps, guidance=args.guidance,
                                        batch_size=args.batch_size, progress=not args.no_progress, desc=label)
             result["images_per_second"] = result["n"] / max(result["seconds"], 1e-9)

@@ -48,7 +48,7 @@ from benchmarks.shapes_t2i_eval import (  # noqa: E402
     t2i_grid,
 )
 from genmodels.data.shapes import make_sample  # noqa: E402
-from genmodels.eval.shapes_oracle import evaluate, load_eval_set, score  # noqa: E402
+from genmodels.eval.shapes_oracle import evaluate, load_eval_set, score, validation_items  # noqa: E402
 from genmodels.io import write_text_atomic  # noqa: E402
 from genmodels.loading import load_pipeline  # noqa: E402
 from genmodels.pipelines.var import VARPipeline  # noqa: E402
@@ -141,17 +141,6 @@ def evaluate_outpainting(pipe: VARPipeline, cases: Sequence[dict], *, cfg: float
             "ground_truth": float(np.mean(truth)), "known_pixels_changed": changed}
 
 
-def val_items(per_category: int, seed: int = 0) -> list[dict]:
-    """``per_category`` validation-split captions per category (items shaped like the evaluation set's)."""
-    n = per_category * 6
-    items = []
-    for i in range(n):
-        sample = make_sample(i, seed, "val")
-        items.append({"id": f"val-{i}", "prompt": sample.caption, "spec": sample.spec,
-                      "category": sample.spec["category"], "seed": 50_000 + i})
-    return items
-
-
 @torch.no_grad()
 def tokenizer_ceiling(pipe: VARPipeline, n: int, seed: int = 0) -> dict:
     """The oracle on ``n`` validation scenes after a round trip through the tokenizer (encode to the token
@@ -190,7 +179,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     fastvar = FastVARConfig.parse(args.fastvar) if args.fastvar else None
-    items = select_items(load_eval_set() if args.split == "eval" else val_items(args.per_category), args.per_category)
+    items = load_eval_set() if args.split == "eval" else validation_items(args.per_category)
+    items = select_items(items, args.per_category)
     labels = model_labels(args.model)
     report, results = {"settings": {k: v for k, v in vars(args).items() if k not in ("json", "grid")}}, []
     for label, folder in zip(labels, args.model):

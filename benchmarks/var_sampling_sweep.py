@@ -21,7 +21,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks.var_eval import evaluate_t2i, load_var_pipeline, val_items  # noqa: E402
+from benchmarks.var_eval import evaluate_t2i, load_var_pipeline  # noqa: E402
+from genmodels.eval.shapes_oracle import validation_items  # noqa: E402
 from genmodels.io import write_text_atomic  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_var_pipeline(args.model)
-    items = val_items(args.per_category)
+    items = validation_items(args.per_category)
     rows = []
     for cfg, top_k, top_p in itertools.product(args.cfg, args.top_k, args.top_p):
         r = evaluate_t2i(pipe, items, cfg=cfg, top_k=top_k, top_p=top_p, desc=f"cfg {cfg} k {top_k} p {top_p}")

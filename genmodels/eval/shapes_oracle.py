@@ -61,6 +61,7 @@ from genmodels.data.shapes import (
     COLOURS,
     SIZES,
     check_spec,
+    make_sample,
     object_extent,
     parse_caption,
     relations_between,
@@ -437,6 +438,17 @@ def write_eval_set(path: str | Path = EVAL_SET_PATH, seed: int = EVAL_SET_SEED) 
 def load_eval_set(path: str | Path = EVAL_SET_PATH) -> list[dict]:
     """The evaluation prompts stored at ``path`` (one JSON object per line)."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def validation_items(per_category: int, seed: int = 0) -> list[dict]:
+    """``per_category`` × 6 captions of the *validation* split, shaped like the evaluation set's items, for
+    choosing sampling settings or checkpoints without looking at the evaluation set (generation seeds 50,000 + i)."""
+    items = []
+    for i in range(per_category * len(CATEGORIES)):
+        sample = make_sample(i, seed, "val")
+        items.append({"id": f"val-{i}", "prompt": sample.caption, "spec": sample.spec,
+                      "category": sample.spec["category"], "seed": 50_000 + i})
+    return items
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,6 +53,13 @@ def test_eval_script_scores_every_category_and_writes_json(tiny_pipeline, tmp_pa
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_script_scores_validation_captions_on_request(tiny_pipeline):
+    report = shapes_t2i_eval.main(["--model", str(tiny_pipeline), "--steps", "2", "--split", "val",
+                                   "--per-category", "1", "--no-progress"])
+    (entry,) = report["models"]
+    assert report["settings"]["split"] == "val" and entry["n"] == 6 and set(entry["per_category"]) == set(CATEGORIES)
+
+
 def test_batched_sampling_matches_one_pipeline_call_per_prompt(tiny_pipeline):
     pipe = shapes_t2i_eval.load_t2i_pipeline(tiny_pipeline)
     items = shapes_t2i_eval.select_items(load_eval_set(), 1)[:4]

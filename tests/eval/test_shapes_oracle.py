@@ -34,6 +34,7 @@ from genmodels.eval.shapes_oracle import (
     make_eval_set,
     score,
     shape_features,
+    validation_items,
 )
 
 N_TRUE = 1000
@@ -236,6 +237,15 @@ def test_committed_eval_set_is_reproducible_and_balanced():
     assert all(sum(item["category"] == c for item in items) == 40 for c in CATEGORIES)
     assert all(parse_caption(item["prompt"]) == item["spec"] for item in items)
     assert all(isinstance(item["seed"], int) and 0 <= item["seed"] < 2**31 for item in items)
+
+
+def test_validation_items_are_balanced_parsable_and_disjoint_from_the_eval_set():
+    items = validation_items(3)
+    assert items == validation_items(3) and len(items) == 18
+    assert all(sum(item["category"] == c for item in items) == 3 for c in CATEGORIES)
+    assert all(parse_caption(item["prompt"]) == item["spec"] for item in items)
+    assert {item["seed"] for item in items}.isdisjoint(item["seed"] for item in load_eval_set())
+    assert {item["id"] for item in items}.isdisjoint(item["id"] for item in load_eval_set())
 
 
 def test_write_eval_set_cli_writes_the_same_file(tmp_path):
