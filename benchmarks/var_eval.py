@@ -52,6 +52,7 @@ from genmodels.eval.shapes_oracle import evaluate, load_eval_set, score, validat
 from genmodels.io import write_text_atomic  # noqa: E402
 from genmodels.loading import load_pipeline  # noqa: E402
 from genmodels.pipelines.var import VARPipeline  # noqa: E402
+from genmodels.var import defaults as var_defaults  # noqa: E402
 from genmodels.var.var import FastVARConfig  # noqa: E402
 
 
@@ -157,9 +158,9 @@ def tokenizer_ceiling(pipe: VARPipeline, n: int, seed: int = 0) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, help="VARPipeline folder (repeat to compare)")
-    p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--cfg", type=float, default=var_defaults.GUIDANCE, help="default: the pipeline's")
+    p.add_argument("--top-k", type=int, default=var_defaults.TOP_K)
+    p.add_argument("--top-p", type=float, default=var_defaults.TOP_P)
     p.add_argument("--per-category", type=int, default=40)
     p.add_argument("--split", choices=["eval", "val"], default="eval",
                    help="eval: the fixed evaluation set; val: validation-split captions (for choosing sampling "

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from genmodels.io import ASSETS_DIR
+from genmodels.var import defaults as var_defaults
 
 DEFAULT_PIANOROLL_MODEL = ASSETS_DIR / "pianoroll-hdit"
 DEFAULT_IMAGE_MODEL = ASSETS_DIR / "shapes-sana"
@@ -53,7 +54,6 @@ VIDEO_ORACLE_WARNING = ("the moving-shapes oracle is the evaluator: selecting wi
 DEFAULT_FPS = 8
 DEFAULT_STEPS = 20  # diffusion models' sampler steps
 DEFAULT_GUIDANCE = 4.0  # diffusion models' CFG scale
-DEFAULT_VAR_GUIDANCE = 3.0  # VARPipeline's own default (ramped from 0 at the first scale to this at the last)
 DEFAULT_MP4_SCALE = 8
 
 # `lingen generate` serves every text-to-image and text-to-video model of the project: the checkpoint folder's
@@ -168,7 +168,7 @@ def _add_generate(sub) -> None:
                    help=f"sampler steps of a diffusion model (default {DEFAULT_STEPS}); a VAR model takes none (one "
                         "transformer pass per scale)")
     g.add_argument("--guidance", type=float,
-                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; {DEFAULT_VAR_GUIDANCE:g} "
+                   help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; {var_defaults.GUIDANCE:g} "
                         "with a VAR model, where it ramps from 0 at the first scale to this at the last)")
     g.add_argument("--batch-size", type=int, default=4,
                    help="images (or clips) per pipeline call, where the pipeline takes one generator per output "
@@ -179,9 +179,9 @@ def _add_generate(sub) -> None:
     r = g.add_argument_group(
         "VAR models", "Next-scale prediction (VARPipeline, e.g. assets/shapes-var): each token is drawn from the "
         "transformer's distribution, filtered by --top-k then --top-p.")
-    r.add_argument("--top-k", type=int, help="keep the k most likely tokens (default 0 = off)")
+    r.add_argument("--top-k", type=int, help=f"keep the k most likely tokens (default {var_defaults.TOP_K}; 0 = off)")
     r.add_argument("--top-p", type=float, help="keep the smallest set of tokens holding this probability, in (0, 1] "
-                                               "(default 1 = off)")
+                                               f"(default {var_defaults.TOP_P:g}; 1 = off)")
     r.add_argument("--fastvar", metavar="SPEC",
                    help="FastVAR cached token pruning at the largest scales: scale:ratio pairs (scale indices from 0, "
                         "negative from the end; ratio in [0, 1) of the scale's tokens dropped), optionally ';skip=N' "
@@ -401,9 +401,9 @@ def _check_var_options(args, cls, model_dir: Path):
     if args.steps is not None:
         raise CliError(f"{model_dir} holds a {cls.__name__} (VAR next-scale prediction: one transformer pass per "
                        "scale), which takes no --steps; leave it out (--top-k, --top-p and --fastvar tune VAR)")
-    args.guidance = DEFAULT_VAR_GUIDANCE if args.guidance is None else args.guidance
-    args.top_k = 0 if args.top_k is None else args.top_k
-    args.top_p = 1.0 if args.top_p is None else args.top_p
+    args.guidance = var_defaults.GUIDANCE if args.guidance is None else args.guidance
+    args.top_k = var_defaults.TOP_K if args.top_k is None else args.top_k
+    args.top_p = var_defaults.TOP_P if args.top_p is None else args.top_p
     if args.top_k < 0:
         raise CliError(f"--top-k must be at least 0 (0 = off), got {args.top_k}")
     if not 0 < args.top_p <= 1:  # NaN fails too

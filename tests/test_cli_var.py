@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import genmodels.cli as cli
+from genmodels.var import defaults as var_defaults
 from tests.search.helpers import save_tiny_open_clip, tiny_var_pipeline
 from tests.test_cli_generate import manifest, run
 
@@ -49,8 +50,21 @@ def test_var_writes_one_png_of_the_model_size_and_its_manifest(var_dir, tmp_path
     assert row["pipeline"] == "VARPipeline" and row["model"] == str(var_dir) and row["prompt"] == "a red circle"
     assert (row["index"], row["file"], row["seed"]) == (0, "0000.png", 0)
     assert (row["top_k"], row["top_p"], row["fastvar"]) == (5, 0.9, None)
-    assert row["guidance"] == cli.DEFAULT_VAR_GUIDANCE  # VAR's own default, not the diffusion models' 4.0
+    assert row["guidance"] == var_defaults.GUIDANCE == 5.0  # VAR's own default, not the diffusion models' 4.0
     assert row["nfe"] == SCALES and "steps" not in row and row["seconds"] >= 0
+
+
+def test_var_sampling_defaults_are_the_pipelines(var_dir, tmp_path):
+    import inspect
+
+    from genmodels.pipelines.var import VARPipeline
+
+    assert run("generate", "--model", var_dir, "--prompt", "a red circle", "--out", tmp_path / "out") == 0
+    (row,) = manifest(tmp_path / "out")
+    params = inspect.signature(VARPipeline.__call__).parameters
+    assert (row["guidance"], row["top_k"], row["top_p"]) == (params["guidance_scale"].default,
+                                                             params["top_k"].default, params["top_p"].default)
+    assert (row["top_k"], row["top_p"]) == (0, 0.95)
 
 
 def test_var_same_seed_same_image_whatever_the_batch_size(var_dir, tmp_path):

@@ -46,6 +46,7 @@ from app.registry import ModelRegistry, pipeline_class
 from app.settings import MODELS, Settings
 from app.tabs.pianoroll import MAX_SEED, check_number
 from genmodels.search import run_search, text_to_image_generate_fn
+from genmodels.var import defaults as var_defaults
 
 MODEL = "image"
 PIPELINE_CLASS = "TextToImagePipeline"
@@ -54,7 +55,7 @@ VAR_PIPELINE_CLASS = "VARPipeline"
 MAX_GUIDANCE = 15.0
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
-DEFAULT_VAR_GUIDANCE = 3.0  # VARPipeline's own default (ramped from 0 at the first scale to this at the last)
+DEFAULT_VAR_GUIDANCE = var_defaults.GUIDANCE  # VARPipeline's own (ramped from 0 at the first scale to this at the last)
 MAX_TOP_K = 1_000_000  # VARPipeline's bound; 0 = off
 VAR_NOTE = ("**VAR** draws the picture coarse to fine, one transformer pass per scale: there are no sampler steps. "
             "**Top-k** keeps the k most likely tokens (0 = off), **Top-p** the most likely ones holding that much "
@@ -408,7 +409,8 @@ class ImageTab:
     @user_errors
     def generate(self, prompt: str, model: str, steps: float, guidance: float, seed: float, inpaint: bool,
                  editor: dict[str, Any] | None, strategy: str = search.NONE, n: float = search.DEFAULT_N,
-                 verifier: str = "clip", top_k: float = 0, top_p: float = 1.0,
+                 verifier: str = "clip", top_k: float = var_defaults.TOP_K,
+                 top_p: float = var_defaults.TOP_P,
                  progress: gr.Progress = gr.Progress()  # noqa: B008
                  ) -> tuple[Image.Image, str, str, np.ndarray, search.Shown | None]:
         """Generate (or inpaint) one picture, or search ``n`` candidates (seeds ``seed``, ``seed + 1``, …) for the
@@ -541,10 +543,10 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> I
                                          step=0.5, label="Guidance (higher = follows the prompt more closely)",
                                          elem_id="image-guidance")
                 with gr.Row():
-                    top_k = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_TOP_K, label="Top-k (0 = off)",
-                                      visible=var_first, elem_id="image-top-k")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)", visible=var_first,
-                                      elem_id="image-top-p")
+                    top_k = gr.Number(value=var_defaults.TOP_K, precision=0, minimum=0, maximum=MAX_TOP_K,
+                                      label="Top-k (0 = off)", visible=var_first, elem_id="image-top-k")
+                    top_p = gr.Slider(0.05, 1.0, value=var_defaults.TOP_P, step=0.05, label="Top-p (1 = off)",
+                                      visible=var_first, elem_id="image-top-p")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     inpaint = gr.Checkbox(False, label="Inpaint: regenerate only the part painted below",

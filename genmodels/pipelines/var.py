@@ -22,6 +22,7 @@ from diffusers import DiffusionPipeline
 import genmodels.text.clip  # noqa: F401  (diffusers loads components only from imported modules)
 import genmodels.var.var  # noqa: F401
 import genmodels.var.vqvae  # noqa: F401
+from genmodels.var import defaults
 from genmodels.var.var import FastVARConfig, sample_var
 
 from .text_to_image import (
@@ -104,9 +105,9 @@ class VARPipeline(DiffusionPipeline):
     def __call__(
         self,
         prompt: str | list[str],
-        guidance_scale: float = 3.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        guidance_scale: float = defaults.GUIDANCE,
+        top_k: int = defaults.TOP_K,
+        top_p: float = defaults.TOP_P,
         generator: torch.Generator | list[torch.Generator] | None = None,
         mask: ImageInput | None = None,
         image: ImageInput | None = None,
