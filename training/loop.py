@@ -52,8 +52,8 @@ class TrainConfig:
     base_batch_size: int = 16
     lr_scaling: str = "none"  # none | sqrt | linear
     warmup_steps: int = 0  # linear warm-up; with a scaling rule it starts at the base rate (Goyal et al.)
-    lr_decay: str = "none"  # none | cosine (to 10 % at max_steps, after the warm-up) | cooldown (linear from
-    decay_start: int | None = None  # decay_start to 10 % at max_steps; constant before it)
+    lr_decay: str = "none"  # none | cosine | cooldown, each to 10 % at max_steps (lr_scaling.decay_factor)
+    decay_start: int | None = None  # cooldown: the LR is constant until this step, then falls linearly
     optimizer: str = "adamw"  # adamw | lamb (layer-wise trust ratio)
     log_noise_scale: bool = False  # estimate B_noise from micro-batch vs accumulated gradients (grad_accum ≥ 2)
     weight_decay: float = 1e-3
