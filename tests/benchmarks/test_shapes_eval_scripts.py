@@ -60,6 +60,29 @@ def test_eval_script_scores_validation_captions_on_request(tiny_pipeline):
     assert report["settings"]["split"] == "val" and entry["n"] == 6 and set(entry["per_category"]) == set(CATEGORIES)
 
 
+def test_text_dependence_reports_true_wrong_and_null_caption_errors(tiny_pipeline, tmp_path, capsys):
+    from benchmarks import text_dependence
+
+    report = text_dependence.main(["--model", str(tiny_pipeline), "--items", "6", "--times", "0.5", "1.0",
+                                   "--json", str(tmp_path / "dep.json")])
+    assert json.loads((tmp_path / "dep.json").read_text()) == json.loads(json.dumps(report))
+    per_time = report["models"][0]["per_time"]
+    assert set(per_time) == {"0.5", "1.0"} and "wrong gap" in capsys.readouterr().out
+    for r in per_time.values():
+        assert all(np.isfinite(r[k]) and r[k] > 0 for k in ("true", "wrong", "null"))
+        assert r["wrong_gap"] == pytest.approx((r["wrong"] - r["true"]) / r["true"])
+        assert r["null_gap"] == pytest.approx((r["null"] - r["true"]) / r["true"])
+        assert r["true"] != r["wrong"] != r["null"]  # the (nudged) text path reaches the prediction
+    # at t = 1 the input is pure noise, so the error is the same noise whatever the batching: batch 1 agrees
+    pipe = shapes_t2i_eval.load_t2i_pipeline(tiny_pipeline)
+    one = text_dependence.text_dependence(pipe, items=6, times=[1.0], batch=1)[1.0]
+    assert one["true"] == pytest.approx(per_time["1.0"]["true"], rel=1e-5)
+    with pytest.raises(ValueError, match="items"):
+        text_dependence.text_dependence(pipe, items=1)
+    with pytest.raises(ValueError, match="times"):
+        text_dependence.text_dependence(pipe, items=4, times=[0.0])
+
+
 def test_batched_sampling_matches_one_pipeline_call_per_prompt(tiny_pipeline):
     pipe = shapes_t2i_eval.load_t2i_pipeline(tiny_pipeline)
     items = shapes_t2i_eval.select_items(load_eval_set(), 1)[:4]
