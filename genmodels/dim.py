@@ -63,6 +63,7 @@ from .layers.dit import (
     TextConditioning,
     TimestepEmbedder,
     layer_norm,
+    make_pooled_embedder,
     modulate,
     xavier_init,
 )
@@ -340,7 +341,8 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
     ``pooled_text_dim`` (None = text_dim, 0 = none), ``cross_attn`` (``"crosswkv" | "joint" | "softmax"``),
     ``cross_head_dim``, ``timestep_freq_dim``, ``scan`` (``"zigzag"`` or ``"raster"``),
     ``frame_conditioning`` (read a frame-mask channel: given frames for continuation), ``mixer`` (``"ssm"``;
-    ``"softmax"``: the same DiT with softmax self-attention, heads of ``ssm_head_dim``, the quadratic baseline).
+    ``"softmax"``: the same DiT with softmax self-attention, heads of ``ssm_head_dim``, the quadratic baseline),
+    ``pooled_mlp`` (pooled text through :class:`~genmodels.layers.dit.PooledTextEmbedder`; False: one Linear).
     """
 
     _supports_gradient_checkpointing = True
@@ -369,6 +371,7 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         scan: str = "zigzag",
         frame_conditioning: bool = False,
         mixer: str = "ssm",
+        pooled_mlp: bool = False,
     ):
         super().__init__()
         if mixer not in MIXERS:
@@ -389,7 +392,7 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         self.patch_embed = xavier_init(nn.Conv2d(in_channels + int(frame_conditioning), width, patch_size,
                                                  stride=patch_size))
         self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
-        self.pooled_embedder = nn.Linear(pooled_text_dim, width) if pooled_text_dim else None
+        self.pooled_embedder = make_pooled_embedder(pooled_text_dim, width, pooled_mlp)
         self.init_text_side(text_dim, pooled_text_dim, width)
         self.blocks = nn.ModuleList(
             DiMBlock(width, expand=expand, ssm_head_dim=ssm_head_dim, d_state=d_state, d_conv=d_conv,

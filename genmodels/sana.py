@@ -57,6 +57,7 @@ from .layers.dit import (
     TextContext,
     TimestepEmbedder,
     layer_norm,
+    make_pooled_embedder,
     modulate,
     timestep_embedding,
     xavier_init,
@@ -228,7 +229,9 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     ``text_dim`` (per-token text features), ``pooled_text_dim`` (None = text_dim, 0 = no pooled input),
     ``cross_attn`` (``"crosswkv" | "joint" | "softmax"``), ``cross_head_dim``, ``timestep_freq_dim``,
     ``self_attn`` (``"linear"``: SANA's ReLU linear attention; ``"softmax"``: the same model with softmax
-    self-attention, identical parameters, as the quadratic baseline).
+    self-attention, identical parameters, as the quadratic baseline), ``pooled_mlp`` (the pooled text enters
+    through :class:`~genmodels.layers.dit.PooledTextEmbedder`, RMS-normalised → MLP; False: one Linear, as in
+    the first shipped model, whose caption signal on that path stayed negligible).
     """
 
     _supports_gradient_checkpointing = True
@@ -252,6 +255,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         cross_head_dim: int = 64,
         timestep_freq_dim: int = 256,
         self_attn: str = "linear",
+        pooled_mlp: bool = False,
     ):
         super().__init__()
         if cross_attn not in CROSS_ATTN_MODES:
@@ -270,7 +274,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
 
         # Conditioning: timestep (+ pooled text) → adaLN-single; text tokens → caption embedder → blocks.
         self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
-        self.pooled_embedder = nn.Linear(pooled_text_dim, width) if pooled_text_dim else None
+        self.pooled_embedder = make_pooled_embedder(pooled_text_dim, width, pooled_mlp)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         nn.init.normal_(self.t_block[1].weight, std=0.02)
         nn.init.zeros_(self.t_block[1].bias)
@@ -313,7 +317,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         tokens) costs 7.1 s and 107 ms, too slow to train to a useful point here; width 256 (10.1M, 2.6 s) would
         not fit the asset budget in fp16."""
         return dict(in_channels=3, patch_size=8, sample_size=64, width=192, depth=8, head_dim=32, mlp_ratio=2.5,
-                    text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64)
+                    text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64, pooled_mlp=True)
 
     # Optimizer groups
 

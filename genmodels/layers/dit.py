@@ -2,6 +2,8 @@
 
 * :func:`timestep_embedding`, :class:`TimestepEmbedder`: t ∈ [0, 1] → sinusoidal(1000·t) → MLP (PixArt).
 * :class:`CaptionEmbedder`: text tokens → model width (SANA's ``y_embedder`` + RMSNorm).
+* :func:`make_pooled_embedder`, :class:`PooledTextEmbedder`: the pooled text vector → model width, added to the
+  timestep embedding (a plain Linear, or an RMS-normalised MLP: ``pooled_mlp=True``).
 * :class:`TextContext`, :class:`TextConditioning`: the text side of a model — a learned null text for
   classifier-free guidance, caption dropout, input checks, and CrossWKV states absorbed once per prompt batch.
   A model using the mixin calls ``init_text_side`` (``caption_embedder``, ``null_text_embedding``,
@@ -82,6 +84,35 @@ class CaptionEmbedder(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.norm(self.fc2(F.gelu(self.fc1(y), approximate="tanh")))
+
+
+class PooledTextEmbedder(nn.Module):
+    """Pooled text ``[B, P] -> [B, C]``: RMS-normalise the vector (``x / √(mean x² + 1e-6)``), then Linear → SiLU →
+    Linear (SD3's pooled-text projection, VAR's condition MLP).
+
+    CLIP's pooled embedding is L2-normalised (entries ~1/√P), whatever the encoder's width; normalising to unit
+    rms makes the path's input scale independent of P and of the encoder, and the hidden layer lets the adaLN
+    input depend non-linearly on the caption. The first shipped SANA model used a bare ``Linear(P, C)``: after
+    training, its output varied across captions by only 0.006 rms (its bias dominated, 0.07 rms) next to the
+    ~0.25 rms timestep embedding it is added to — that path had learnt to ignore the caption (BENCHMARKS.md,
+    issue 5). Both layers keep PyTorch's default init.
+    """
+
+    def __init__(self, pooled_dim: int, dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(pooled_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        pooled = pooled * torch.rsqrt(pooled.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return self.mlp(pooled)
+
+
+def make_pooled_embedder(pooled_dim: int, dim: int, mlp: bool) -> nn.Module | None:
+    """The model's ``pooled_embedder``: None without pooled input (``pooled_dim`` 0), :class:`PooledTextEmbedder`
+    when ``mlp``, else the plain ``Linear(pooled_dim, dim)`` of the first shipped models."""
+    if not pooled_dim:
+        return None
+    return PooledTextEmbedder(pooled_dim, dim) if mlp else nn.Linear(pooled_dim, dim)
 
 
 @dataclass
@@ -216,10 +247,12 @@ class TextConditioning:
 __all__ = [
     "CaptionEmbedder",
     "LN_EPS",
+    "PooledTextEmbedder",
     "TextConditioning",
     "TextContext",
     "TimestepEmbedder",
     "layer_norm",
+    "make_pooled_embedder",
     "modulate",
     "timestep_embedding",
     "xavier_init",

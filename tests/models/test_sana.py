@@ -131,6 +131,35 @@ def test_text_changes_the_output():
     assert not torch.allclose(model(x, t, tokens, mask, pooled), model(x, t, -tokens, mask, pooled), atol=1e-4)
 
 
+def test_pooled_mlp_path_is_scale_invariant_and_reaches_the_output():
+    from genmodels.layers.dit import PooledTextEmbedder
+
+    torch.manual_seed(0)
+    mlp, linear = _tiny(pooled_mlp=True), _tiny()
+    assert isinstance(mlp.pooled_embedder, PooledTextEmbedder) and isinstance(linear.pooled_embedder, torch.nn.Linear)
+    pooled = F.normalize(torch.randn(64, 32), dim=-1)  # CLIP's pooled embedding is L2-normalised
+    torch.testing.assert_close(mlp.pooled_embedder(3.0 * pooled), mlp.pooled_embedder(pooled), rtol=1e-4, atol=1e-5)
+    x, t, tokens, mask, _ = _inputs()
+    model = _perturb(mlp)
+    assert not torch.allclose(model(x, t, tokens, mask, pooled[:2]), model(x, t, tokens, mask, pooled[2:4]), atol=1e-4)
+
+
+def test_shipped_shapes_config_loads_a_checkpoint_saved_without_pooled_mlp(tmp_path):
+    """Folders written before ``pooled_mlp`` existed have no such config key: they get the plain Linear back."""
+    import json
+
+    model = _perturb(_tiny())
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("pooled_mlp")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = SanaDiT.from_pretrained(tmp_path)
+    assert not loaded.config.pooled_mlp and isinstance(loaded.pooled_embedder, torch.nn.Linear)
+    x, t, tokens, mask, pooled = _inputs()
+    torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), model(x, t, tokens, mask, pooled), rtol=0, atol=0)
+    assert SanaDiT.shapes_config()["pooled_mlp"]
+
+
 def test_dropped_text_sees_only_the_null_token():
     model = _perturb(_tiny())
     x, t, tokens, mask, pooled = _inputs()
