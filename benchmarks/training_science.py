@@ -63,7 +63,8 @@ def sana_config(runs_dir: Path) -> Path:
 
     path = runs_dir / "sana_shapes_crosswkv.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**SanaDiT.shapes_config(), "cross_attn": "crosswkv"}))
+    # velocity prediction: the model the recorded figures (BENCHMARKS.md, 2026-11-29) were measured on
+    path.write_text(json.dumps({**SanaDiT.shapes_config(), "cross_attn": "crosswkv", "prediction": "velocity"}))
     return path
 
 

@@ -65,6 +65,8 @@ from .layers.dit import (
 
 ATTN_EPS = 1e-8  # LiteLA's normaliser eps as the SANA blocks construct it
 SELF_ATTN_MODES = ("linear", "softmax")  # SanaDiT(self_attn=...): LinearSelfAttention | SoftmaxSelfAttention
+PREDICTIONS = ("velocity", "sample")  # SanaDiT(prediction=...): what the network's last layer outputs
+SAMPLE_PREDICTION_T_MIN = 0.05  # prediction="sample": v = (x_t − x̂₀) / max(t, this), JiT's clamp
 
 # Attention
 
@@ -231,7 +233,11 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     ``self_attn`` (``"linear"``: SANA's ReLU linear attention; ``"softmax"``: the same model with softmax
     self-attention, identical parameters, as the quadratic baseline), ``pooled_mlp`` (the pooled text enters
     through :class:`~genmodels.layers.dit.PooledTextEmbedder`, RMS-normalised → MLP; False: one Linear, as in
-    the first shipped model, whose caption signal on that path stayed negligible).
+    the first shipped model, whose caption signal on that path stayed negligible), ``prediction``
+    (``"velocity"``: the last layer outputs v = ε − x₀; ``"sample"``: it outputs the clean image x̂₀ and
+    ``forward`` returns v = (x_t − x̂₀) / max(t, 0.05) — JiT's x-prediction with the velocity loss, Li & He, "Back
+    to Basics: Let Denoising Generative Models Denoise", 2025: a p×p×3 pixel patch is as wide as the model here, too wide to carry per-pixel noise
+    through, while clean images lie on a low-dimensional manifold). Callers always get a velocity.
     """
 
     _supports_gradient_checkpointing = True
@@ -256,8 +262,13 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         timestep_freq_dim: int = 256,
         self_attn: str = "linear",
         pooled_mlp: bool = False,
+        prediction: str = "velocity",
     ):
         super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if prediction == "sample" and (out_channels or in_channels) != in_channels:
+            raise ValueError("prediction='sample' needs out_channels == in_channels (the output is an image)")
         if cross_attn not in CROSS_ATTN_MODES:
             raise ValueError(f"cross_attn must be one of {CROSS_ATTN_MODES}, got {cross_attn!r}")
         if self_attn not in SELF_ATTN_MODES:
@@ -317,7 +328,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         tokens) costs 7.1 s and 107 ms, too slow to train to a useful point here; width 256 (10.1M, 2.6 s) would
         not fit the asset budget in fp16."""
         return dict(in_channels=3, patch_size=8, sample_size=64, width=192, depth=8, head_dim=32, mlp_ratio=2.5,
-                    text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64, pooled_mlp=True)
+                    text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64, prediction="sample")
 
     # Optimizer groups
 
@@ -370,6 +381,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         t6 = self.t_block(t_emb).unflatten(1, (6, -1))
 
         # Patching (no positional embedding)
+        x_in = x
         x = self.patch_embed(x.to(self.patch_embed.weight.dtype))
         hw = (x.shape[-2], x.shape[-1])
         x = rearrange(x, "b c h w -> b (h w) c")
@@ -382,9 +394,13 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
                 x = block(x, hw, t6, text.context, text.mask, state)
 
         # Unpatching
-        x = self.final_layer(x, t_emb)
+        out = self.final_layer(x, t_emb)
         p = self.patch_size
-        return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=hw[0], w=hw[1], p=p, q=p)
+        out = rearrange(out, "b (h w) (p q c) -> b c (h p) (w q)", h=hw[0], w=hw[1], p=p, q=p)
+        if self.config.prediction == "sample":  # x̂₀ → velocity, in float32
+            t = timestep.clamp(min=SAMPLE_PREDICTION_T_MIN)[:, None, None, None]
+            out = ((x_in.float() - out.float()) / t).to(out.dtype)
+        return out
 
 
 # SANA 1.5 depth tools: block importance, pruning, growth

@@ -62,6 +62,34 @@ def test_no_positional_embedding_anywhere():
     assert not [n for n, _ in model.named_parameters() if "pos" in n]
 
 
+def test_sample_prediction_returns_the_velocity_of_its_clean_image_estimate():
+    """prediction="sample": the last layer's output is x̂₀ and forward returns (x_t − x̂₀) / max(t, 0.05), so
+    x_t − t·v recovers x̂₀ for t ≥ 0.05 (the sampler's x̂₀), and the velocity model with the same weights
+    returns the raw output."""
+    from einops import rearrange
+
+    torch.manual_seed(0)
+    model = _perturb(_tiny(prediction="sample"))
+    twin = _tiny()
+    twin.load_state_dict(model.state_dict())
+    x, _, tokens, mask, pooled = _inputs()
+    t = torch.tensor([0.6, 0.01])
+    captured = []
+    model.final_layer.register_forward_hook(lambda mod, inp, out: captured.append(out))
+    v = model(x, t, tokens, mask, pooled)
+    x0_hat = rearrange(captured[0], "b (h w) (p q c) -> b c (h p) (w q)", h=8, w=8, p=4, q=4)
+    torch.testing.assert_close(v, (x - x0_hat) / torch.tensor([0.6, 0.05])[:, None, None, None])
+    torch.testing.assert_close(x[:1] - 0.6 * v[:1], x0_hat[:1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(twin(x, t, tokens, mask, pooled), x0_hat)
+
+
+def test_bad_prediction_settings_raise():
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        _tiny(prediction="epsilon")
+    with pytest.raises(ValueError, match="out_channels == in_channels"):
+        _tiny(prediction="sample", out_channels=6)
+
+
 def test_output_is_exactly_zero_at_init():
     x, t, tokens, mask, pooled = _inputs()
     out = _tiny()(x, t, tokens, mask, pooled)
@@ -144,20 +172,22 @@ def test_pooled_mlp_path_is_scale_invariant_and_reaches_the_output():
     assert not torch.allclose(model(x, t, tokens, mask, pooled[:2]), model(x, t, tokens, mask, pooled[2:4]), atol=1e-4)
 
 
-def test_shipped_shapes_config_loads_a_checkpoint_saved_without_pooled_mlp(tmp_path):
-    """Folders written before ``pooled_mlp`` existed have no such config key: they get the plain Linear back."""
+def test_folders_saved_before_pooled_mlp_and_prediction_existed_load_as_before(tmp_path):
+    """Folders written before ``pooled_mlp`` / ``prediction`` existed lack those keys: plain Linear, velocity."""
     import json
 
     model = _perturb(_tiny())
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config.pop("pooled_mlp")
+    config.pop("prediction")
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = SanaDiT.from_pretrained(tmp_path)
     assert not loaded.config.pooled_mlp and isinstance(loaded.pooled_embedder, torch.nn.Linear)
+    assert loaded.config.prediction == "velocity"
     x, t, tokens, mask, pooled = _inputs()
     torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), model(x, t, tokens, mask, pooled), rtol=0, atol=0)
-    assert SanaDiT.shapes_config()["pooled_mlp"]
+    assert SanaDiT.shapes_config()["prediction"] == "sample"
 
 
 def test_dropped_text_sees_only_the_null_token():
@@ -224,10 +254,11 @@ def test_prune_rejects_bad_indices():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    model = _perturb(_tiny(cross_attn="softmax", qk_norm=True))
+    model = _perturb(_tiny(cross_attn="softmax", qk_norm=True, prediction="sample", pooled_mlp=True))
     model.save_pretrained(tmp_path)
     loaded = SanaDiT.from_pretrained(tmp_path)
     assert loaded.config.cross_attn == "softmax" and loaded.config.qk_norm
+    assert loaded.config.prediction == "sample" and loaded.config.pooled_mlp
     x, t, tokens, mask, pooled = _inputs()
     torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), model(x, t, tokens, mask, pooled), rtol=0, atol=0)
 
@@ -246,9 +277,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6)
 
 
-def test_tiny_model_overfits_one_image():
+@pytest.mark.parametrize("prediction", ["velocity", "sample"])
+def test_tiny_model_overfits_one_image(prediction):
     torch.manual_seed(0)  # init and text: not whatever the tests before left in the global generator
-    model = _tiny()
+    model = _tiny(prediction=prediction)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
     image = torch.stack([xx, yy, xx * yy])[None].expand(8, -1, -1, -1)
     batch = {"pixel_values": image, "encoder_hidden_states": torch.randn(1, 4, 32).expand(8, -1, -1),
