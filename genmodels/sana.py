@@ -235,9 +235,10 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     through :class:`~genmodels.layers.dit.PooledTextEmbedder`, RMS-normalised → MLP; False: one Linear, as in
     the first shipped model, whose caption signal on that path stayed negligible), ``prediction``
     (``"velocity"``: the last layer outputs v = ε − x₀; ``"sample"``: it outputs the clean image x̂₀ and
-    ``forward`` returns v = (x_t − x̂₀) / max(t, 0.05) — JiT's x-prediction with the velocity loss, Li & He, "Back
-    to Basics: Let Denoising Generative Models Denoise", 2025: a p×p×3 pixel patch is as wide as the model here, too wide to carry per-pixel noise
-    through, while clean images lie on a low-dimensional manifold). Callers always get a velocity.
+    ``forward`` returns v = (x_t − x̂₀) / max(t, 0.05) — JiT's x-prediction with the velocity loss, Li & He,
+    "Back to Basics: Let Denoising Generative Models Denoise", 2025: a p×p×3 pixel patch is as wide as the
+    model here, too wide to carry per-pixel noise through, while clean images lie on a low-dimensional
+    manifold). Callers always get a velocity.
     """
 
     _supports_gradient_checkpointing = True
