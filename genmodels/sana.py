@@ -329,7 +329,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         tokens) costs 7.1 s and 107 ms, too slow to train to a useful point here; width 256 (10.1M, 2.6 s) would
         not fit the asset budget in fp16."""
         return dict(in_channels=3, patch_size=8, sample_size=64, width=192, depth=8, head_dim=32, mlp_ratio=2.5,
-                    text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64, prediction="sample")
+                    text_dim=64, pooled_text_dim=64, cross_attn="crosswkv", cross_head_dim=64)
 
     # Optimizer groups
 
