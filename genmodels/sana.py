@@ -233,7 +233,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     ``self_attn`` (``"linear"``: SANA's ReLU linear attention; ``"softmax"``: the same model with softmax
     self-attention, identical parameters, as the quadratic baseline), ``pooled_mlp`` (the pooled text enters
     through :class:`~genmodels.layers.dit.PooledTextEmbedder`, RMS-normalised → MLP; False: one Linear, as in
-    the first shipped model, whose caption signal on that path stayed negligible), ``prediction``
+    the shipped model; no gain measured), ``prediction``
     (``"velocity"``: the last layer outputs v = ε − x₀; ``"sample"``: it outputs the clean image x̂₀ and
     ``forward`` returns v = (x_t − x̂₀) / max(t, 0.05) — JiT's x-prediction with the velocity loss, Li & He,
     "Back to Basics: Let Denoising Generative Models Denoise", 2025: a p×p×3 pixel patch is as wide as the

@@ -92,10 +92,11 @@ class PooledTextEmbedder(nn.Module):
 
     CLIP's pooled embedding is L2-normalised (entries ~1/√P), whatever the encoder's width; normalising to unit
     rms makes the path's input scale independent of P and of the encoder, and the hidden layer lets the adaLN
-    input depend non-linearly on the caption. The first shipped SANA model used a bare ``Linear(P, C)``: after
-    training, its output varied across captions by only 0.006 rms (its bias dominated, 0.07 rms) next to the
-    ~0.25 rms timestep embedding it is added to — that path had learnt to ignore the caption (BENCHMARKS.md,
-    issue 5). Both layers keep PyTorch's default init.
+    input depend non-linearly on the caption. In the SANA run trained with a bare ``Linear(P, C)`` (7,500
+    steps), that path's output varied across captions by only 0.006 rms (its bias dominated, 0.07 rms) next to
+    the ~0.25 rms timestep embedding it is added to; this MLP did not change that at 600 steps (the cause was
+    the training noise levels, BENCHMARKS.md, issue 5), so the shipped configs keep the Linear. Both layers keep
+    PyTorch's default init.
     """
 
     def __init__(self, pooled_dim: int, dim: int):
