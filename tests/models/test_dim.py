@@ -233,6 +233,21 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.allclose(model(x, 0.5, text), loaded(x, 0.5, text), atol=1e-6)  # same weights; layouts may differ
 
 
+def test_pooled_mlp_option_round_trips_and_reads_the_pooled_text(tmp_path):
+    from genmodels.layers.dit import PooledTextEmbedder
+
+    model = _tiny(pooled_mlp=True)
+    assert isinstance(model.pooled_embedder, PooledTextEmbedder)
+    x, text = torch.randn(2, 3, 4, 16, 16), torch.randn(2, 3, 32)
+    pooled = F.normalize(torch.randn(2, 32), dim=-1)
+    assert not torch.allclose(model(x, 0.5, text, pooled_text=pooled), model(x, 0.5, text, pooled_text=-pooled),
+                              atol=1e-4)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = DiffusionMamba.from_pretrained(tmp_path, use_safetensors=True)
+    assert loaded.config.pooled_mlp
+    assert torch.allclose(model(x, 0.5, text, pooled_text=pooled), loaded(x, 0.5, text, pooled_text=pooled), atol=1e-6)
+
+
 def test_crosswkv_states_match_the_per_step_text_path():
     model = _tiny()
     x, text = torch.randn(2, 3, 4, 16, 16), torch.randn(2, 6, 32)
