@@ -104,8 +104,7 @@ class PooledTextEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(pooled_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        pooled = pooled * torch.rsqrt(pooled.pow(2).mean(-1, keepdim=True) + 1e-6)
-        return self.mlp(pooled)
+        return self.mlp(F.rms_norm(pooled, pooled.shape[-1:], eps=1e-6))
 
 
 def make_pooled_embedder(pooled_dim: int, dim: int, mlp: bool) -> nn.Module | None:
