@@ -1,8 +1,8 @@
 """Shapes-world text-to-image evaluation with the oracle scorer (GenEval's protocol without a detector).
 
     python benchmarks/shapes_t2i_eval.py --model assets/shapes-sana [--model runs/other/pipeline ...] \\
-        [--steps 20] [--guidance 4.0] [--per-category 40] [--split eval|val] [--batch-size 48] \\
-        [--json benchmarks/results/shapes_t2i_eval.json] [--samples-dir DIR] [--grid grid.png]
+        [--steps 20] [--guidance 4.0] [--guidance-interval T_LO T_HI] [--per-category 40] [--split eval|val] \\
+        [--batch-size 48] [--json benchmarks/results/shapes_t2i_eval.json] [--samples-dir DIR] [--grid grid.png]
 
 Text to image (default): for every model, ONE sample per prompt of the fixed evaluation set
 (``genmodels/eval/shapes_eval_prompts.jsonl``: 40 prompts in each of the six categories), each drawn from the
@@ -125,7 +125,8 @@ def select_items(items: Sequence[dict], per_category: int | None) -> list[dict]:
 
 
 def generate(pipe: TextToImagePipeline, items: Sequence[dict], *, steps: int, guidance: float, batch_size: int,
-             progress: bool = True, desc: str = "sampling") -> np.ndarray:
+             progress: bool = True, desc: str = "sampling",
+             guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
     """One image per item (``prompt`` with its own ``seed``): uint8 ``[N, H, W, 3]``, ``batch_size`` prompts per
     pipeline call, each with its own generator (so an image does not depend on the batch it is in)."""
     if batch_size < 1:
@@ -135,8 +136,8 @@ def generate(pipe: TextToImagePipeline, items: Sequence[dict], *, steps: int, gu
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             out = pipe([item["prompt"] for item in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                       output_type="np", generator=[torch.Generator().manual_seed(int(i["seed"])) for i in chunk]
-                       ).images
+                       output_type="np", generator=[torch.Generator().manual_seed(int(i["seed"])) for i in chunk],
+                       guidance_interval=guidance_interval).images
             images.append(out)
             bar.update(len(chunk))
     return np.concatenate(images)
@@ -144,7 +145,8 @@ def generate(pipe: TextToImagePipeline, items: Sequence[dict], *, steps: int, gu
 
 def evaluate_pipeline(pipe: TextToImagePipeline, items: Sequence[dict] | None = None, *, steps: int = 20,
                       guidance: float = 4.0, batch_size: int = 48, per_category: int | None = None,
-                      progress: bool = True, desc: str = "sampling") -> dict:
+                      progress: bool = True, desc: str = "sampling",
+                      guidance_interval: tuple[float, float] | None = None) -> dict:
     """Generate and score ``items`` (default: the fixed evaluation set, ``per_category`` per category).
 
     Returns the oracle's ``per_category``, ``overall`` (mean of categories), ``accuracy`` (over images),
@@ -156,7 +158,7 @@ def evaluate_pipeline(pipe: TextToImagePipeline, items: Sequence[dict] | None = 
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     images = generate(pipe, items, steps=steps, guidance=guidance, batch_size=batch_size, progress=progress,
-                      desc=desc)
+                      desc=desc, guidance_interval=guidance_interval)
     if pipe.transformer.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -382,6 +384,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="text-to-image pipeline folder; repeat to compare models side by side")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("T_LO", "T_HI"),
+                   help="guide only at T_LO < t <= T_HI, the prompt alone elsewhere (default: every step)")
     p.add_argument("--per-category", type=int, default=None, metavar="N",
                    help="only the first N prompts of each category (default: all 40)")
     p.add_argument("--split", choices=["eval", "val"], default="eval",
@@ -404,6 +408,8 @@ def main(argv=None) -> dict:
     device = args.device or default_device()
     labels = model_labels(args.model)
     settings = {"steps": args.steps, "guidance": args.guidance, "device": device, "threads": torch.get_num_threads()}
+    if args.guidance_interval is not None:
+        settings["guidance_interval"] = args.guidance_interval
     if args.inpaint:
         settings.update(cases=args.inpaint_cases, seed=args.inpaint_seed)
     else:
@@ -425,7 +431,8 @@ def main(argv=None) -> dict:
             cases = select_items(load_eval_set(), args.per_category) if args.split == "eval" \
                 else validation_items(args.per_category or 20)
             result = evaluate_pipeline(pipe, cases, steps=args.steps, guidance=args.guidance,
-                                       batch_size=args.batch_size, progress=not args.no_progress, desc=label)
+                                       batch_size=args.batch_size, progress=not args.no_progress, desc=label,
+                                       guidance_interval=args.guidance_interval)
             result["images_per_second"] = result["n"] / max(result["seconds"], 1e-9)
             if args.samples_dir:
                 folder_out = Path(args.samples_dir) / (safe_name(label) if len(labels) > 1 else "")

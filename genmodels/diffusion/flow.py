@@ -174,17 +174,45 @@ def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:  # 
 # Guidance
 
 
-def cfg_velocity(velocity_fn: VelocityFn, guidance_scale: float) -> VelocityFn:
+def check_guidance_interval(interval) -> tuple[float, float] | None:
+    """``None`` (guidance at every step) or a pair ``(t_lo, t_hi)`` with 0 ≤ t_lo < t_hi ≤ 1, returned as floats;
+    ``ValueError`` for anything else."""
+    if interval is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be None or a pair (t_lo, t_hi), got {interval!r}") from None
+    if not 0 <= lo < hi <= 1:  # NaN fails the comparison
+        raise ValueError(f"guidance_interval needs 0 <= t_lo < t_hi <= 1, got ({lo:g}, {hi:g})")
+    return lo, hi
+
+
+def cfg_velocity(velocity_fn: VelocityFn, guidance_scale: float, *,
+                 interval: tuple[float, float] | None = None,
+                 conditional_fn: VelocityFn | None = None) -> VelocityFn:
     """Classifier-free guidance ``v = v_u + w·(v_c − v_u)`` with one batched call.
 
     ``velocity_fn`` must evaluate a doubled batch ``[2B, ...]`` whose first half is unconditional (null
     text) and second half conditional (bind the text that way); the returned fn takes ``x [B, ...]``,
     ``t [B]``. w = 1 gives the conditional velocity, w = 0 the unconditional one.
+
+    ``interval=(t_lo, t_hi)``: guide only where t_lo < t ≤ t_hi (guidance in a limited interval, Kynkäänniemi et
+    al., NeurIPS 2024); elsewhere the result is the conditional velocity (w = 1), from ``conditional_fn``
+    (``x [B]`` with the text alone: half the work) when given, else from the doubled call. Samples of one batch
+    may sit at different t.
     """
+    interval = check_guidance_interval(interval)
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        inside = None if interval is None else (t > interval[0]) & (t <= interval[1])
+        if inside is not None and conditional_fn is not None and not inside.any():
+            return conditional_fn(x, t)
         v_uncond, v_cond = velocity_fn(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
-        return v_uncond + guidance_scale * (v_cond - v_uncond)
+        if inside is None or inside.all():
+            return v_uncond + guidance_scale * (v_cond - v_uncond)
+        w = torch.where(inside, float(guidance_scale), 1.0).to(v_cond.dtype)
+        return v_uncond + _expand(w, v_cond) * (v_cond - v_uncond)
 
     return guided
 

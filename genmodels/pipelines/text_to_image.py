@@ -26,7 +26,13 @@ from diffusers.utils import BaseOutput
 
 import genmodels.sana  # noqa: F401  (diffusers loads components only from imported modules)
 import genmodels.text.clip  # noqa: F401
-from genmodels.diffusion.flow import cfg_velocity, sample_flow_inpaint, sample_flow_scheduler, scheduler_shift
+from genmodels.diffusion.flow import (
+    cfg_velocity,
+    check_guidance_interval,
+    sample_flow_inpaint,
+    sample_flow_scheduler,
+    scheduler_shift,
+)
 
 ProgressFn = Callable[[int, int], None]
 ImageInput = PIL.Image.Image | np.ndarray
@@ -132,24 +138,27 @@ class TextToImagePipeline(DiffusionPipeline):
 
     # Inputs
 
-    def check_prompt_inputs(self, prompt, num_inference_steps, guidance_scale, generator=None) -> list[str]:
-        """Validate the prompt, steps, guidance and generators (shared by every text-conditioned pipeline);
-        returns the prompts as a list."""
+    def check_prompt_inputs(self, prompt, num_inference_steps, guidance_scale, generator=None,
+                            guidance_interval=None) -> list[str]:
+        """Validate the prompt, steps, guidance (scale and interval) and generators (shared by every
+        text-conditioned pipeline); returns the prompts as a list."""
         prompts = check_prompts(prompt)
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
                 or not 1 <= num_inference_steps <= MAX_STEPS:
             raise ValueError(f"num_inference_steps must be an integer in 1..{MAX_STEPS}, got {num_inference_steps!r}")
         check_guidance(guidance_scale, generator, len(prompts))
+        check_guidance_interval(guidance_interval)
         if self.text_encoder is None:
             raise ValueError("this pipeline has no text_encoder; pass one with encode(prompts) -> "
                              "(tokens, mask, pooled)")
         return list(prompts)
 
     def check_inputs(self, prompt, num_inference_steps, guidance_scale, mask, image, output_type, height, width,
-                     generator=None) -> tuple[list[str], np.ndarray | None, np.ndarray | None, int, int]:
+                     generator=None, guidance_interval=None
+                     ) -> tuple[list[str], np.ndarray | None, np.ndarray | None, int, int]:
         """Validate everything before any work; returns (prompts, mask [H, W] bool, image [H, W, 3] uint8,
         height, width)."""
-        prompts = self.check_prompt_inputs(prompt, num_inference_steps, guidance_scale, generator)
+        prompts = self.check_prompt_inputs(prompt, num_inference_steps, guidance_scale, generator, guidance_interval)
         if output_type not in ("pil", "np"):
             raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
         if (mask is None) != (image is None):
@@ -194,11 +203,12 @@ class TextToImagePipeline(DiffusionPipeline):
             pooled = None
         return tokens, mask, pooled
 
-    def prepare_text(self, prompts: list[str], guided: bool, device, dtype):
-        """Encode the prompts once and precompute the blocks' text states: (TextContext, pooled | None). With
-        ``guided`` the batch is doubled, the null text first (classifier-free guidance, one batched call)."""
+    def prepare_text(self, prompts: list[str], guided: bool, device, dtype, encoded=None):
+        """Encode the prompts once (or take ``encoded``, :meth:`encode_prompt`'s result) and precompute the
+        blocks' text states: (TextContext, pooled | None). With ``guided`` the batch is doubled, the null text
+        first (classifier-free guidance, one batched call)."""
         transformer = self.transformer
-        tokens, text_mask, pooled = self.encode_prompt(prompts, device, dtype)
+        tokens, text_mask, pooled = encoded or self.encode_prompt(prompts, device, dtype)
         if guided:
             drop = torch.ones(len(prompts), dtype=torch.bool)
             null = transformer.apply_text_dropout(tokens, text_mask, pooled, drop)
@@ -206,20 +216,32 @@ class TextToImagePipeline(DiffusionPipeline):
             pooled = None if pooled is None else torch.cat([null[2], pooled])
         return transformer.cross_attention_states(tokens, text_mask), pooled
 
-    def velocity_fn(self, prompts: list[str], guidance_scale: float) -> Callable[[torch.Tensor, torch.Tensor],
-                                                                                  torch.Tensor]:
+    def velocity_fn(self, prompts: list[str], guidance_scale: float,
+                    guidance_interval: tuple[float, float] | None = None
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The guided velocity v(x, t) for these (already checked) prompts, x ``[len(prompts), C, H, W]``: the
-        text is encoded and absorbed once; w = 1 skips the null branch. For samplers outside ``__call__``
-        (e.g. :func:`~genmodels.diffusion.flow.sample_flow_img2img`)."""
+        text is encoded and absorbed once; w = 1 skips the null branch; outside ``guidance_interval`` only the
+        conditional branch runs. For samplers outside ``__call__`` (e.g.
+        :func:`~genmodels.diffusion.flow.sample_flow_img2img`)."""
         transformer = self.transformer
         device, dtype = self._execution_device, transformer.dtype
         guided = guidance_scale != 1
-        context, pooled = self.prepare_text(prompts, guided, device, dtype)
+        encoded = self.encode_prompt(prompts, device, dtype)
+        context, pooled = self.prepare_text(prompts, guided, device, dtype, encoded)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return transformer(x.to(dtype), t, pooled_text=pooled, context_states=context).float()
 
-        return cfg_velocity(velocity, float(guidance_scale)) if guided else velocity
+        if not guided:
+            return velocity
+        conditional = None
+        if guidance_interval is not None:
+            cond_context, cond_pooled = self.prepare_text(prompts, False, device, dtype, encoded)
+
+            def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return transformer(x.to(dtype), t, pooled_text=cond_pooled, context_states=cond_context).float()
+
+        return cfg_velocity(velocity, float(guidance_scale), interval=guidance_interval, conditional_fn=conditional)
 
     # Call
 
@@ -237,6 +259,7 @@ class TextToImagePipeline(DiffusionPipeline):
         *,
         height: int | None = None,
         width: int | None = None,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> TextToImageOutput:
         """Generate one image per prompt (or inpaint ``image`` where ``mask`` is True, the same for every prompt).
 
@@ -244,15 +267,17 @@ class TextToImagePipeline(DiffusionPipeline):
         prompt i and ``generator[i]``, whatever the batch).
 
         ``guidance_scale`` w: v = v_null + w·(v_text − v_null), one batched call per step (w = 1 skips the null
-        branch). ``callback(step, num_inference_steps)`` fires after every step. Raises ``ValueError`` on bad
-        input and ``FloatingPointError`` if the model produces NaN / inf.
+        branch). ``guidance_interval=(t_lo, t_hi)`` guides only at t_lo < t ≤ t_hi and uses the prompt alone
+        elsewhere (None: every step). ``callback(step, num_inference_steps)`` fires after every step. Raises
+        ``ValueError`` on bad input and ``FloatingPointError`` if the model produces NaN / inf.
         """
         prompts, mask, image, height, width = self.check_inputs(prompt, num_inference_steps, guidance_scale, mask,
-                                                                image, output_type, height, width, generator)
+                                                                image, output_type, height, width, generator,
+                                                                guidance_interval)
         transformer, device = self.transformer, self._execution_device
         batch = len(prompts)
 
-        velocity_fn = self.velocity_fn(prompts, guidance_scale)
+        velocity_fn = self.velocity_fn(prompts, guidance_scale, check_guidance_interval(guidance_interval))
 
         with self.progress_bar(total=num_inference_steps) as bar:
             def on_step(i: int, total: int) -> None:

@@ -63,10 +63,11 @@ class TextToVideoPipeline(TextToImagePipeline):
         return int(self.transformer.config.num_frames)
 
     def check_video_inputs(self, prompt, num_frames, num_inference_steps, guidance_scale, first_frames, output_type,
-                           height, width, generator=None) -> tuple[list[str], np.ndarray | None, int, int, int]:
+                           height, width, generator=None, guidance_interval=None
+                           ) -> tuple[list[str], np.ndarray | None, int, int, int]:
         """Validate everything before any work; returns (prompts, first frames ``[K, H, W, 3]`` or None,
         frames, height, width)."""
-        prompts = self.check_prompt_inputs(prompt, num_inference_steps, guidance_scale, generator)
+        prompts = self.check_prompt_inputs(prompt, num_inference_steps, guidance_scale, generator, guidance_interval)
         if output_type not in ("pil", "np"):
             raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
         for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
@@ -111,17 +112,19 @@ class TextToVideoPipeline(TextToImagePipeline):
         *,
         height: int | None = None,
         width: int | None = None,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> TextToVideoOutput:
         """Generate one clip per prompt, or continue ``first_frames``: ``[K, H, W, 3]`` uint8 (or a list of K
         frames) given to every prompt, or ``[B, K, H, W, 3]``, one clip per prompt.
 
         ``generator``: one for the batch or one per prompt (clip i then depends only on prompt i and
-        ``generator[i]``). ``guidance_scale`` w: v = v_null + w·(v_text − v_null). ``callback(step, steps)``
-        fires after every step. Raises ``ValueError`` on bad input and ``FloatingPointError`` on NaN / inf.
+        ``generator[i]``). ``guidance_scale`` w: v = v_null + w·(v_text − v_null), only at t_lo < t ≤ t_hi
+        with ``guidance_interval=(t_lo, t_hi)`` (w = 1 elsewhere). ``callback(step, steps)`` fires after every
+        step. Raises ``ValueError`` on bad input and ``FloatingPointError`` on NaN / inf.
         """
         prompts, given, frames, height, width = self.check_video_inputs(
             prompt, num_frames, num_inference_steps, guidance_scale, first_frames, output_type, height, width,
-            generator)
+            generator, guidance_interval)
         transformer = self.transformer
         device, dtype = self._execution_device, transformer.dtype
         batch = len(prompts)
@@ -147,7 +150,7 @@ class TextToVideoPipeline(TextToImagePipeline):
                 x = torch.where(keep, known.to(x.dtype), x)
             return transformer(x.to(dtype), t, pooled_text=pooled, context_states=context, **model_kwargs).float()
 
-        velocity_fn = cfg_velocity(velocity, float(guidance_scale)) if guided else velocity
+        velocity_fn = cfg_velocity(velocity, float(guidance_scale), interval=guidance_interval) if guided else velocity
         with self.progress_bar(total=num_inference_steps) as bar:
             def on_step(i: int, total: int) -> None:
                 bar.update()

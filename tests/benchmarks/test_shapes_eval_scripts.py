@@ -60,6 +60,20 @@ def test_eval_script_scores_validation_captions_on_request(tiny_pipeline):
     assert report["settings"]["split"] == "val" and entry["n"] == 6 and set(entry["per_category"]) == set(CATEGORIES)
 
 
+def test_eval_script_passes_the_guidance_interval_to_the_pipeline(tiny_pipeline):
+    args = ["--model", str(tiny_pipeline), "--steps", "3", "--split", "val", "--per-category", "1", "--no-progress"]
+    full = shapes_t2i_eval.main(args)
+    narrow = shapes_t2i_eval.main([*args, "--guidance-interval", "0", "0.5"])
+    assert narrow["settings"]["guidance_interval"] == [0.0, 0.5] and "guidance_interval" not in full["settings"]
+    pipe = shapes_t2i_eval.load_t2i_pipeline(tiny_pipeline)
+    items = shapes_t2i_eval.validation_items(1)
+    images = shapes_t2i_eval.generate(pipe, items, steps=3, guidance=4.0, batch_size=6, progress=False,
+                                      guidance_interval=(0.0, 0.5))
+    assert not np.array_equal(images, shapes_t2i_eval.generate(pipe, items, steps=3, guidance=4.0, batch_size=6,
+                                                               progress=False))
+    assert narrow["models"][0]["correct"] == shapes_t2i_eval.evaluate(images, [i["spec"] for i in items])["correct"]
+
+
 def test_text_dependence_reports_true_wrong_and_null_caption_errors(tiny_pipeline, tmp_path, capsys):
     from benchmarks import text_dependence
 

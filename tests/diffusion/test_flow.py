@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from genmodels.diffusion.flow import (
     FlowObjective,
     cfg_velocity,
+    check_guidance_interval,
     default_shift,
     flow_interpolate,
     flow_target,
@@ -231,3 +233,59 @@ def test_inpainting_sees_the_known_region_on_its_noisy_path():
 def test_bad_inpainting_mask_raises():
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         sample_flow_inpaint(_point_mass(torch.zeros(1)), torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0), 2)
+
+
+def _toy_cfg_parts():
+    """A doubled-batch velocity fn (null half: −x, text half: x + 1) that records its batch sizes."""
+    calls = []
+
+    def doubled(x, t):
+        calls.append(x.shape[0])
+        v_u, v_c = -x[: len(x) // 2], x[len(x) // 2:] + 1
+        return torch.cat([v_u, v_c])
+
+    return doubled, calls
+
+
+def test_guidance_interval_guides_inside_and_uses_the_text_alone_outside():
+    doubled, calls = _toy_cfg_parts()
+    cond_calls = []
+
+    def conditional(x, t):
+        cond_calls.append(x.shape[0])
+        return x + 1
+
+    fn = cfg_velocity(doubled, 3.0, interval=(0.2, 0.7), conditional_fn=conditional)
+    x = torch.randn(3, 2)
+    inside = fn(x, torch.full((3,), 0.5))
+    torch.testing.assert_close(inside, -x + 3 * ((x + 1) - (-x)))
+    assert calls == [6] and cond_calls == []
+    for t in (0.7 + 1e-3, 0.2, 0.95):  # t_hi is inside, t_lo is not
+        torch.testing.assert_close(fn(x, torch.full((3,), t)), x + 1)
+    assert calls == [6] and cond_calls == [3, 3, 3]
+    torch.testing.assert_close(fn(x, torch.full((3,), 0.7)), inside)
+
+
+def test_guidance_interval_without_a_conditional_fn_and_with_mixed_times():
+    doubled, calls = _toy_cfg_parts()
+    fn = cfg_velocity(doubled, 3.0, interval=(0.2, 0.7))
+    x = torch.randn(3, 2)
+    out = fn(x, torch.tensor([0.5, 0.9, 0.1]))
+    torch.testing.assert_close(out[0], -x[0] + 3 * (2 * x[0] + 1))
+    torch.testing.assert_close(out[1:], x[1:] + 1)
+    assert calls == [6]
+
+
+@pytest.mark.parametrize("interval", [(0.5, 0.5), (0.7, 0.2), (-0.1, 0.5), (0.2, 1.5), (0.1, float("nan")),
+                                      (0.5,), "ab", 3])
+def test_bad_guidance_intervals_are_refused(interval):
+    with pytest.raises(ValueError, match="guidance_interval"):
+        check_guidance_interval(interval)
+    with pytest.raises(ValueError, match="guidance_interval"):
+        cfg_velocity(lambda x, t: x, 2.0, interval=interval)
+
+
+def test_a_good_guidance_interval_is_returned_as_floats():
+    assert check_guidance_interval(None) is None
+    assert check_guidance_interval([0, 1]) == (0.0, 1.0)
+    assert check_guidance_interval(np.array([0.25, 0.75], np.float32)) == (0.25, 0.75)

@@ -109,6 +109,22 @@ def test_one_generator_per_prompt_makes_each_image_independent_of_the_batch(inpa
     assert not np.array_equal(batch[0], batch[2])
 
 
+def test_guidance_interval_all_steps_or_none_matches_full_guidance_or_the_prompt_alone():
+    pipe = _pipe()
+
+    def run(**kwargs):
+        return pipe(["a red circle", "two blue squares"], num_inference_steps=4, output_type="np",
+                    generator=[torch.Generator().manual_seed(s) for s in (1, 2)], **kwargs).images
+
+    full = run(guidance_scale=4.0)
+    assert np.array_equal(run(guidance_scale=4.0, guidance_interval=(0.0, 1.0)), full)
+    calls = pipe.text_encoder.calls
+    assert np.array_equal(run(guidance_scale=4.0, guidance_interval=(0.0, 1e-6)), run(guidance_scale=1.0))
+    assert pipe.text_encoder.calls == calls + 2  # the prompts are encoded once per call, interval or not
+    part = run(guidance_scale=4.0, guidance_interval=(0.0, 0.6))  # the first steps (t > 0.6) unguided
+    assert not np.array_equal(part, full) and not np.array_equal(part, run(guidance_scale=1.0))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(prompt=""), "prompt is empty"),
     (dict(prompt=["a circle", "  "]), "prompt is empty"),
@@ -123,6 +139,8 @@ def test_one_generator_per_prompt_makes_each_image_independent_of_the_batch(inpa
     (dict(image=np.zeros((32, 32, 3), np.uint8), mask=np.zeros((32, 32), bool)), "covers nothing"),
     (dict(height=30), "multiples of patch_size"),
     (dict(generator=[torch.Generator(), torch.Generator()]), "generators for 1 prompts"),
+    (dict(guidance_interval=(0.8, 0.2)), "guidance_interval"),
+    (dict(guidance_interval=0.5), "guidance_interval"),
 ])
 def test_bad_inputs_raise_value_error(kwargs, match):
     pipe = _pipe()

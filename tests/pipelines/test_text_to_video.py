@@ -71,6 +71,18 @@ def test_given_frames_as_pil_list():
     assert (out.frames[0, :3] == np.array([255, 0, 0], np.uint8)).all()
 
 
+def test_guidance_interval_over_all_steps_or_none():
+    pipe = _pipe()
+
+    def run(**kwargs):
+        return pipe("a red circle moves left", num_inference_steps=3, generator=_gens(3), **kwargs).frames.astype(int)
+
+    full = run(guidance_scale=4.0)
+    assert np.array_equal(run(guidance_scale=4.0, guidance_interval=(0.0, 1.0)), full)
+    assert np.abs(run(guidance_scale=4.0, guidance_interval=(0.0, 1e-6)) - run(guidance_scale=1.0)).max() <= 1
+    assert np.abs(run(guidance_scale=4.0, guidance_interval=(0.0, 0.6)) - full).max() > 1
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(prompt=""), "prompt is empty"),
     (dict(num_frames=0), "num_frames must be a positive integer"),
@@ -82,6 +94,7 @@ def test_given_frames_as_pil_list():
     (dict(first_frames=[]), "non-empty list"),
     (dict(height=18), "multiples of patch_size"),
     (dict(output_type="latent"), "output_type"),
+    (dict(guidance_interval=(0.3, 0.3)), "guidance_interval"),
 ])
 def test_bad_inputs_raise_before_any_work(kwargs, match):
     pipe = _pipe()
