@@ -173,7 +173,8 @@ def test_pooled_mlp_path_is_scale_invariant_and_reaches_the_output():
 
 
 def test_folders_saved_before_pooled_mlp_and_prediction_existed_load_as_before(tmp_path):
-    """Folders written before ``pooled_mlp`` / ``prediction`` existed lack those keys: plain Linear, velocity."""
+    """Folders written before ``pooled_mlp`` / ``prediction`` / ``cross_norm`` existed lack those keys: plain
+    Linear, velocity, raw residual stream into the cross-attention."""
     import json
 
     model = _perturb(_tiny())
@@ -181,12 +182,30 @@ def test_folders_saved_before_pooled_mlp_and_prediction_existed_load_as_before(t
     config = json.loads((tmp_path / "config.json").read_text())
     config.pop("pooled_mlp")
     config.pop("prediction")
+    config.pop("cross_norm")
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = SanaDiT.from_pretrained(tmp_path)
     assert not loaded.config.pooled_mlp and isinstance(loaded.pooled_embedder, torch.nn.Linear)
-    assert loaded.config.prediction == "velocity"
+    assert loaded.config.prediction == "velocity" and not loaded.config.cross_norm
     x, t, tokens, mask, pooled = _inputs()
     torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), model(x, t, tokens, mask, pooled), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cross_norm", [False, True])
+def test_cross_norm_feeds_the_cross_attention_the_layer_normed_stream(cross_norm, tmp_path):
+    model = _perturb(_tiny(cross_norm=cross_norm))
+    seen = []
+    model.blocks[1].cross_attn.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    x, t, tokens, mask, pooled = _inputs()
+    out = model(x, t, tokens, mask, pooled)
+    (stream,) = seen
+    normed = torch.allclose(stream.mean(-1), torch.zeros(()), atol=1e-5) and \
+        torch.allclose(stream.var(-1, unbiased=False), torch.ones(()), atol=1e-3)
+    assert normed == cross_norm
+    model.save_pretrained(tmp_path)
+    loaded = SanaDiT.from_pretrained(tmp_path)
+    assert loaded.config.cross_norm == cross_norm
+    torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), out, rtol=0, atol=0)
 
 
 def test_dropped_text_sees_only_the_null_token():
