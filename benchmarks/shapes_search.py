@@ -104,7 +104,8 @@ def per_category(values: np.ndarray, categories: list[str]) -> dict:
 def candidate_pool(args, items: list[dict]) -> tuple[np.ndarray, np.ndarray, int, float]:
     """``n`` candidates per item (candidate j from seed item seed + j): uint8 images ``[P, n, H, W, 3]``, the
     oracle's verdicts ``[P, n]``, the NFE per candidate and the sampling seconds; read from / written to
-    ``args.pool`` when given."""
+    ``args.pool`` when given. A candidate whose sampling diverges (the pipeline's ``FloatingPointError``) is
+    kept as a black image, which the oracle rejects, and listed on stdout."""
     settings = {"model": str(Path(args.model).resolve()), "prompts": [it["id"] for it in items], "n": args.n,
                 "steps": args.steps, "guidance": args.guidance}
     if args.pool and Path(args.pool).is_file():
@@ -115,18 +116,34 @@ def candidate_pool(args, items: list[dict]) -> tuple[np.ndarray, np.ndarray, int
     pipe = load_pipeline(TextToImagePipeline, args.model)
     pipe.set_progress_bar_config(disable=True)
     n, pool, correct, nfe = args.n, [], [], 0
+    failed: list[tuple[str, int]] = []
     t0 = time.perf_counter()
+
+    def draw(prompt: str, seeds: list[int]) -> list[np.ndarray]:
+        nonlocal nfe
+        out = pipe([prompt] * len(seeds), num_inference_steps=args.steps, guidance_scale=args.guidance,
+                   generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="np")
+        nfe = out.nfe
+        return list(out.images)
+
     for item in tqdm(items, desc="prompts", unit="prompt"):
         images = []
         for start in range(0, n, args.batch_size):
             seeds = [item["seed"] + j for j in range(start, min(n, start + args.batch_size))]
-            out = pipe([item["prompt"]] * len(seeds), num_inference_steps=args.steps, guidance_scale=args.guidance,
-                       generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="np")
-            images.extend(out.images)
-            nfe = out.nfe
+            try:
+                images.extend(draw(item["prompt"], seeds))
+            except FloatingPointError:  # a candidate whose sampling diverged: find it, keep the others
+                for seed in seeds:
+                    try:
+                        images.extend(draw(item["prompt"], [seed]))
+                    except FloatingPointError:
+                        failed.append((item["id"], seed))
+                        images.append(np.zeros((pipe.default_size, pipe.default_size, 3), np.uint8))
         pool.append(np.stack(images))
         correct.append(evaluate(pool[-1], [item["spec"]] * n)["correct"])
     seconds = time.perf_counter() - t0
+    if failed:
+        print(f"{len(failed)} candidate(s) diverged (non-finite output), scored as failures: {failed}")
     pool, correct = np.stack(pool), np.asarray(correct, dtype=bool)
     if args.pool:
         tmp = Path(args.pool).with_suffix(".tmp.npz")

@@ -66,3 +66,34 @@ def test_the_generator_can_verify_its_own_candidates(folders, tmp_path):
     assert own["best_of_n_clip_expected"][0] == pytest.approx(result["best_of_n_clip_expected"][0])
     with pytest.raises(SystemExit):
         shapes_search.parse_args(["--self-verifier", "0.5"])
+
+
+def test_a_diverging_candidate_is_a_black_failure_and_the_others_are_kept(folders, tmp_path, monkeypatch, capsys):
+    for name in ("clean", "diverging"):
+        (tmp_path / name).mkdir()
+    _run(folders, tmp_path / "clean")
+    real_load = shapes_search.load_pipeline
+    first_seed = shapes_search.load_eval_set()[0]["seed"]  # the first single-object prompt's seed
+
+    class Diverging:
+        """The real pipeline, except that candidate 2 of the first prompt raises like a NaN would."""
+
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def __getattr__(self, name):
+            return getattr(self.pipe, name)
+
+        def __call__(self, *args, generator, **kwargs):
+            if any(g.initial_seed() == first_seed + 2 for g in generator):
+                raise FloatingPointError("the model produced NaN or infinite values; no image was made")
+            return self.pipe(*args, generator=generator, **kwargs)
+
+    monkeypatch.setattr(shapes_search, "load_pipeline", lambda *a, **k: Diverging(real_load(*a, **k)))
+    _run(folders, tmp_path / "diverging")
+    assert "1 candidate(s) diverged" in capsys.readouterr().out
+    with np.load(tmp_path / "clean" / "pool.npz") as a, np.load(tmp_path / "diverging" / "pool.npz") as b:
+        assert not b["images"][0, 2].any() and not b["correct"][0, 2]
+        keep = np.ones(a["images"].shape[:2], bool)
+        keep[0, 2] = False
+        assert np.array_equal(a["images"][keep], b["images"][keep])
