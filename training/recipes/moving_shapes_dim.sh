@@ -2,12 +2,16 @@
 # Recipe for the shipped text-to-video model (run by `make assets-video`):
 #   assets/moving-shapes-dim: Diffusion Mamba (DiffusionMamba.moving_shapes_config: 8-frame 32×32 clips, patch 4,
 #   width 128, depth 8, bidirectional SSD scans over zigzag / spatio-temporal orders, CrossWKV text), rectified
-#   flow (shift 1), text features of the tiny CLIP (assets/clip-shapes, built by `make assets-shapes` if missing),
-#   10% caption dropout, half the clips with a given prefix of 1-7 frames (so one model also continues clips);
-#   EMA weights exported as a TextToVideoPipeline in fp16 (loads as fp32).
+#   flow, text features of the tiny CLIP (assets/clip-shapes, built by `make assets-shapes` if missing),
+#   10% caption dropout, half the clips with a given prefix of 1-7 frames (so one model also continues clips).
+#   Stage 1: time shift 1, constant LR, in $RUN_DIR. Stage 2 (STAGE2_STEPS > 0): its EMA weights trained on at
+#   time shift 3 (more training at the high noise levels where layout and colour are decided) with the LR
+#   cooled down linearly from half-way, in $RUN_DIR-shift3. The last stage's EMA weights are exported as a
+#   TextToVideoPipeline (sampler at that stage's shift) in fp16 (loads as fp32).
 # SCAN=raster trains the plain raster-order ablation with the same budget (not shipped: set ASSET_DIR to keep it).
-# THREADS=1 lets two runs share the 2 cores fairly. It resumes from $RUN_DIR. The shipped weights: 2,502 steps
-# (115 min), then the same run resumed with STEPS=6000 MINUTES=37 THREADS=1 (stopped at step 3,411).
+# THREADS=1 lets two runs share the 2 cores fairly. Both stages resume from their folders. The shipped weights:
+# stage 1 for 2,502 steps (115 min), resumed with STEPS=6000 MINUTES=37 THREADS=1 (stopped at step 3,411); then
+# stage 2 with STAGE2_MINUTES=55 THREADS=1 (stopped at step 993 of 1,000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -17,6 +21,8 @@ STEPS=${STEPS:-3000}
 MINUTES=${MINUTES:-100}
 BATCH=${BATCH:-8}
 THREADS=${THREADS:-0}
+STAGE2_STEPS=${STAGE2_STEPS:-1000}
+STAGE2_MINUTES=${STAGE2_MINUTES:-120}
 CLIP_DIR=${CLIP_DIR:-assets/clip-shapes}
 ASSET_DIR=${ASSET_DIR:-assets/moving-shapes-dim}
 
@@ -38,7 +44,20 @@ PYEOF
   --given-frames-prob 0.5 --max-steps "$STEPS" --max-minutes "$MINUTES" --checkpoint-every 250 \
   --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest ${EXTRA_ARGS:-}
 
-LATEST=$(ls -d "$RUN_DIR"/checkpoint-* | awk -F'checkpoint-' '{print $NF, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
-"$PY" training/export_pipeline.py --model dim --config "$CONFIG" --sample-size 32 --flow-shift 1 \
+FINAL_DIR=$RUN_DIR
+SHIFT=1
+if [[ "$STAGE2_STEPS" -gt 0 ]]; then
+  FINAL_DIR=$RUN_DIR-shift3
+  SHIFT=3
+  "$PY" training/train_dit.py \
+    --model dim --init "$RUN_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
+    --output-dir "$FINAL_DIR" --batch-size "$BATCH" --lr 5e-4 --warmup-steps 50 --weight-decay 0 --flow-shift "$SHIFT" \
+    --given-frames-prob 0.5 --max-steps "$STAGE2_STEPS" --max-minutes "$STAGE2_MINUTES" --lr-decay cooldown \
+    --decay-start $((STAGE2_STEPS / 2)) --checkpoint-every 250 --checkpoints-total-limit 2 --sample-every 500 \
+    --log-every 25 --threads "$THREADS" --resume latest
+fi
+
+LATEST=$(ls -d "$FINAL_DIR"/checkpoint-* | awk -F'checkpoint-' '{print $NF, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
+"$PY" training/export_pipeline.py --model dim --config "$CONFIG" --sample-size 32 --flow-shift "$SHIFT" \
   --checkpoint "$LATEST" --text-encoder "$CLIP_DIR" --out "$ASSET_DIR" --fp16
 echo "shipped $ASSET_DIR from $LATEST"
