@@ -50,7 +50,7 @@ def test_var_writes_one_png_of_the_model_size_and_its_manifest(var_dir, tmp_path
     assert row["pipeline"] == "VARPipeline" and row["model"] == str(var_dir) and row["prompt"] == "a red circle"
     assert (row["index"], row["file"], row["seed"]) == (0, "0000.png", 0)
     assert (row["top_k"], row["top_p"], row["fastvar"]) == (5, 0.9, None)
-    assert row["guidance"] == var_defaults.GUIDANCE == 5.0  # VAR's own default, not the diffusion models' 4.0
+    assert row["guidance"] == var_defaults.GUIDANCE == 4.0  # VAR's own default (chosen on validation captions)
     assert row["nfe"] == SCALES and "steps" not in row and row["seconds"] >= 0
 
 

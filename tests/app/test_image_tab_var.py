@@ -242,8 +242,8 @@ def test_choosing_var_in_the_browser_swaps_steps_for_top_k_and_top_p(var_server,
         top_k.press("Enter")
         page.locator("#image-prompt textarea").fill(PROMPT)
         page.locator("#image-generate").click()
-        # the slider starts at VAR's default top-p (0.95), the guidance at VAR's default (5)
+        # the slider starts at VAR's default top-p (0.95), the guidance at VAR's default
         page.locator("#image-stats", has_text=f"VAR, {SCALES} scales · top-k 5 · top-p 0.95").wait_for()
-        page.locator("#image-stats", has_text="guidance 5 ").wait_for()
+        page.locator("#image-stats", has_text=f"guidance {DEFAULT_VAR_GUIDANCE:g} ").wait_for()
     finally:
         screenshot_if_failed(page, request, "app-image-var")

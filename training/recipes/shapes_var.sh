@@ -9,7 +9,10 @@
 #      softmax run: ATTENTION=linear trains the side-by-side baseline and ships nothing unless ASSET_DIR is set).
 # THREADS=1 lets two runs share the 2 cores fairly. The shipped weights: STEPS=1800 (74 min on one core, the
 # linear twin on the other), then the same run resumed with STEPS=2600 MINUTES=32 (stopped at step 2,549), then
-# resumed again with STEPS=5400 THREADS=1 (to step 5,400, ~2 h on one core).
+# resumed again with STEPS=5400 THREADS=1 (to step 5,400, ~2 h on one core), then twice more at a constant LR
+# of 3e-4 cooled down linearly at the end: STEPS=8000 THREADS=1 EXTRA_ARGS="--lr 3e-4 --lr-decay cooldown
+# --decay-start 6800" and STEPS=10000 THREADS=1 EXTRA_ARGS="--lr 3e-4 --lr-decay cooldown --decay-start 9400"
+# (~3 h more on one core).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
