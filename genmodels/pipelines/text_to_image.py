@@ -277,7 +277,7 @@ class TextToImagePipeline(DiffusionPipeline):
         transformer, device = self.transformer, self._execution_device
         batch = len(prompts)
 
-        velocity_fn = self.velocity_fn(prompts, guidance_scale, check_guidance_interval(guidance_interval))
+        velocity_fn = self.velocity_fn(prompts, guidance_scale, guidance_interval)
 
         with self.progress_bar(total=num_inference_steps) as bar:
             def on_step(i: int, total: int) -> None:
