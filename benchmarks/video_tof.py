@@ -1,10 +1,12 @@
 """Tree-of-Frames vs best-of-N on the moving-shapes prompts at matched NFE: clip-video selects, the oracle scores.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/video_tof.py --model assets/moving-shapes-dim \\
-        --clip assets/clip-shapes [--limit 60] [--steps 20] [--roots 1 2 4 8] [--frames-per-unit 2] \\
-        [--json benchmarks/results/video_tof.json] [--plot benchmarks/results/video_tof.png]
+        --clip assets/clip-shapes [--limit 60 | --per-category 5] [--steps 20] [--roots 1 2 4 8] \\
+        [--frames-per-unit 2] [--grow] [--json benchmarks/results/video_tof.json] \\
+        [--plot benchmarks/results/video_tof.png]
 
-Prompts: the fixed evaluation set (``genmodels/eval/moving_shapes_eval_prompts.jsonl``, the first ``--limit``),
+Prompts: the fixed evaluation set (``genmodels/eval/moving_shapes_eval_prompts.jsonl``: the first ``--limit``,
+or the first ``--per-category`` of each category),
 8 frames of 32 px. Both searches select with the **clip-video** verifier (``CLIPVideoVerifier``: per-frame CLIP
 score of the prompt's objects + frame-to-frame consistency; it cannot see the direction of motion); the chosen
 clips are then scored by the moving-shapes oracle (object, motion, identity, all), which neither search sees.
@@ -20,9 +22,17 @@ clips are then scored by the moving-shapes oracle (object, motion, identity, all
 
 NFE = denoiser calls summed over candidates (``genmodels.search.sampling``); a full clip costs ``--steps``. A
 tree's **nominal cost** (median pruning keeps ceil(live / 2)) in clips is its matched N; its measured NFE is
-reported too (ties keep more). Reported per budget: the mean oracle scores of both methods; and the headline:
-the NFE at which Tree-of-Frames first reaches best-of-N's best mean "all" score (over the Ns run), as a fraction of
-the NFE best-of-N needed for it (target ≤ 0.6), null when the tree never reaches it.
+reported too (ties keep more). With ``--grow`` a unit denoises only the frames its branch has so far (2, 4, 6, 8
+of 8), so a call at depth d costs (d + 1)/U of a clip: the tree's cost is then its clip-equivalent NFE (NFE ×
+frames / 8, proportional to compute for this linear-time model) and the nominal cost is rounded up to clips.
+Reported per budget: the mean oracle scores of both methods; and the headline: the cost at which Tree-of-Frames
+first reaches best-of-N's best mean "all" score (over the Ns run), as a fraction of the NFE best-of-N needed for
+it (target ≤ 0.6), null when the tree never reaches it, and marked degenerate when best-of-N's best is 0 (every
+budget "reaches" it). The same headline on "mean" (the average of the object, motion
+and identity checks) is reported beside it, since a weak model can leave "all" at 0 for best-of-N.
+
+``--summarize RESULT.json`` re-prints (and with ``--json`` re-writes) a saved run's report from its per-prompt
+records, without a model.
 """
 
 from __future__ import annotations
@@ -63,10 +73,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="assets/moving-shapes-dim", help="TextToVideoPipeline folder")
     p.add_argument("--clip", default="assets/clip-shapes", help="open_clip folder of the clip-video verifier")
     p.add_argument("--limit", type=int, default=None, help="first N evaluation prompts (default all 60)")
+    p.add_argument("--per-category", type=int, default=None,
+                   help="the first K prompts of each category (single, two) instead of --limit")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--roots", type=int, nargs="+", default=[1, 2, 4, 8], help="tree roots, one tree per value")
     p.add_argument("--frames-per-unit", type=int, default=2)
+    p.add_argument("--grow", action="store_true",
+                   help="a unit denoises only the frames kept so far (VideoChunkGenerator(grow=True)); tree cost is "
+                        "then counted in clip-equivalent NFE (NFE × frames / clip frames)")
     p.add_argument("--first-candidates", type=int, default=2, help="draws for the first unit of each root")
     p.add_argument("--max-n", type=int, default=None,
                    help="best-of-N pool per prompt (default: the largest tree's nominal cost in clips)")
@@ -77,11 +92,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write the results here (atomically)")
     p.add_argument("--plot", default=None, help="PNG of mean oracle score vs NFE, both methods (atomically)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--summarize", default=None, metavar="RESULT_JSON",
+                   help="re-summarise a saved run's per-prompt records (no sampling)")
     args = p.parse_args(argv)
     if args.quick:
         args.limit, args.steps, args.roots = min(args.limit or 2, 2), 2, [1, 2]
-    if min(args.roots) < 1 or args.steps < 1 or args.batch_size < 1 or args.first_candidates < 1:
-        p.error("--roots, --steps, --batch-size and --first-candidates must be at least 1")
+    if min(args.roots) < 1 or args.steps < 1 or args.batch_size < 1 or args.first_candidates < 1 \
+            or (args.per_category is not None and args.per_category < 1):
+        p.error("--roots, --steps, --batch-size, --first-candidates and --per-category must be at least 1")
     return args
 
 
@@ -90,15 +108,27 @@ def _folder(path: str) -> Path:
     return ROOT / folder if not folder.exists() and (ROOT / folder).exists() else folder
 
 
-def nominal_cost(config: TreeConfig) -> int:
-    """Pipeline calls (clips) of a tree whose median pruning keeps ceil(live / 2) at every judged depth."""
-    live, calls = 1, 0
+def nominal_cost(config: TreeConfig, grow: tuple[int, int] | None = None) -> int:
+    """Pipeline calls (clips) of a tree whose median pruning keeps ceil(live / 2) at every judged depth; with
+    ``grow = (frames_per_unit, num_frames)`` a call at depth d weighs (d + 1) · frames_per_unit / num_frames of a
+    clip (grown units) and the total is rounded up to whole clips."""
+    live, calls = 1, 0.0
     for depth, (branches, candidates) in enumerate(zip(config.branches, config.candidates, strict=True)):
         live *= branches
-        calls += live * candidates
+        weight = 1.0 if grow is None else min((depth + 1) * grow[0], grow[1]) / grow[1]
+        calls += live * candidates * weight
         if depth in config.judge_depths:
             live = math.ceil(live / 2)
-    return calls
+    return math.ceil(calls - 1e-9)
+
+
+def select_prompts(items: list[dict], limit: int | None = None, per_category: int | None = None) -> list[dict]:
+    """The first ``per_category`` items of each category (categories in order of appearance), then the first
+    ``limit`` of those."""
+    if per_category is not None:
+        items = [it for cat in dict.fromkeys(it["category"] for it in items)
+                 for it in [x for x in items if x["category"] == cat][:per_category]]
+    return items[:limit]
 
 
 def oracle_scores(clip: np.ndarray, spec: dict) -> dict[str, float]:
@@ -108,20 +138,108 @@ def oracle_scores(clip: np.ndarray, spec: dict) -> dict[str, float]:
 
 
 def mean_scores(rows: list[dict]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows])) for k in KEYS}
+    """Means over prompts of the oracle keys, and of "mean": the average of object, motion and identity."""
+    means = {k: float(np.mean([r[k] for r in rows])) for k in KEYS}
+    return {**means, "mean": float(np.mean([means[k] for k in ("object", "motion", "identity")]))}
 
 
-def reach_fraction(bon_nfe: list[int], bon_all: list[float], tof_nfe: list[float], tof_all: list[float]) -> dict:
-    """Best-of-N's best mean "all" score, the NFE it first took, and the NFE at which the tree's curve (sorted
-    by NFE, no interpolation) first reaches it, as a fraction of best-of-N's."""
-    best = max(bon_all)
-    needed = bon_nfe[bon_all.index(best)]
+def reach_fraction(bon_nfe: list[int], bon_score: list[float], tof_nfe: list[float],
+                   tof_score: list[float]) -> dict:
+    """Best-of-N's best mean score, the NFE it first took, and the NFE at which the tree's curve (sorted by NFE,
+    no interpolation) first reaches it, as a fraction of best-of-N's. ``degenerate`` when best-of-N's best is 0
+    (any budget "reaches" it, so no fraction is given)."""
+    best = max(bon_score)
+    needed = bon_nfe[bon_score.index(best)]
     order = np.argsort(tof_nfe)
-    reached = next((float(tof_nfe[i]) for i in order if tof_all[i] >= best), None)
+    degenerate = best <= 0
+    reached = None if degenerate else next((float(tof_nfe[i]) for i in order if tof_score[i] >= best), None)
     fraction = None if reached is None or needed == 0 else reached / needed
-    return {"best_of_n_best_all": best, "best_of_n_nfe": needed, "tree_of_frames_nfe": reached,
+    return {"best_of_n_best": best, "best_of_n_nfe": needed, "tree_of_frames_nfe": reached,
+            "tree_of_frames_best": max(tof_score), "degenerate": degenerate,
             "fraction": fraction, "target": TARGET_FRACTION,
             "meets_target": None if fraction is None else bool(fraction <= TARGET_FRACTION)}
+
+
+def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConfig], settings: dict,
+              seconds: float) -> dict:
+    """The report from per-prompt records (``main``'s, or a saved JSON's ``per_prompt`` to re-summarise)."""
+    grow = (settings["frames_per_unit"], settings["frames"]) if settings.get("grow") else None
+    matched = {r: nominal_cost(c, grow) for r, c in configs.items()}
+    nfe_per_clip = per_prompt[0]["nfe_per_clip"]
+    best_of_n = [{"n": n, "nfe": n * nfe_per_clip, **mean_scores([p["best_of_n"][str(n)] for p in per_prompt]),
+                  "coverage": float(np.mean([p["best_of_n"][str(n)]["coverage"] for p in per_prompt]))} for n in ns]
+    tree = [{"roots": r, "nominal_nfe": matched[r] * nfe_per_clip,
+             "nfe_mean": float(np.mean([p["tree_of_frames"][str(r)]["nfe"] for p in per_prompt])),
+             "clip_nfe_mean": float(np.mean([t.get("clip_nfe", t["nfe"])  # runs saved before --grow existed
+                                             for t in (p["tree_of_frames"][str(r)] for p in per_prompt)])),
+             **mean_scores([p["tree_of_frames"][str(r)] for p in per_prompt])} for r in configs]
+    by_n = {row["n"]: row for row in best_of_n}
+    budgets = [{"nfe": t["nominal_nfe"], "tree_of_frames": t, "best_of_n": by_n[matched[t["roots"]]]} for t in tree]
+    headlines = {key: reach_fraction([b["nfe"] for b in best_of_n], [b[key] for b in best_of_n],
+                                     [t["clip_nfe_mean"] for t in tree], [t[key] for t in tree])
+                 for key in ("all", "mean")}
+    return {
+        "settings": settings,
+        "configs": {str(r): {"branches": c.branches, "candidates": c.candidates, "judge_depths": sorted(c.judge_depths),
+                             "nominal_clips": matched[r]} for r, c in configs.items()},
+        "seconds": seconds,
+        "nfe_per_clip": nfe_per_clip,
+        "best_of_n": best_of_n,
+        "tree_of_frames": tree,
+        "budgets": budgets,
+        "headline": headlines["all"],
+        "headline_mean": headlines["mean"],
+        "per_prompt": per_prompt,
+    }
+
+
+def plot_report(path: str, result: dict) -> None:
+    bon, tree = result["best_of_n"], result["tree_of_frames"]
+    plot_score_vs_nfe(path, {
+        "best-of-N: all 3 checks pass": ([b["nfe"] for b in bon], [b["all"] for b in bon]),
+        "Tree-of-Frames (cost): all 3 checks pass": ([t["clip_nfe_mean"] for t in tree], [t["all"] for t in tree]),
+        "best-of-N: mean of the 3 checks": ([b["nfe"] for b in bon], [b["mean"] for b in bon]),
+        "Tree-of-Frames (cost): mean of the 3 checks": ([t["clip_nfe_mean"] for t in tree], [t["mean"] for t in tree]),
+        "coverage: any of N passes (oracle picks)": ([b["nfe"] for b in bon], [b["coverage"] for b in bon]),
+    }, ylabel="mean oracle score", title=f"moving shapes: {result['settings']['prompts']} prompts")
+
+
+def print_report(result: dict, verifier: str) -> None:
+    s = result["settings"]
+    print(f"{s['prompts']} prompts, {s['frames']} frames, {s['units']} units of {s['frames_per_unit']}, "
+          f"{result['nfe_per_clip']} NFE per clip, {result['seconds'] / 60:.1f} min; verifier {verifier}; "
+          + ("grown units: tree cost in clip-equivalent NFE" if s.get("grow") else "every unit a whole clip"))
+    keys = (*KEYS, "mean")
+    print(f"{'NFE':>6} | {'ToF roots':>9} {'calls NFE':>9} {'cost':>7} " + " ".join(f"{k:>8}" for k in keys)
+          + f" | {'BoN N':>5} " + " ".join(f"{k:>8}" for k in keys))
+    for b in result["budgets"]:
+        t, n = b["tree_of_frames"], b["best_of_n"]
+        print(f"{b['nfe']:>6} | {t['roots']:>9} {t['nfe_mean']:>9.1f} {t['clip_nfe_mean']:>7.1f} "
+              + " ".join(f"{t[k]:>8.3f}" for k in keys) + f" | {n['n']:>5} " + " ".join(f"{n[k]:>8.3f}" for k in keys))
+    for name, h in (("'all'", result["headline"]), ("mean of the 3 checks", result["headline_mean"])):
+        best = f"best-of-N's best {name} {h['best_of_n_best']:.3f} (first at {h['best_of_n_nfe']} NFE)"
+        if h["degenerate"]:
+            print(f"{name}: best-of-N never scores above 0, so there is nothing to reach; Tree-of-Frames' best "
+                  f"is {h['tree_of_frames_best']:.3f}")
+        elif h["fraction"] is None:
+            print(f"{name}: Tree-of-Frames never reached {best}")
+        else:
+            print(f"{name}: Tree-of-Frames reached {best} at {h['tree_of_frames_nfe']:.0f} NFE = "
+                  f"{h['fraction']:.2f} × (target ≤ {TARGET_FRACTION})")
+
+
+def resummarize(args: argparse.Namespace) -> dict:
+    saved = json.loads(Path(args.summarize).read_text())
+    configs = {int(r): TreeConfig(c["branches"], c["candidates"], frozenset(c["judge_depths"]))
+               for r, c in saved["configs"].items()}
+    ns = sorted(int(n) for n in saved["per_prompt"][0]["best_of_n"])
+    result = summarize(saved["per_prompt"], ns, configs, saved["settings"], saved["seconds"])
+    print_report(result, saved["settings"].get("verifier_repr", saved["settings"].get("verifier", "?")))
+    if args.plot:
+        plot_report(args.plot, result)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def main(argv=None) -> dict:
@@ -130,18 +248,20 @@ def main(argv=None) -> dict:
     from genmodels.pipelines.text_to_video import TextToVideoPipeline
 
     args = parse_args(argv)
+    if args.summarize:
+        return resummarize(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(TextToVideoPipeline, _folder(args.model)).to(device)
     pipe.set_progress_bar_config(disable=True)
     verifier = CLIPVideoVerifier.from_folder(_folder(args.clip), device=device)
-    items = load_video_eval_set()[: args.limit]
+    items = select_prompts(load_video_eval_set(), args.limit, args.per_category)
     frames = int(items[0]["spec"]["frames"])
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
     units = math.ceil(frames / args.frames_per_unit)
     configs = {r: video_tree_config(r, units, args.first_candidates) for r in sorted(set(args.roots))}
-    matched = {r: nominal_cost(c) for r, c in configs.items()}
+    matched = {r: nominal_cost(c, (args.frames_per_unit, frames) if args.grow else None) for r, c in configs.items()}
     pool = max(max(matched.values()), args.max_n or 0)
     ns = sorted({2**i for i in range(int(math.log2(pool)) + 1)} | set(matched.values()))
 
@@ -161,64 +281,26 @@ def main(argv=None) -> dict:
             record["best_of_n"][str(n)] = {"index": pick, **oracle[pick],
                                       "coverage": float(any(o["all"] for o in oracle[:n]))}
         for roots, config in configs.items():
-            gen = VideoChunkGenerator(pipe, item["prompt"], frames, args.frames_per_unit, **call)
+            gen = VideoChunkGenerator(pipe, item["prompt"], frames, args.frames_per_unit, grow=args.grow, **call)
             result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
                                 tree_config=config, seed=seed)
-            record["tree_of_frames"][str(roots)] = {"nfe": result.nfe, "live_per_depth": result.tree.live_per_depth,
+            record["tree_of_frames"][str(roots)] = {"nfe": result.nfe, "clip_nfe": gen.clip_nfe,
+                                               "live_per_depth": result.tree.live_per_depth,
                                                "leaf_scores": result.scores.tolist(), "seconds": result.seconds,
                                                **oracle_scores(result.output, spec)}
         per_prompt.append(record)
     seconds = time.perf_counter() - t0
 
-    nfe_per_clip = per_prompt[0]["nfe_per_clip"]
-    best_of_n = [{"n": n, "nfe": n * nfe_per_clip, **mean_scores([p["best_of_n"][str(n)] for p in per_prompt]),
-                  "coverage": float(np.mean([p["best_of_n"][str(n)]["coverage"] for p in per_prompt]))} for n in ns]
-    tree = [{"roots": r, "nominal_nfe": matched[r] * nfe_per_clip,
-             "nfe_mean": float(np.mean([p["tree_of_frames"][str(r)]["nfe"] for p in per_prompt])),
-             **mean_scores([p["tree_of_frames"][str(r)] for p in per_prompt])} for r in configs]
-    by_n = {row["n"]: row for row in best_of_n}
-    budgets = [{"nfe": t["nominal_nfe"], "tree_of_frames": t, "best_of_n": by_n[matched[t["roots"]]]} for t in tree]
-    headline = reach_fraction([b["nfe"] for b in best_of_n], [b["all"] for b in best_of_n],
-                              [t["nfe_mean"] for t in tree], [t["all"] for t in tree])
-    result = {
-        "settings": {"model": args.model, "clip": args.clip, "prompts": len(items), "frames": frames,
-                     "steps": args.steps, "guidance": args.guidance, "frames_per_unit": args.frames_per_unit,
-                     "units": units, "first_candidates": args.first_candidates, "device": device,
-                     "verifier": verifier.name, "verifier_repr": repr(verifier),
-                     "seed_rule": "best-of-N candidate j: prompt seed + j; tree: seeds from the prompt seed on"},
-        "configs": {str(r): {"branches": c.branches, "candidates": c.candidates, "judge_depths": sorted(c.judge_depths),
-                        "nominal_clips": matched[r]} for r, c in configs.items()},
-        "seconds": seconds,
-        "nfe_per_clip": nfe_per_clip,
-        "best_of_n": best_of_n,
-        "tree_of_frames": tree,
-        "budgets": budgets,
-        "headline": headline,
-        "per_prompt": per_prompt,
-    }
-
-    print(f"{len(items)} prompts, {frames} frames, {units} units of {args.frames_per_unit}, {nfe_per_clip} NFE per "
-          f"clip, {seconds / 60:.1f} min; verifier {verifier!r}")
-    print(f"{'NFE':>6} | {'ToF roots':>9} {'NFE (mean)':>10} " + " ".join(f"{k:>8}" for k in KEYS)
-          + f" | {'BoN N':>5} " + " ".join(f"{k:>8}" for k in KEYS))
-    for b in budgets:
-        t, n = b["tree_of_frames"], b["best_of_n"]
-        print(f"{b['nfe']:>6} | {t['roots']:>9} {t['nfe_mean']:>10.1f} " + " ".join(f"{t[k]:>8.3f}" for k in KEYS)
-              + f" | {n['n']:>5} " + " ".join(f"{n[k]:>8.3f}" for k in KEYS))
-    if headline["fraction"] is None:
-        print(f"Tree-of-Frames never reached best-of-N's best 'all' {headline['best_of_n_best_all']:.3f} "
-              f"(at {headline['best_of_n_nfe']} NFE)")
-    else:
-        print(f"Tree-of-Frames reached best-of-N's best 'all' {headline['best_of_n_best_all']:.3f} at "
-              f"{headline['tree_of_frames_nfe']:.0f} NFE = {headline['fraction']:.2f} × best-of-N's "
-              f"{headline['best_of_n_nfe']} (target ≤ {TARGET_FRACTION})")
+    settings = {"model": args.model, "clip": args.clip, "prompts": len(items), "per_category": args.per_category,
+                "frames": frames, "steps": args.steps, "guidance": args.guidance,
+                "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
+                "first_candidates": args.first_candidates,
+                "device": device, "verifier": verifier.name, "verifier_repr": repr(verifier),
+                "seed_rule": "best-of-N candidate j: prompt seed + j; tree: seeds from the prompt seed on"}
+    result = summarize(per_prompt, ns, configs, settings, seconds)
+    print_report(result, repr(verifier))
     if args.plot:
-        plot_score_vs_nfe(args.plot, {
-            "best-of-N (clip-video)": ([b["nfe"] for b in best_of_n], [b["all"] for b in best_of_n]),
-            "Tree-of-Frames (clip-video)": ([t["nfe_mean"] for t in tree], [t["all"] for t in tree]),
-            "coverage: any of N passes (oracle picks)": ([b["nfe"] for b in best_of_n],
-                                                         [b["coverage"] for b in best_of_n]),
-        }, ylabel="mean oracle 'all' score", title=f"moving shapes: {len(items)} prompts")
+        plot_report(args.plot, result)
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
     return result

@@ -10,9 +10,12 @@
 - ``VideoOracleVerifier`` ("oracle"): the moving-shapes oracle (``genmodels.eval.video_oracle``), the evaluator
   itself; for coverage / upper bounds only (``is_oracle``).
 
-Cost: the DiM generates every frame of a clip jointly, so a unit costs one whole pipeline call (its NFE) per
-candidate whatever the number of frames it keeps; a branch of U units costs U calls where one plain clip costs
-one. Tree-of-Frames pays this back only by pruning (``video_tree_config``).
+Cost: the DiM generates every frame of a clip jointly, so by default a unit costs one whole pipeline call (its NFE)
+per candidate whatever the number of frames it keeps; a branch of U units costs U calls where one plain clip costs
+one. Tree-of-Frames pays this back only by pruning (``video_tree_config``). With ``grow=True`` a unit's call
+denoises only the frames the branch has after it (the given frames plus the new unit, not the rest of the clip):
+the same number of denoiser calls on shorter clips, and since the DiM is linear in tokens its compute is
+``clip_nfe`` = Σ NFE × frames / num_frames (clip-equivalent NFE; a full clip's NFE for one plain clip).
 """
 
 from __future__ import annotations
@@ -78,11 +81,14 @@ class VideoChunkGenerator:
     already continues it. ``num_units = ceil((num_frames − K) / frames_per_unit)``.
 
     NFE of a call: the pipeline's NFE × n (every candidate is a whole clip's denoising, whatever it keeps).
+    ``grow=True``: each call denoises only the frames kept (``len(state) + frames_per_unit``), not the whole clip.
+    ``clip_nfe`` accumulates the calls' NFE × denoised frames / ``num_frames`` (compute in whole-clip NFE; equal to
+    the NFE without ``grow``); ``reset_cost()`` zeroes it.
     ``call_kwargs``: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
     """
 
     def __init__(self, pipe, prompt: str, num_frames: int | None = None, frames_per_unit: int = 2,
-                 **call_kwargs):
+                 grow: bool = False, **call_kwargs):
         if not getattr(pipe, "accepts_generator_list", False):
             raise ValueError(f"{type(pipe).__name__} does not take one generator per clip, which the tree needs")
         self.pipe, self.prompt = pipe, prompt
@@ -97,9 +103,15 @@ class VideoChunkGenerator:
                              f"got {frames_per_unit!r}")
         self.frames_per_unit = int(frames_per_unit)
         self.num_units = math.ceil((self.num_frames - given) / self.frames_per_unit)
+        self.grow = bool(grow)
+        self.clip_nfe = 0.0
+
+    def reset_cost(self) -> None:
+        self.clip_nfe = 0.0
 
     def extra_repr(self) -> str:
-        return f"num_frames={self.num_frames}, frames_per_unit={self.frames_per_unit}, num_units={self.num_units}"
+        return (f"num_frames={self.num_frames}, frames_per_unit={self.frames_per_unit}, num_units={self.num_units}, "
+                f"grow={self.grow}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -115,10 +127,12 @@ class VideoChunkGenerator:
                 "num_frames": self.num_frames}
 
     def _draw(self, first: np.ndarray | None, keep: int, seeds: list[int]) -> UnitBatch:
-        out = self.pipe([self.prompt] * len(seeds), num_frames=self.num_frames, first_frames=first,
+        frames = keep if self.grow else self.num_frames
+        out = self.pipe([self.prompt] * len(seeds), num_frames=frames, first_frames=first,
                         generator=generators(seeds), output_type="np", **self.call_kwargs)
-        return UnitBatch(states=[np.ascontiguousarray(clip[:keep]) for clip in out.frames],
-                         nfe=int(out.nfe) * len(seeds))
+        nfe = int(out.nfe) * len(seeds)
+        self.clip_nfe += nfe * frames / self.num_frames
+        return UnitBatch(states=[np.ascontiguousarray(clip[:keep]) for clip in out.frames], nfe=nfe)
 
     def start(self, n_candidates: int, seeds: list[int]) -> UnitBatch:
         if self.primer is not None:

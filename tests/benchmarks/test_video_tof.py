@@ -25,13 +25,40 @@ def test_nominal_cost_halves_the_live_branches_at_judged_depths():
     assert video_tof.nominal_cost(video_tree_config(4, 4)) == 8 + 4 + 2 + 1  # judged at depths 1 and 2
     assert video_tof.nominal_cost(video_tree_config(3, 4)) == 6 + 3 + 2 + 1  # ceil(3 / 2) = 2
     assert video_tof.nominal_cost(TreeConfig([1] * 4, [1] * 4)) == 4
+    # grown units, 2 of 8 frames each: 8·¼ + 4·½ + 2·¾ + 1 = 6.5 → 7 clips
+    assert video_tof.nominal_cost(video_tree_config(4, 4), grow=(2, 8)) == 7
 
 
 def test_reach_fraction_finds_the_first_tree_budget_at_best_of_ns_best():
     r = video_tof.reach_fraction([2, 4, 8, 16], [0.2, 0.5, 0.5, 0.4], [5, 3, 9], [0.5, 0.1, 0.6])
-    assert r["best_of_n_best_all"] == 0.5 and r["best_of_n_nfe"] == 4
+    assert r["best_of_n_best"] == 0.5 and r["best_of_n_nfe"] == 4 and r["tree_of_frames_best"] == 0.6
     assert r["tree_of_frames_nfe"] == 5 and r["fraction"] == 1.25 and r["meets_target"] is False
+    assert not r["degenerate"]
+    assert video_tof.reach_fraction([4, 8], [0.5, 0.5], [2, 9], [0.5, 0.7])["fraction"] == 0.5
     assert video_tof.reach_fraction([1], [0.5], [1], [0.4])["fraction"] is None
+
+
+def test_reach_fraction_gives_no_fraction_when_best_of_n_never_scores():
+    r = video_tof.reach_fraction([1, 2, 4], [0.0, 0.0, 0.0], [5, 8], [0.0, 0.3])
+    assert r["degenerate"] and r["fraction"] is None and r["tree_of_frames_nfe"] is None
+    assert r["meets_target"] is None and r["tree_of_frames_best"] == 0.3
+
+
+def test_mean_scores_adds_the_mean_of_the_three_checks():
+    rows = [{"object": 1.0, "motion": 0.0, "identity": 1.0, "all": 0.0},
+            {"object": 0.0, "motion": 0.0, "identity": 1.0, "all": 0.0}]
+    m = video_tof.mean_scores(rows)
+    assert m["object"] == 0.5 and m["identity"] == 1.0 and m["mean"] == pytest.approx(0.5)
+
+
+def test_select_prompts_takes_the_first_of_each_category_in_order():
+    items = [{"id": i, "category": c} for i, c in enumerate("aabbbab")]
+    assert [x["id"] for x in video_tof.select_prompts(items, per_category=2)] == [0, 1, 2, 3]
+    assert [x["id"] for x in video_tof.select_prompts(items, limit=3, per_category=2)] == [0, 1, 2]
+    assert [x["id"] for x in video_tof.select_prompts(items, limit=2)] == [0, 1]
+    assert len(video_tof.select_prompts(items)) == 7
+    with pytest.raises(SystemExit):
+        video_tof.parse_args(["--per-category", "0"])
 
 
 def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, capsys):
@@ -56,7 +83,24 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
         assert len(p["verifier_scores"]) == 8 and np.isfinite(p["verifier_scores"]).all()
         assert p["best_of_n"]["8"]["index"] == int(np.argmax(p["verifier_scores"]))
         assert p["tree_of_frames"]["1"]["nfe"] == 5 * 2 and p["tree_of_frames"]["1"]["live_per_depth"] == [1] * 4
-    h = data["headline"]
-    assert h["target"] == 0.6 and h["best_of_n_best_all"] == max(b["all"] for b in data["best_of_n"])
-    assert (h["fraction"] is None) == (h["tree_of_frames_nfe"] is None)
+    for key, h in (("all", data["headline"]), ("mean", data["headline_mean"])):
+        assert h["target"] == 0.6 and h["best_of_n_best"] == max(b[key] for b in data["best_of_n"])
+        assert (h["fraction"] is None) == (h["tree_of_frames_nfe"] is None)
+        assert h["degenerate"] == (h["best_of_n_best"] == 0)
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    again = tmp_path / "again.json"
+    resummed = video_tof.main(["--summarize", str(out), "--json", str(again)])
+    assert {k: v for k, v in resummed.items()} == data == json.loads(again.read_text())
+
+
+def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
+    model, clip = folders
+    report = video_tof.main(["--model", str(model), "--clip", str(clip), "--quick", "--grow", "--device", "cpu",
+                             "--batch-size", "4", "--no-progress"])
+    assert report["settings"]["grow"] is True
+    # roots 1: 2·¼ + ½ + ¾ + 1 = 2.75 → 3 clips; roots 2: 4·¼ + 2·½ + ¾ + 1 = 3.75 → 4 clips
+    assert report["configs"]["1"]["nominal_clips"] == 3 and report["configs"]["2"]["nominal_clips"] == 4
+    for roots, t in zip((1, 2), report["tree_of_frames"], strict=True):
+        assert t["roots"] == roots and t["clip_nfe_mean"] < t["nfe_mean"]
+    one = report["per_prompt"][0]["tree_of_frames"]["1"]
+    assert one["nfe"] == 5 * 2 and one["clip_nfe"] == (2 * 2 + 4 + 6 + 8) * 2 / 8

@@ -95,6 +95,25 @@ def test_chunk_generator_grows_by_units_and_keeps_earlier_frames_exactly(pipe):
         gen.extend(last.states[0], 1, [6])
 
 
+def test_grown_units_denoise_only_the_frames_kept_and_cost_their_share(pipe):
+    plain = VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, num_inference_steps=STEPS)
+    grown = VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, grow=True, num_inference_steps=STEPS)
+    first = grown.start(2, [0, 1])
+    assert [s.shape[0] for s in first.states] == [2, 2] and first.nfe == 2 * STEPS
+    assert grown.clip_nfe == pytest.approx(2 * STEPS * 2 / FRAMES)
+    # a grown unit is a 2-frame clip of its own, not the first 2 frames of an 8-frame one
+    alone = pipe(PROMPT, num_frames=2, num_inference_steps=STEPS, generator=generators([1])).frames[0]
+    assert np.array_equal(first.states[1], alone)
+    second = grown.extend(first.states[0], 3, [2, 3, 4])
+    assert [s.shape[0] for s in second.states] == [4] * 3 and second.nfe == 3 * STEPS
+    assert all(np.array_equal(s[:2], first.states[0]) for s in second.states)
+    assert grown.clip_nfe == pytest.approx(STEPS * (2 * 2 + 3 * 4) / FRAMES)
+    plain.start(2, [0, 1])
+    assert plain.clip_nfe == 2 * STEPS
+    grown.reset_cost()
+    assert grown.clip_nfe == 0 and "grow=True" in repr(grown)
+
+
 def test_chunk_generator_with_a_primer_starts_by_continuing_it(pipe):
     primer = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     gen = VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, num_inference_steps=STEPS, first_frames=primer)
