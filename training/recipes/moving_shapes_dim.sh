@@ -6,12 +6,16 @@
 #   10% caption dropout, half the clips with a given prefix of 1-7 frames (so one model also continues clips).
 #   Stage 1: time shift 1, constant LR, in $RUN_DIR. Stage 2 (STAGE2_STEPS > 0): its EMA weights trained on at
 #   time shift 3 (more training at the high noise levels where layout and colour are decided) with the LR
-#   cooled down linearly from half-way, in $RUN_DIR-shift3. The last stage's EMA weights are exported as a
-#   TextToVideoPipeline (sampler at that stage's shift) in fp16 (loads as fp32).
+#   cooled down linearly from half-way, in $RUN_DIR-shift3. Stage 3 (STAGE3_STEPS > 0, needs stage 2): those EMA
+#   weights trained on at shift 3 with LR 3e-4, cooled down from step STAGE3_STEPS·7/13, in $RUN_DIR-stage3.
+#   The last stage's EMA weights are exported as a TextToVideoPipeline (sampler at that stage's shift) in fp16
+#   (loads as fp32).
 # SCAN=raster trains the plain raster-order ablation with the same budget (not shipped: set ASSET_DIR to keep it).
-# THREADS=1 lets two runs share the 2 cores fairly. Both stages resume from their folders. The shipped weights:
+# THREADS=1 lets two runs share the 2 cores fairly. Every stage resumes from its folder. The shipped weights:
 # stage 1 for 2,502 steps (115 min), resumed with STEPS=6000 MINUTES=37 THREADS=1 (stopped at step 3,411); then
-# stage 2 with STAGE2_MINUTES=55 THREADS=1 (stopped at step 993 of 1,000).
+# stage 2 with STAGE2_MINUTES=55 THREADS=1 (stopped at step 993 of 1,000); stage 3 from the fp16 export of
+# stage 2 (the previously shipped folder; this recipe starts it from stage 2's fp32 EMA instead) for all 1,300
+# steps (68 min on one core).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -23,6 +27,8 @@ BATCH=${BATCH:-8}
 THREADS=${THREADS:-0}
 STAGE2_STEPS=${STAGE2_STEPS:-1000}
 STAGE2_MINUTES=${STAGE2_MINUTES:-120}
+STAGE3_STEPS=${STAGE3_STEPS:-1300}
+STAGE3_MINUTES=${STAGE3_MINUTES:-120}
 CLIP_DIR=${CLIP_DIR:-assets/clip-shapes}
 ASSET_DIR=${ASSET_DIR:-assets/moving-shapes-dim}
 
@@ -55,6 +61,15 @@ if [[ "$STAGE2_STEPS" -gt 0 ]]; then
     --given-frames-prob 0.5 --max-steps "$STAGE2_STEPS" --max-minutes "$STAGE2_MINUTES" --lr-decay cooldown \
     --decay-start $((STAGE2_STEPS / 2)) --checkpoint-every 250 --checkpoints-total-limit 2 --sample-every 500 \
     --log-every 25 --threads "$THREADS" --resume latest
+  if [[ "$STAGE3_STEPS" -gt 0 ]]; then
+    "$PY" training/train_dit.py \
+      --model dim --init "$FINAL_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
+      --output-dir "$RUN_DIR-stage3" --batch-size "$BATCH" --lr 3e-4 --warmup-steps 50 --weight-decay 0 \
+      --flow-shift "$SHIFT" --given-frames-prob 0.5 --max-steps "$STAGE3_STEPS" --max-minutes "$STAGE3_MINUTES" \
+      --lr-decay cooldown --decay-start $((STAGE3_STEPS * 7 / 13)) --checkpoint-every 250 \
+      --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest
+    FINAL_DIR=$RUN_DIR-stage3
+  fi
 fi
 
 LATEST=$(ls -d "$FINAL_DIR"/checkpoint-* | awk -F'checkpoint-' '{print $NF, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
