@@ -223,6 +223,10 @@ def _add_generate(sub) -> None:
     s.add_argument("--frames-per-unit", type=int,
                    help="tree-of-frames: frames added per tree level (default: a quarter of the frames to generate, "
                         "rounded up: at most 4 levels)")
+    s.add_argument("--grow-units", action="store_true",
+                   help="tree-of-frames: each unit denoises only the frames its branch has so far (given frames + "
+                        "the new unit) instead of a whole clip; the manifest's clip_nfe counts the compute in "
+                        "whole-clip NFE")
     s.add_argument("--save-candidates", action="store_true",
                    help="also write every candidate, DIR/candidates/IIII-JJ.png (prompt I, candidate J); for clips "
                         "DIR/candidates/IIII-JJ.gif (tree-of-frames: the final leaves)")
@@ -322,7 +326,7 @@ def generate(args) -> list[dict]:
     fastvar = _check_var_options(args, cls, model_dir) if var else _refuse_var_options(args, cls, model_dir)
     if hasattr(cls, "check_video_inputs"):
         return _generate_video(args, cls, prompts, model_dir)
-    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale", "frames_per_unit")
+    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale", "frames_per_unit", "grow_units")
     if getattr(args, "search", "none") == "tree-of-frames":
         video_only.insert(0, "--search tree-of-frames")
     if getattr(args, "verifier", None) in VIDEO_VERIFIERS and args.verifier not in IMAGE_VERIFIERS:
@@ -438,7 +442,7 @@ def _sampler_record(args, var: bool) -> dict:
 
 def _given(args, *names: str) -> list[str]:
     """The options among ``names`` (argparse destinations) that were given, spelled as flags."""
-    defaults = {"search": "none", "save_candidates": False}  # None (not given) for the others
+    defaults = {"search": "none", "save_candidates": False, "grow_units": False}  # None (not given) for the others
     return [f"--{name.replace('_', '-')}" for name in names
             if getattr(args, name, None) is not None and getattr(args, name) != defaults.get(name)]
 
@@ -461,15 +465,16 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
                        f"(clips are verified by {' or '.join(VIDEO_VERIFIERS)})")
     search = getattr(args, "search", "none")
     if search == "none":
-        needs_search = _given(args, "save_candidates", "frames_per_unit")
+        needs_search = _given(args, "save_candidates", "frames_per_unit", "grow_units")
         if verifier is not None:
             needs_search.insert(0, f"--verifier {verifier}")
         if getattr(args, "n", None) not in (None, 1):
             needs_search.insert(0, f"--n {args.n}")
         if needs_search:
             raise CliError(f"{', '.join(needs_search)} need --search (best-of-n, tournament or tree-of-frames)")
-    elif search != "tree-of-frames" and getattr(args, "frames_per_unit", None) is not None:
-        raise CliError(f"--frames-per-unit takes --search tree-of-frames, not {search}")
+    elif search != "tree-of-frames" and _given(args, "frames_per_unit", "grow_units"):
+        raise CliError(f"{', '.join(_given(args, 'frames_per_unit', 'grow_units'))} takes --search tree-of-frames, "
+                       f"not {search}")
     n = 1 if search == "none" else 4 if args.n is None else args.n
     if not 1 <= n <= MAX_CANDIDATES:
         raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")
@@ -696,7 +701,8 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
     if first is not None:
         base["first_frames"] = str(args.first_frames)
     if tree:
-        base["tree"] = {"frames_per_unit": per_unit, "units": units, "branches": config.branches,
+        base["tree"] = {"frames_per_unit": per_unit, "grow_units": bool(args.grow_units), "units": units,
+                        "branches": config.branches,
                         "candidates": config.candidates, "judge_depths": sorted(config.judge_depths)}
     records: list[dict] = []
     curves_nfe, curves_best = [], []
@@ -704,8 +710,8 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         for index, prompt in enumerate(prompts):
             context = {"prompt": prompt}
             if tree:
-                gen = VideoChunkGenerator(pipe, prompt, frames, per_unit, **{k: v for k, v in settings.items()
-                                                                             if k != "num_frames"})
+                gen = VideoChunkGenerator(pipe, prompt, frames, per_unit, grow=args.grow_units,
+                                          **{k: v for k, v in settings.items() if k != "num_frames"})
                 seed = args.seed + index * stride
                 result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
                                     tree_config=config, seed=seed)
@@ -731,7 +737,7 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
                       "scores": [float(x) for x in result.scores], "nfe": result.nfe,
                       "seconds": round(result.seconds, 3)}
             if tree:
-                record.update(first_seed=seed, seeds_used=result.tree.seeds_used,
+                record.update(first_seed=seed, seeds_used=result.tree.seeds_used, clip_nfe=gen.clip_nfe,
                               live_per_depth=result.tree.live_per_depth, nfe_per_depth=result.tree.nfe_per_depth,
                               verifier_evaluations=result.tree.verifier_evaluations)
                 outputs = [gen.output(s) for s in result.tree.leaves]

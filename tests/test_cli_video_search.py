@@ -100,14 +100,26 @@ def test_tree_of_frames_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_
     records = manifest(out)
     # 8 frames, default 2 per unit: 4 units; 2 roots × 2 first draws, pruned at depths 1 and 2; seeds ≤ 4+2+2+2
     for i, r in enumerate(records):
-        assert r["tree"] == {"frames_per_unit": 2, "units": 4, "branches": [2, 1, 1, 1], "candidates": [2, 1, 1, 1],
-                             "judge_depths": [1, 2]}
+        assert r["tree"] == {"frames_per_unit": 2, "grow_units": False, "units": 4, "branches": [2, 1, 1, 1],
+                             "candidates": [2, 1, 1, 1], "judge_depths": [1, 2]}
+        assert r["clip_nfe"] == r["nfe"]
         assert r["first_seed"] == 3 + 10 * i and r["seed"] is None
         assert r["nfe"] == sum(r["nfe_per_depth"]) == STEPS * r["seeds_used"]
         assert r["nfe_per_depth"][0] == 4 * STEPS and r["live_per_depth"][0] == 2
         assert r["live_per_depth"][-1] == len(r["scores"]) == len(r["candidate_files"]) <= 2
         assert read_frames(out / r["files"][1]).shape == (FRAMES, 32, 32, 3)
     assert (out / "score_vs_nfe.png").is_file()
+
+
+def test_tree_of_frames_with_grown_units_costs_less_than_its_nfe(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--grow-units",
+                  prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(out)
+    assert r["tree"]["grow_units"] is True and r["nfe"] == sum(r["nfe_per_depth"])
+    # depth d denoises 2·(d + 1) of 8 frames: compute in whole clips is NFE at depth d × (d + 1) / 4
+    assert r["clip_nfe"] == pytest.approx(sum(n * (d + 1) / 4 for d, n in enumerate(r["nfe_per_depth"])))
+    assert r["clip_nfe"] < r["nfe"] and read_frames(out / r["files"][1]).shape == (FRAMES, 32, 32, 3)
 
 
 def test_tree_of_frames_continues_given_frames(video_model, clip_dir, tmp_path):
@@ -139,6 +151,9 @@ def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
     ("tree_on_image", "--search tree-of-frames take a text-to-video model"),
     ("frames_per_unit_on_image", "--frames-per-unit take a text-to-video model"),
     ("frames_per_unit_without_tree", "--frames-per-unit takes --search tree-of-frames"),
+    ("grow_units_without_tree", "--grow-units takes --search tree-of-frames"),
+    ("grow_units_without_search", "--grow-units need --search"),
+    ("grow_units_on_image", "--grow-units take a text-to-video model"),
     ("verifier_without_search", "--verifier clip-video need --search"),
     ("n_without_search", "--n 3 need --search"),
     ("n_zero", "--n must be in"),
@@ -161,6 +176,12 @@ def test_search_errors_exit_2_and_write_nothing(video_model, image_model, clip_d
         model, extra = image_model, ["--search", "best-of-n", "--frames-per-unit", 2]
     elif case == "frames_per_unit_without_tree":
         extra += ["--frames-per-unit", 2]
+    elif case == "grow_units_without_tree":
+        extra += ["--grow-units"]
+    elif case == "grow_units_without_search":
+        extra = ["--grow-units"]
+    elif case == "grow_units_on_image":
+        model, extra = image_model, ["--grow-units"]
     elif case == "verifier_without_search":
         extra = ["--verifier", "clip-video"]
     elif case == "n_without_search":
