@@ -160,11 +160,16 @@ def reach_fraction(bon_nfe: list[int], bon_score: list[float], tof_nfe: list[flo
             "meets_target": None if fraction is None else bool(fraction <= TARGET_FRACTION)}
 
 
+def matched_clips(configs: dict[int, TreeConfig], settings: dict) -> dict[int, int]:
+    """Each tree's nominal cost in clips (its matched best-of-N), grown units weighed when ``settings["grow"]``."""
+    grow = (settings["frames_per_unit"], settings["frames"]) if settings.get("grow") else None
+    return {r: nominal_cost(c, grow) for r, c in configs.items()}
+
+
 def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConfig], settings: dict,
               seconds: float) -> dict:
     """The report from per-prompt records (``main``'s, or a saved JSON's ``per_prompt`` to re-summarise)."""
-    grow = (settings["frames_per_unit"], settings["frames"]) if settings.get("grow") else None
-    matched = {r: nominal_cost(c, grow) for r, c in configs.items()}
+    matched = matched_clips(configs, settings)
     nfe_per_clip = per_prompt[0]["nfe_per_clip"]
     best_of_n = [{"n": n, "nfe": n * nfe_per_clip, **mean_scores([p["best_of_n"][str(n)] for p in per_prompt]),
                   "coverage": float(np.mean([p["best_of_n"][str(n)]["coverage"] for p in per_prompt]))} for n in ns]
@@ -261,7 +266,7 @@ def main(argv=None) -> dict:
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
     units = math.ceil(frames / args.frames_per_unit)
     configs = {r: video_tree_config(r, units, args.first_candidates) for r in sorted(set(args.roots))}
-    matched = {r: nominal_cost(c, (args.frames_per_unit, frames) if args.grow else None) for r, c in configs.items()}
+    matched = matched_clips(configs, {"frames_per_unit": args.frames_per_unit, "frames": frames, "grow": args.grow})
     pool = max(max(matched.values()), args.max_n or 0)
     ns = sorted({2**i for i in range(int(math.log2(pool)) + 1)} | set(matched.values()))
 

@@ -472,9 +472,8 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
             needs_search.insert(0, f"--n {args.n}")
         if needs_search:
             raise CliError(f"{', '.join(needs_search)} need --search (best-of-n, tournament or tree-of-frames)")
-    elif search != "tree-of-frames" and _given(args, "frames_per_unit", "grow_units"):
-        raise CliError(f"{', '.join(_given(args, 'frames_per_unit', 'grow_units'))} takes --search tree-of-frames, "
-                       f"not {search}")
+    elif search != "tree-of-frames" and (tree_only := _given(args, "frames_per_unit", "grow_units")):
+        raise CliError(f"{', '.join(tree_only)} takes --search tree-of-frames, not {search}")
     n = 1 if search == "none" else 4 if args.n is None else args.n
     if not 1 <= n <= MAX_CANDIDATES:
         raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")

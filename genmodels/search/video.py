@@ -83,7 +83,7 @@ class VideoChunkGenerator:
     NFE of a call: the pipeline's NFE × n (every candidate is a whole clip's denoising, whatever it keeps).
     ``grow=True``: each call denoises only the frames kept (``len(state) + frames_per_unit``), not the whole clip.
     ``clip_nfe`` accumulates the calls' NFE × denoised frames / ``num_frames`` (compute in whole-clip NFE; equal to
-    the NFE without ``grow``); ``reset_cost()`` zeroes it.
+    the NFE without ``grow``).
     ``call_kwargs``: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
     """
 
@@ -104,9 +104,6 @@ class VideoChunkGenerator:
         self.frames_per_unit = int(frames_per_unit)
         self.num_units = math.ceil((self.num_frames - given) / self.frames_per_unit)
         self.grow = bool(grow)
-        self.clip_nfe = 0.0
-
-    def reset_cost(self) -> None:
         self.clip_nfe = 0.0
 
     def extra_repr(self) -> str:

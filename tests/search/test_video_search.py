@@ -110,8 +110,7 @@ def test_grown_units_denoise_only_the_frames_kept_and_cost_their_share(pipe):
     assert grown.clip_nfe == pytest.approx(STEPS * (2 * 2 + 3 * 4) / FRAMES)
     plain.start(2, [0, 1])
     assert plain.clip_nfe == 2 * STEPS
-    grown.reset_cost()
-    assert grown.clip_nfe == 0 and "grow=True" in repr(grown)
+    assert "grow=True" in repr(grown)
 
 
 def test_chunk_generator_with_a_primer_starts_by_continuing_it(pipe):
