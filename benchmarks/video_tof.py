@@ -8,8 +8,9 @@
 Prompts: the fixed evaluation set (``genmodels/eval/moving_shapes_eval_prompts.jsonl``: the first ``--limit``,
 or the first ``--per-category`` of each category),
 8 frames of 32 px. Both searches select with the **clip-video** verifier (``CLIPVideoVerifier``: per-frame CLIP
-score of the prompt's objects + frame-to-frame consistency; it cannot see the direction of motion); the chosen
-clips are then scored by the moving-shapes oracle (object, motion, identity, all), which neither search sees.
+score of the prompt's objects + frame-to-frame consistency; it cannot see the direction of motion unless
+``--direction-weight`` adds its direction term); the chosen clips are then scored by the moving-shapes oracle
+(object, motion, identity, all), which neither search sees. Each best-of-N candidate's verifier terms are saved.
 
 - **Tree-of-Frames**: ``VideoChunkGenerator`` (``--frames-per-unit`` frames per level by continuation, a unit
   costing one whole pipeline call per candidate) with ``video_tree_config(roots, units, --first-candidates)``
@@ -83,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a unit denoises only the frames kept so far (VideoChunkGenerator(grow=True)); tree cost is "
                         "then counted in clip-equivalent NFE (NFE × frames / clip frames)")
     p.add_argument("--first-candidates", type=int, default=2, help="draws for the first unit of each root")
+    p.add_argument("--direction-weight", type=float, default=0.0,
+                   help="weight of the clip-video verifier's direction term (default 0: the verifier cannot see "
+                        "the direction of motion)")
     p.add_argument("--max-n", type=int, default=None,
                    help="best-of-N pool per prompt (default: the largest tree's nominal cost in clips)")
     p.add_argument("--batch-size", type=int, default=16, help="best-of-N clips per pipeline call")
@@ -260,7 +264,8 @@ def main(argv=None) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(TextToVideoPipeline, _folder(args.model)).to(device)
     pipe.set_progress_bar_config(disable=True)
-    verifier = CLIPVideoVerifier.from_folder(_folder(args.clip), device=device)
+    verifier = CLIPVideoVerifier.from_folder(_folder(args.clip), device=device,
+                                             direction_weight=args.direction_weight)
     items = select_prompts(load_video_eval_set(), args.limit, args.per_category)
     frames = int(items[0]["spec"]["frames"])
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
@@ -276,10 +281,12 @@ def main(argv=None) -> dict:
         context, spec, seed = {"prompt": item["prompt"]}, item["spec"], int(item["seed"])
         generate = text_to_video_generate_fn(pipe, item["prompt"], num_frames=frames, **call)
         cands = sample_candidates(generate, pool, [seed + j for j in range(pool)], args.batch_size)
-        scores = verifier.score(cands.outputs, context)
+        terms = verifier.terms(cands.outputs, context)  # kept, so a saved pool can be re-weighted
+        scores = verifier.combine(terms)
         oracle = [oracle_scores(c, spec) for c in cands.outputs]
         record = {"id": item["id"], "category": item["category"], "prompt": item["prompt"], "seed": seed,
-                  "nfe_per_clip": int(cands.nfe[0]), "verifier_scores": scores.tolist(), "oracle": oracle,
+                  "nfe_per_clip": int(cands.nfe[0]), "verifier_scores": scores.tolist(),
+                  "verifier_terms": {k: v.tolist() for k, v in terms.items()}, "oracle": oracle,
                   "best_of_n": {}, "tree_of_frames": {}}
         for n in ns:
             pick = int(np.argmax(scores[:n]))
@@ -300,7 +307,8 @@ def main(argv=None) -> dict:
                 "frames": frames, "steps": args.steps, "guidance": args.guidance,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates,
-                "device": device, "verifier": verifier.name, "verifier_repr": repr(verifier),
+                "direction_weight": args.direction_weight, "device": device, "verifier": verifier.name,
+                "verifier_repr": repr(verifier),
                 "seed_rule": "best-of-N candidate j: prompt seed + j; tree: seeds from the prompt seed on"}
     result = summarize(per_prompt, ns, configs, settings, seconds)
     print_report(result, repr(verifier))

@@ -82,6 +82,9 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
     for p in data["per_prompt"]:
         assert len(p["verifier_scores"]) == 8 and np.isfinite(p["verifier_scores"]).all()
         assert p["best_of_n"]["8"]["index"] == int(np.argmax(p["verifier_scores"]))
+        t = {k: np.array(v) for k, v in p["verifier_terms"].items()}  # kept to re-weight the pool offline
+        assert np.allclose(t["clip"] + 0.5 * t["temporal"] + 0.5 * t["path"], p["verifier_scores"])
+        assert (t["direction"] == 0).all()  # off by default
         assert p["tree_of_frames"]["1"]["nfe"] == 5 * 2 and p["tree_of_frames"]["1"]["live_per_depth"] == [1] * 4
     for key, h in (("all", data["headline"]), ("mean", data["headline_mean"])):
         assert h["target"] == 0.6 and h["best_of_n_best"] == max(b[key] for b in data["best_of_n"])
@@ -98,6 +101,14 @@ def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
     report = video_tof.main(["--model", str(model), "--clip", str(clip), "--quick", "--grow", "--device", "cpu",
                              "--batch-size", "4", "--no-progress"])
     assert report["settings"]["grow"] is True
+    directed = video_tof.main(["--model", str(model), "--clip", str(clip), "--quick", "--grow", "--device", "cpu",
+                               "--batch-size", "4", "--no-progress", "--direction-weight", "0.25"])
+    assert directed["settings"]["direction_weight"] == 0.25 and "direction_weight=0.25" in \
+        directed["settings"]["verifier_repr"]
+    p = directed["per_prompt"][0]
+    assert (np.array(p["verifier_terms"]["direction"]) < 0).all()
+    assert np.allclose(np.array(p["verifier_scores"]) - 0.25 * np.array(p["verifier_terms"]["direction"]),
+                       report["per_prompt"][0]["verifier_scores"])  # the same pool, the term added
     # roots 1: 2·¼ + ½ + ¾ + 1 = 2.75 → 3 clips; roots 2: 4·¼ + 2·½ + ¾ + 1 = 3.75 → 4 clips
     assert report["configs"]["1"]["nominal_clips"] == 3 and report["configs"]["2"]["nominal_clips"] == 4
     for roots, t in zip((1, 2), report["tree_of_frames"], strict=True):

@@ -16,6 +16,7 @@ from genmodels.search import (
     Verifier,
     VideoChunkGenerator,
     VideoOracleVerifier,
+    direction_agreement,
     generators,
     object_description,
     pixel_path_consistency,
@@ -208,6 +209,53 @@ def test_pixel_path_consistency_prefers_steady_motion():
     assert pixel_path_consistency(np.zeros_like(steady)) == -1.0
 
 
+def test_direction_agreement_reads_the_stated_direction():
+    right = [{"colour": "red", "motion": "right"}]
+    moving = _square_clip([2, 4, 6, 8, 10, 12, 14, 16])  # 2 px per frame to the right
+    # displacement over frames 0..4 is 8 px = 0.25 of the side; expected 1.5 px/frame · 4 = 0.1875: off by 1/3
+    assert direction_agreement(moving, right) == pytest.approx(-1 / 3)
+    still = _square_clip([8] * 8)
+    assert direction_agreement(still, right) == pytest.approx(-1.0)
+    assert direction_agreement(moving[::-1].copy(), right) == pytest.approx(-2.0)  # capped at 2
+    assert direction_agreement(still, [{"colour": "red", "motion": "still"}]) == pytest.approx(0.0)
+    up = _square_clip([8] * 8)
+    for t in range(8):  # the same square moving up 1.5 px per frame on average (rows 26-t·1.5)
+        up[t] = 0
+        y = 20 - int(round(1.5 * t))
+        up[t, y:y + 6, 8:14] = (230, 40, 40)
+    assert direction_agreement(up, [{"colour": "red", "motion": "up"}]) > -0.1
+    assert direction_agreement(up, right) < -1.0
+    # another colour is not the named object: a missing group costs the most
+    assert direction_agreement(moving, [{"colour": "blue", "motion": "right"}]) == -2.0
+    # the window is the full clip's no-bounce half: two frames of an 8-frame clip already count
+    assert direction_agreement(moving[:2], right, num_frames=8) == pytest.approx(-1 / 3)
+    assert direction_agreement(moving[:1], right, num_frames=8) == 0.0  # nothing to judge yet
+
+
+def test_direction_agreement_follows_each_named_colour():
+    clip = _square_clip([2, 4, 6, 8, 10, 12, 14, 16])  # red, moving right
+    clip[:, 24:30, 12:18] = (40, 90, 240)  # a blue square staying still below it
+    objects = [{"colour": "red", "motion": "right"}, {"colour": "blue", "motion": "still"}]
+    swapped = [{"colour": "red", "motion": "still"}, {"colour": "blue", "motion": "right"}]
+    assert direction_agreement(clip, objects) == pytest.approx(-1 / 6)  # (1/3 + 0) / 2
+    assert direction_agreement(clip, swapped) < -1.0
+
+
+def test_clip_video_direction_term_is_off_by_default_and_weighted(pipe, clip_video):
+    clips, _ = text_to_video_generate_fn(pipe, PROMPT, num_inference_steps=STEPS)([0, 1])
+    context = {"prompt": PROMPT}
+    assert np.array_equal(clip_video.terms(clips, context)["direction"], [0.0, 0.0])
+    with_direction = CLIPVideoVerifier(clip_video.clip, direction_weight=0.25)
+    terms = with_direction.terms(clips, context)
+    assert np.allclose(terms["direction"], [direction_agreement(c, parse_video_caption(PROMPT)["objects"])
+                                            for c in clips])
+    assert np.allclose(with_direction.score(clips, context),
+                       clip_video.score(clips, context) + 0.25 * terms["direction"])
+    assert np.array_equal(with_direction.terms(clips, {**context, "stage": "start"})["direction"], [0.0, 0.0])
+    other = {"prompt": "a cat on a mat"}  # outside the captions: no direction to read
+    assert np.array_equal(with_direction.terms(clips, other)["direction"], [0.0, 0.0])
+
+
 def test_clip_video_scores_are_finite_deterministic_and_stage_dependent(pipe, clip_video):
     clips, _ = text_to_video_generate_fn(pipe, PROMPT, num_inference_steps=STEPS)([0, 1, 2])
     context = {"prompt": PROMPT}
@@ -218,6 +266,7 @@ def test_clip_video_scores_are_finite_deterministic_and_stage_dependent(pipe, cl
     assert not np.allclose(start, final)  # no path term at the start
     terms = clip_video.terms(clips, context)
     assert np.allclose(final, terms["clip"] + 0.5 * terms["temporal"] + 0.5 * terms["path"])
+    assert np.allclose(final, clip_video.combine(terms))
     first_two = CLIPVideoVerifier(clip_video.clip, start_frames=2)
     assert np.allclose(first_two.score(clips, {**context, "stage": "start"}),
                        clip_video.score([c[:2] for c in clips], {**context, "stage": "start"}))
@@ -234,6 +283,11 @@ def test_clip_video_with_the_shapes_clip_prefers_the_true_clip_over_corruptions(
     blanked[3:6] = 0
     scores = verifier.score([truth, recoloured, blanked, np.zeros_like(truth)], {"prompt": PROMPT})
     assert scores[0] > scores[1:].max()
+    frozen = np.repeat(truth[:1], len(truth), axis=0)  # the right object, standing still
+    plain, directed = verifier, CLIPVideoVerifier(verifier.clip, direction_weight=0.25)
+    assert plain.score([truth, frozen], {"prompt": PROMPT})[1] >= plain.score([truth], {"prompt": PROMPT})[0] - 0.05
+    scores = directed.score([truth, frozen, truth[::-1].copy()], {"prompt": PROMPT})
+    assert scores[0] > scores[1] > scores[2]
 
 
 # run_search
