@@ -2,13 +2,14 @@
 
 Shared by the Image, Piano roll and Video tabs (``genmodels.search`` does the work):
 
-- ``check_search``: the options a request names (strategy, N, verifier), checked before any work;
+- ``check_search``: the options a request names (strategy, N, verifier), checked before any work; the Video tab
+  also offers Tree-of-Frames (``VIDEO_STRATEGIES``);
 - ``image_verifier`` / ``pianoroll_verifier`` / ``video_verifier``: the verifiers each tab offers. The CLIP behind
   the image and video ones is a model of the registry (``get("clip")``), loaded once and shared;
 - ``CandidateProgress``: "candidate j of N" on the tab's progress bar, over every candidate's sampler steps;
 - ``shown``: what the result shows next to the chosen output (each candidate captioned with its seed and score, the
-  chosen one marked, and a line with the strategy, the NFE and the wall time); ``search_controls`` and
-  ``candidates_display`` build those components.
+  chosen one marked, and a line with the strategy, the NFE and the wall time); ``tree_shown`` the same for a
+  Tree-of-Frames search (its final leaves); ``search_controls`` and ``candidates_display`` build those components.
 
 Strategy "none" does not come here: the tabs keep their plain path for it, so a request without search gives the
 output it always gave. The shapes oracle is the evaluator, not a verifier, and is never offered.
@@ -38,8 +39,10 @@ from genmodels.search import (
 )
 
 NONE = "none"
+TREE = "tree-of-frames"
 STRATEGIES = {NONE: "none (one sample)", "best-of-n": "best-of-N (highest score)",
               "tournament": "tournament (knockout of pairs)"}
+VIDEO_STRATEGIES = {**STRATEGIES, TREE: "Tree-of-Frames (grow N clips unit by unit, prune at the median)"}
 MIN_N = 2
 DEFAULT_N = 4
 IMAGE_VERIFIERS = {"clip": "CLIP score of the prompt",
@@ -48,7 +51,8 @@ PIANOROLL_VERIFIERS = {"busyness": "busyness (the percentile below, as without s
                        "in-key": "in key (notes in the key of the rest)",
                        "onset-grid": "onset grid (notes on the 8th-note grid)",
                        "ensemble": "ensemble of busyness, in key and onset grid"}
-VIDEO_VERIFIERS = {"clip-video": "CLIP score of the prompt, over the clip's frames"}
+VIDEO_VERIFIERS = {"clip-video": "CLIP score of the prompt, over the clip's frames",
+                   "clip-video-direction": "CLIP score over the frames + the prompt's direction of motion"}
 HELP = ("Make **N** candidates (seeds S … S+N−1, S the seed above), score each with the **verifier** and keep the "
         "best: *best-of-N* takes the highest score, a *tournament* plays knockout pairs. Costs N times the time of "
         "one; every candidate is shown with its score below the result.")
@@ -73,12 +77,13 @@ class SearchOptions:
 
 
 def check_search(strategy: Any, n: Any, verifier: Any, *, verifiers: Mapping[str, str], max_n: int, seed: int,
-                 max_seed: int) -> SearchOptions:
-    """The search options of a request; ValueError with a clear message for an unknown strategy or verifier, an N
-    outside ``MIN_N..max_n`` (checked whatever the strategy, so a bad request is refused the same way every time), or
-    a search whose last seed ``seed + n − 1`` passes ``max_seed``."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown search strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+                 max_seed: int, strategies: Mapping[str, str] = STRATEGIES) -> SearchOptions:
+    """The search options of a request; ValueError with a clear message for a strategy not in ``strategies`` or an
+    unknown verifier, an N outside ``MIN_N..max_n`` (checked whatever the strategy, so a bad request is refused the
+    same way every time), or a search whose last seed ``seed + n − 1`` passes ``max_seed`` (a tree's seeds are
+    checked by its tab, which knows how many it may draw)."""
+    if strategy not in strategies:
+        raise ValueError(f"unknown search strategy {strategy!r}; choose one of: {', '.join(strategies)}")
     n = check_number("N (candidates of the search)", n, MIN_N, max_n, integer=True)
     if verifier not in verifiers:
         raise ValueError(f"unknown verifier {verifier!r}; choose one of: {', '.join(verifiers)}")
@@ -104,12 +109,16 @@ def image_verifier(registry: ModelRegistry, name: str) -> Verifier:
 
 
 def video_verifier(registry: ModelRegistry, name: str) -> Verifier:
-    """``"clip-video"``: the CLIP score of the prompt over the clip's frames (``genmodels.search.video``)."""
-    if name != "clip-video":
-        raise ValueError(f"unknown video verifier {name!r}")
-    from genmodels.search.video import CLIPVideoVerifier
+    """``"clip-video"``: the CLIP score of the prompt over the clip's frames (``genmodels.search.video``);
+    ``"clip-video-direction"``: that plus its direction term (``DIRECTION_WEIGHT``), which reads the prompt's
+    direction words against where the named colours' pixels go."""
+    from genmodels.search.video import DIRECTION_WEIGHT, CLIPVideoVerifier
 
-    return CLIPVideoVerifier(registry.get("clip"))
+    if name == "clip-video":
+        return CLIPVideoVerifier(registry.get("clip"))
+    if name == "clip-video-direction":
+        return CLIPVideoVerifier(registry.get("clip"), direction_weight=DIRECTION_WEIGHT)
+    raise ValueError(f"unknown video verifier {name!r}")
 
 
 class BusynessPercentileVerifier(Verifier):
@@ -181,6 +190,40 @@ class CandidateProgress:
         self.progress((self.done * total + step * self.batch, self.n * total), desc=desc, unit="steps")
 
 
+class TreeProgress:
+    """A Tree-of-Frames search's progress on ``progress``: wraps its unit generator (``start`` / ``extend``, the
+    rest passed through) so the bar runs over the units, "unit u of U: branch b" (b counting the pipeline calls
+    of that unit: one per live branch), with ``on_step`` as the pipeline's ``callback(step, total)``."""
+
+    def __init__(self, progress: Callable[..., Any], generator: Any):
+        self.progress, self.generator = progress, generator
+        self.unit, self.call = 0, 0  # the unit being grown (0-based) and the pipeline call within it
+        self._frames: int | None = None  # the frames the branches had before this unit
+
+    def __getattr__(self, name: str) -> Any:  # output, verifier_context, num_units, …
+        return getattr(self.generator, name)
+
+    def _enter(self, frames: int) -> None:
+        if frames != self._frames:  # a new unit: every branch has the same number of frames at a depth
+            self.unit += self._frames is not None
+            self._frames, self.call = frames, 0
+        self.call += 1
+        self.on_step(0, 1)
+
+    def start(self, n_candidates: int, seeds: list[int]):
+        self._enter(0 if self.generator.primer is None else len(self.generator.primer))
+        return self.generator.start(n_candidates, seeds)
+
+    def extend(self, state: Any, n_candidates: int, seeds: list[int]):
+        self._enter(len(state))
+        return self.generator.extend(state, n_candidates, seeds)
+
+    def on_step(self, step: int, total: int) -> None:
+        units = self.generator.num_units
+        self.progress((self.unit * total + min(step, total), units * total),
+                      desc=f"Tree-of-Frames: unit {self.unit + 1} of {units}, branch {self.call}", unit="steps")
+
+
 @dataclass(frozen=True)
 class Shown:
     """What a search shows under the result: ``gallery``, (picture or file, caption) per candidate in seed order;
@@ -207,6 +250,25 @@ def shown(result: SearchResult, options: SearchOptions, pictures: Sequence[Any])
     return Shown(gallery, line)
 
 
+def tree_shown(result: SearchResult, options: SearchOptions, pictures: Sequence[Any], *, units: int,
+               frames_per_unit: int, clip_nfe: float, clip_steps: int, grown: bool) -> Shown:
+    """The display of a Tree-of-Frames ``result``: ``pictures[i]`` stands for final leaf i (captioned "leaf i ·
+    score X", the chosen one marked); the line gives the roots, units, live branches per unit, the denoiser
+    evaluations and their cost in whole clips (``clip_nfe`` / ``clip_steps``; ``grown``: units denoised only the
+    frames their branch had)."""
+    tree = result.tree
+    gallery = [(pic, ("✓ " if i == result.index else "") + f"leaf {i + 1} · score {x + 0.0:.4g}")
+               for i, (pic, x) in enumerate(zip(pictures, result.scores, strict=True))]
+    live = " → ".join(str(k) for k in tree.live_per_depth)
+    line = (f"**{TREE}** from {options.n} roots, {units} unit{'s' if units > 1 else ''} of {frames_per_unit} "
+            f"frame{'s' if frames_per_unit > 1 else ''}, scored by **{options.verifier}**: branches alive after each "
+            f"unit {live}; leaf {result.index + 1} of {len(tree.leaves)} chosen · {result.nfe} network evaluations "
+            f"(nfe){' on growing clips' if grown else ''}, the compute of {clip_nfe / clip_steps:.1f} whole clips "
+            f"({clip_nfe:.0f} clip nfe) · {tree.verifier_evaluations} verifier scores · {result.seconds:.2f} s wall "
+            "time (sampling and scoring)")
+    return Shown(gallery, line)
+
+
 @user_errors
 def show_candidates(value: Shown | None) -> tuple[list[tuple[Any, str]], str]:
     """The candidates gallery and the search line of the last result (empty for a result without search)."""
@@ -221,13 +283,13 @@ def display_visibility(value: Shown | None) -> Any:
 # Layout
 
 
-def search_controls(settings: Settings, verifiers: Mapping[str, str], prefix: str, note: str = ""
-                    ) -> tuple[Any, Any, Any]:
+def search_controls(settings: Settings, verifiers: Mapping[str, str], prefix: str, note: str = "",
+                    strategies: Mapping[str, str] = STRATEGIES) -> tuple[Any, Any, Any]:
     """The "Test-time search" accordion (closed, strategy none), its help followed by ``note``: returns its
     (strategy, N, verifier) components."""
     with gr.Accordion("Test-time search", open=False, elem_id=f"{prefix}-search"):
         gr.Markdown(f"{HELP} {note}".strip())
-        strategy = gr.Radio([(label, key) for key, label in STRATEGIES.items()], value=NONE, label="Strategy",
+        strategy = gr.Radio([(label, key) for key, label in strategies.items()], value=NONE, label="Strategy",
                             elem_id=f"{prefix}-search-strategy")
         with gr.Row():
             n = gr.Slider(MIN_N, settings.max_search_n, value=min(DEFAULT_N, settings.max_search_n), step=1,

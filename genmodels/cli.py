@@ -44,7 +44,7 @@ SHIPPED_MODELS = {DEFAULT_IMAGE_MODEL: "make assets-shapes", DEFAULT_VIDEO_MODEL
 DEFAULT_CLIP = ASSETS_DIR / "clip-shapes"
 SEARCHES = ("none", "best-of-n", "tournament", "tree-of-frames")
 IMAGE_VERIFIERS = ("clip", "oracle", "ensemble")
-VIDEO_VERIFIERS = ("clip-video", "oracle")
+VIDEO_VERIFIERS = ("clip-video", "clip-video-direction", "oracle")
 MAX_CANDIDATES = 1024
 ORACLE_WARNING = ("the shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not what a "
                   "deployable search achieves; do not report it as a verifier result")
@@ -216,7 +216,9 @@ def _add_generate(sub) -> None:
                    help="images: clip (default): CLIP score of the prompt; ensemble: CLIP score + agreement with the "
                         "other candidates (CLIP-embedding cosine), rank-normalised, weights 1 and 0.5. Clips: "
                         "clip-video (default): per-frame CLIP score of the prompt's objects + frame-to-frame "
-                        "consistency (blind to the direction of motion). oracle: the shapes / moving-shapes "
+                        "consistency (blind to the direction of motion); clip-video-direction: that + how the named "
+                        "colours' pixels move against the prompt's direction words (moving-shapes captions; 0 for "
+                        "others). oracle: the shapes / moving-shapes "
                         "oracle, the evaluator itself (upper bound / pass@k only; the manifest marks it)")
     s.add_argument("--clip", default=str(DEFAULT_CLIP),
                    help="open_clip folder for the clip / ensemble / clip-video verifiers")
@@ -629,6 +631,7 @@ def _load_video_verifier(args, prompts: list[str], height: int, width: int):
     """The clip verifier named by ``--verifier`` (default clip-video), checked against the prompts before any
     work."""
     from genmodels.search import CLIPScoreVerifier, CLIPVideoVerifier, VideoOracleVerifier
+    from genmodels.search.video import DIRECTION_WEIGHT
 
     if args.verifier == "oracle":
         from genmodels.data.moving_shapes import parse_video_caption
@@ -646,7 +649,8 @@ def _load_video_verifier(args, prompts: list[str], height: int, width: int):
         hint = " (the shipped CLIP is not built yet; pass --clip FOLDER)" if folder == DEFAULT_CLIP else ""
         raise CliError(f"--clip {folder} is not an open_clip folder (no open_clip_config.json){hint}")
     try:
-        return CLIPVideoVerifier(CLIPScoreVerifier.from_folder(folder))
+        weight = DIRECTION_WEIGHT if args.verifier == "clip-video-direction" else 0.0
+        return CLIPVideoVerifier(CLIPScoreVerifier.from_folder(folder), direction_weight=weight)
     except (OSError, RuntimeError, KeyError, ValueError) as err:
         raise CliError(f"cannot load the CLIP verifier in {folder}: {err}") from err
 

@@ -57,6 +57,25 @@ def search(model, out, *extra, prompts=PROMPTS, video=True) -> int:
                *(["--mp4-scale", 1] if video else []), "--out", out, *extra)
 
 
+def test_the_direction_verifier_adds_its_weighted_direction_term(video_model, clip_dir, tmp_path):
+    from genmodels.search import direction_agreement
+    from genmodels.search.video import DIRECTION_WEIGHT
+
+    scores = {}
+    for verifier in ("clip-video", "clip-video-direction"):
+        out = tmp_path / verifier
+        assert search(video_model, out, "--search", "best-of-n", "--n", 2, "--clip", clip_dir, "--seed", 3,
+                      "--verifier", verifier, "--save-candidates", prompts=PROMPTS[:1]) == 0
+        (r,) = manifest(out)
+        assert r["verifier"] == verifier and r["candidate_seeds"] == [3, 4]
+        scores[verifier] = np.array(r["scores"])
+    # the same clips (same seeds); the GIFs hold them up to their 256-colour palette
+    clips = [read_frames(out / f) for f in r["candidate_files"]]
+    direction = [direction_agreement(c, parse_video_caption(PROMPTS[0])["objects"]) for c in clips]
+    added = scores["clip-video-direction"] - scores["clip-video"]
+    assert (added < 0).all() and np.allclose(added, DIRECTION_WEIGHT * np.array(direction), atol=0.03)
+
+
 def test_best_of_n_writes_the_argmax_clip_with_scores_nfe_and_a_plot(video_model, clip_dir, tmp_path):
     out = tmp_path / "out"
     assert search(video_model, out, "--search", "best-of-n", "--n", 3, "--clip", clip_dir, "--seed", 10,

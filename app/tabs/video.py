@@ -4,7 +4,9 @@ Workflow: type a prompt → Generate → the clip plays in the page, magnified �
 pixel is a sharp square), with the MP4 and a GIF at the model's own size to download. To continue a clip, give
 its first frames (a video, a GIF / WebP, or several images in the order listed): they are kept exactly as the
 clip's first frames and the model makes the rest. "Test-time search" makes N candidate clips and keeps the one a
-CLIP-based video verifier scores best (``app.search``); they are all shown.
+CLIP-based video verifier scores best (``app.search``); they are all shown. Its Tree-of-Frames strategy grows N
+clips unit by unit instead (a quarter of the frames to make per unit, each unit the continuation of its branch),
+pruning the branches at the median after Video-T1's units; the final leaves are shown.
 
 Given frames, the rules a user can rely on (also shown in the tab):
 
@@ -43,12 +45,21 @@ from app.tabs.image import MAX_GUIDANCE, check_prompt, resize_exact, with_own_sc
 from app.tabs.pianoroll import MAX_SEED, check_number
 from genmodels.pipelines.video_io import DEFAULT_FPS, MAX_FRAME_PIXELS, read_frames, write_gif, write_mp4
 from genmodels.search import run_search
-from genmodels.search.video import text_to_video_generate_fn
+from genmodels.search.video import (
+    VideoChunkGenerator,
+    text_to_video_generate_fn,
+    tree_seed_budget,
+    video_tree_config,
+)
 
 MODEL = "video"
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
 MIN_FRAMES = 2
+TREE_UNITS = 4  # Tree-of-Frames: units per clip at most (each a quarter of the frames to make, rounded up)
+# Tree-of-Frames units denoise only the frames their branch has (cheaper; see BENCHMARKS.md for what it costs in
+# motion) when True, a whole clip each when False.
+TREE_GROW_UNITS = True
 EXAMPLE_PROMPTS = ("a red circle moves to the right", "a blue square moves down",
                    "a video of a green triangle moving up", "a yellow circle stays still",
                    "a red circle moves left and a blue square moves down")
@@ -174,7 +185,7 @@ class VideoTab:
         guidance = check_number("guidance", guidance, 0, MAX_GUIDANCE)
         seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
         options = search.check_search(strategy, n, verifier, verifiers=search.VIDEO_VERIFIERS, max_n=s.max_search_n,
-                                      seed=seed, max_seed=MAX_SEED)
+                                      seed=seed, max_seed=MAX_SEED, strategies=search.VIDEO_STRATEGIES)
         given = uploaded_frames(first_frames, max_frames=s.max_frames, max_pixels=min(s.max_image_pixels,
                                                                                       MAX_FRAME_PIXELS))
 
@@ -188,6 +199,8 @@ class VideoTab:
                                  f"raise Frames above {len(given)} or give fewer frames")
         call_kwargs = {"num_frames": frames, "num_inference_steps": steps, "guidance_scale": guidance,
                        "first_frames": given}
+        if options.strategy == search.TREE:
+            return self._tree(prompt, pipe, options, seed, call_kwargs, note, progress)
         if options.active:
             progress(0.0, desc="loading the verifier")
             judge = search.video_verifier(self.registry, options.verifier)
@@ -209,9 +222,7 @@ class VideoTab:
                                            callback=on_step, **call_kwargs)
             clip, nfe, seconds = out.frames[0], out.nfe, time.perf_counter() - t0
 
-        folder = self.store.new_dir()
-        mp4 = write_mp4(clip, folder / f"lingen-video-seed{seed}.mp4", fps=DEFAULT_FPS, scale=s.video_scale)
-        gif = write_gif(clip, folder / f"lingen-video-seed{seed}.gif", fps=DEFAULT_FPS)
+        folder, mp4, gif = self._write(clip, f"seed{seed}")
         stats = result_stats(clip, given=0 if given is None else len(given), steps=steps, nfe=nfe, guidance=guidance,
                              seed=seed, seconds=seconds, fps=DEFAULT_FPS, note=note) + prompt_note(prompt)
         if not options.active:
@@ -219,6 +230,42 @@ class VideoTab:
         gifs = [str(write_gif(c, folder / f"candidate-seed{cs}.gif", fps=DEFAULT_FPS, scale=s.video_scale))
                 for c, cs in zip(found.candidates.outputs, found.candidates.seeds, strict=True)]
         return str(mp4), [str(mp4), str(gif)], stats, search.shown(found, options, gifs)
+
+    def _write(self, clip: np.ndarray, name: str) -> tuple[Path, Path, Path]:
+        """A new output folder with the clip as the magnified MP4 shown and a GIF at the model's size."""
+        folder = self.store.new_dir()
+        mp4 = write_mp4(clip, folder / f"lingen-video-{name}.mp4", fps=DEFAULT_FPS, scale=self.settings.video_scale)
+        return folder, mp4, write_gif(clip, folder / f"lingen-video-{name}.gif", fps=DEFAULT_FPS)
+
+    def _tree(self, prompt: str, pipe: Any, options: search.SearchOptions, seed: int, call_kwargs: dict, note: str,
+              progress: Any) -> tuple[str, list[str], str, search.Shown]:
+        """A Tree-of-Frames search (``options.n`` roots; the module docstring), its seeds from ``seed`` on."""
+        frames, given = call_kwargs.pop("num_frames"), call_kwargs["first_frames"]
+        to_make = frames - (0 if given is None else len(given))
+        per_unit = -(-to_make // TREE_UNITS)
+        gen = VideoChunkGenerator(with_own_scheduler(pipe), prompt, frames, per_unit, grow=TREE_GROW_UNITS,
+                                  **call_kwargs)
+        config = video_tree_config(options.n, gen.num_units)
+        budget = tree_seed_budget(config)
+        if seed + budget - 1 > MAX_SEED:
+            raise ValueError(f"a Tree-of-Frames search from {options.n} roots may use {budget} seeds, {seed} to "
+                             f"{seed + budget - 1}; the seed must be at most {MAX_SEED - budget + 1}")
+        progress(0.0, desc="loading the verifier")
+        judge = search.video_verifier(self.registry, options.verifier)
+        tracker = search.TreeProgress(progress, gen)
+        gen.call_kwargs["callback"] = tracker.on_step
+        found = run_search(search.TREE, verifier=judge, context={"prompt": prompt}, unit_generator=tracker,
+                           tree_config=config, seed=seed)
+        clip, steps = found.output, call_kwargs["num_inference_steps"]
+        folder, mp4, gif = self._write(clip, f"tree-seed{seed}")
+        stats = result_stats(clip, given=0 if given is None else len(given), steps=steps, nfe=found.nfe,
+                             guidance=call_kwargs["guidance_scale"], seed=seed, seconds=found.seconds, fps=DEFAULT_FPS,
+                             note=note) + prompt_note(prompt)
+        gifs = [str(write_gif(gen.output(leaf), folder / f"leaf-{i + 1}.gif", fps=DEFAULT_FPS,
+                              scale=self.settings.video_scale)) for i, leaf in enumerate(found.tree.leaves)]
+        shown = search.tree_shown(found, options, gifs, units=gen.num_units, frames_per_unit=per_unit,
+                                  clip_nfe=gen.clip_nfe, clip_steps=steps, grown=gen.grow)
+        return str(mp4), [str(mp4), str(gif)], stats, shown
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,7 +318,12 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> V
                     label="Optional: first frames to continue (a video, a GIF / WebP, or images in the order listed)",
                     file_count="multiple", file_types=["image", "video", ".gif", ".webp"], allow_reordering=True,
                     height=150, elem_id="video-first-frames")
-                strategy, n, verifier = search.search_controls(settings, search.VIDEO_VERIFIERS, "video")
+                strategy, n, verifier = search.search_controls(
+                    settings, search.VIDEO_VERIFIERS, "video", strategies=search.VIDEO_STRATEGIES,
+                    note=f"*Tree-of-Frames* grows N clips (the roots) {TREE_UNITS} units at most, each unit continuing "
+                    "its branch, and keeps the better half of the branches after the 2nd and 3rd units (Video-T1); "
+                    "about 2–3 times the cost of N plain clips, the final clips shown. The *direction* verifier also "
+                    "reads the prompt's direction of motion.")
                 generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="video-generate")
             with gr.Column(scale=1):
                 shown = f"{size * settings.video_scale}×{size * settings.video_scale}" if size \

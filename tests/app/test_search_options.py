@@ -18,6 +18,7 @@ import gradio as gr
 import httpx
 import numpy as np
 import pytest
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
@@ -30,7 +31,7 @@ from app.tabs.pianoroll import MASK_FROM_RANGES, PianoRollTab
 from app.tabs.video import VideoTab
 from genmodels.music import render_roll
 from genmodels.pipelines.pianoroll_io import load_roll, rect_mask
-from genmodels.pipelines.video_io import read_frames
+from genmodels.pipelines.video_io import read_frames, write_gif
 from tests.app.conftest import free_port, make_client
 from tests.app.test_image_tab import tiny_image_pipeline_dir  # noqa: F401  (fixture)
 from tests.app.test_video_tab import tiny_video_pipeline_dir  # noqa: F401  (fixture)
@@ -322,6 +323,73 @@ def test_a_video_candidate_is_the_clip_a_plain_request_with_its_seed_gives(clien
         assert np.array_equal(read_frames(picture)[:, ::VIDEO_SCALE, ::VIDEO_SCALE], plain)
 
 
+LEAF = re.compile(r"(✓ )?leaf (\d+) · score (-?[\d.e+-]+)$")
+TREE_LINE = re.compile(r"\*\*tree-of-frames\*\* from (\d+) roots, (\d+) units of (\d+) frames?, scored by "
+                       r"\*\*([\w-]+)\*\*: branches alive after each unit ([\d →]+); leaf (\d+) of (\d+) chosen · "
+                       r"(\d+) network evaluations \(nfe\) on growing clips, the compute of ([\d.]+) whole clips")
+
+
+@pytest.mark.parametrize("verifier", ["clip-video", "clip-video-direction"])
+def test_video_tree_of_frames_grows_units_prunes_and_keeps_the_best_leaf(client, verifier):
+    _shown, gif, stats = generate_video(client, "tree-of-frames", 3, verifier, seed=4)
+    gallery, line = client.predict(api_name="/video_search_candidates")
+    match = TREE_LINE.search(line)
+    assert match, line
+    roots, units, per_unit = int(match[1]), int(match[2]), int(match[3])
+    assert (roots, units, per_unit, match[4]) == (3, VIDEO_FRAMES, 1, verifier)  # 4 frames to make: 4 units of 1
+    live = [int(k) for k in match[5].split(" → ")]
+    assert len(live) == units and live[0] == 3 and live[1] < 3  # pruned at the median after the 2nd unit
+    assert len(gallery) == live[-1] == int(match[7])
+    rows = [LEAF.match(item["caption"]) for item in gallery]
+    assert all(rows), [item["caption"] for item in gallery]
+    scores = [float(r[3]) for r in rows]
+    chosen = [i for i, r in enumerate(rows) if r[1]]
+    assert chosen == [int(np.argmax(scores))] == [int(match[6]) - 1]
+    # NFE: the first unit is the best of 2 draws per root, later units one draw per live branch, 2 steps each; a
+    # grown unit denoises only the frames its branch has (unit d: d + 1 of 4), so the compute is less
+    nfe = 2 * (2 * roots + sum(live[:-1]))
+    assert int(match[8]) == nfe and f"{nfe} network evaluations" in stats
+    clip_nfe = 2 * (2 * roots * 1 + sum(k * (d + 2) for d, k in enumerate(live[:-1]))) / VIDEO_FRAMES
+    assert float(match[9]) == pytest.approx(clip_nfe / 2, abs=0.05)
+    clip = read_frames(gif)
+    assert clip.shape == (VIDEO_FRAMES, VIDEO_SIZE, VIDEO_SIZE, 3)
+    assert np.array_equal(read_frames(gallery[chosen[0]]["image"])[:, ::VIDEO_SCALE, ::VIDEO_SCALE], clip)
+
+
+def test_video_tree_of_frames_continues_given_frames(client, tmp_path):
+    given = np.random.default_rng(0).integers(0, 256, (2, VIDEO_SIZE, VIDEO_SIZE, 3), dtype=np.uint8)
+    path = write_gif(given, tmp_path / "first.gif", fps=4)
+    _shown, files, stats = client.predict("a red circle moves to the right", VIDEO_FRAMES, 2, 4.0, 0,
+                                          [handle_file(str(path))], "tree-of-frames", 2, "clip-video",
+                                          api_name="/generate_video")
+    gif = next(f for f in files if str(f).endswith(".gif"))
+    clip = read_frames(gif)
+    assert np.array_equal(clip[:2], read_frames(path)) and "continuing 2 given frames" in stats
+    _gallery, line = client.predict(api_name="/video_search_candidates")
+    assert "from 2 roots, 2 units of 1 frame," in line  # 2 frames to make
+
+
+def test_video_tree_of_frames_reports_progress_unit_by_unit(search_settings):
+    tab = VideoTab(search_settings, ModelRegistry(search_settings))
+    descs = []
+    tab.generate("a blue square moves down", VIDEO_FRAMES, 2, 4.0, 0, None, "tree-of-frames", 2, "clip-video",
+                 progress=lambda value, desc=None, **kw: descs.append(desc))
+    seen = list(dict.fromkeys(descs))
+    assert seen[:4] == ["loading the model", "loading the verifier", "Tree-of-Frames: unit 1 of 4, branch 1",
+                        "Tree-of-Frames: unit 1 of 4, branch 2"]
+    assert "Tree-of-Frames: unit 2 of 4, branch 2" in seen and seen[-1].startswith("Tree-of-Frames: unit 4 of 4")
+
+
+def test_a_tree_past_the_last_seed_is_refused_and_the_other_tabs_have_no_tree(client, search_settings):
+    # 3 roots over 4 units may draw 3·2 + 3 + 3 + 3 = 15 seeds
+    with pytest.raises(AppError, match=r"may use 15 seeds, 4294967290 to 4294967304; the seed must be at most "
+                                       r"4294967281"):
+        generate_video(client, "tree-of-frames", 3, "clip-video", seed=2**32 - 6)
+    image = ImageTab(search_settings, ModelRegistry(search_settings))
+    with pytest.raises(gr.Error, match="unknown search strategy 'tree-of-frames'"):
+        image.generate(PROMPT, None, 2, 4.0, 0, False, None, "tree-of-frames", 2, "clip", progress=no_progress)
+
+
 def test_video_search_reports_progress_candidate_by_candidate(search_settings):
     tab = VideoTab(search_settings, ModelRegistry(search_settings))
     descs = []
@@ -343,8 +411,8 @@ BAD_SEARCHES = {
     "N over the limit": (("best-of-n", 5, None), "must be between 2 and 4, got 5", "greater than maximum value 4"),
     "fractional N": (("tournament", 2.5, None), "must be a whole number, got 2.5", "must be a whole number"),
     "the oracle": (("best-of-n", 2, "oracle"), "unknown verifier 'oracle'", "oracle'? is not in the list of choices"),
-    "an unknown strategy": (("tree-of-frames", 2, None), "unknown search strategy 'tree-of-frames'",
-                            "tree-of-frames'? .*is not in the list of choices"),
+    "an unknown strategy": (("beam", 2, None), "unknown search strategy 'beam'",
+                            "beam'? .*is not in the list of choices"),
     "N out of range without search": (("none", 99, None), "must be between 2 and 4, got 99",
                                       "greater than maximum value 4"),
 }
