@@ -98,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--summarize", default=None, metavar="RESULT_JSON",
                    help="re-summarise a saved run's per-prompt records (no sampling)")
+    p.add_argument("--reweight", type=float, nargs="+", default=None, metavar="W",
+                   help="with --summarize: best-of-N re-selected from the saved pool with the direction term at "
+                        "each weight W (the pool's saved verifier terms; trees are not re-run)")
     args = p.parse_args(argv)
     if args.quick:
         args.limit, args.steps, args.roots = min(args.limit or 2, 2), 2, [1, 2]
@@ -237,6 +240,29 @@ def print_report(result: dict, verifier: str) -> None:
                   f"{h['fraction']:.2f} × (target ≤ {TARGET_FRACTION})")
 
 
+def reweighted_best_of_n(per_prompt: list[dict], ns: list[int], weights: list[float],
+                         temporal_weight: float = 0.5, path_weight: float = 0.5) -> dict[str, list[dict]]:
+    """best-of-N's mean oracle scores per N when the pool is re-selected with the direction term at each weight:
+    ``{str(w): [{"n", **mean_scores}, …]}``, from each prompt's saved ``verifier_terms`` (same clips, new argmax)."""
+    out = {}
+    for w in weights:
+        picks = []
+        for p in per_prompt:
+            t = {k: np.asarray(v) for k, v in p["verifier_terms"].items()}
+            score = t["clip"] + temporal_weight * t["temporal"] + path_weight * t["path"] + w * t["direction"]
+            picks.append([p["oracle"][int(np.argmax(score[:n]))] for n in ns])
+        out[str(w)] = [{"n": n, **mean_scores([row[i] for row in picks])} for i, n in enumerate(ns)]
+    return out
+
+
+def print_reweighted(rows: dict[str, list[dict]], nfe_per_clip: int) -> None:
+    print("best-of-N re-selected from the same pool with the direction term (all / mean per N):")
+    ns = [r["n"] for r in next(iter(rows.values()))]
+    print(f"{'weight':>8} | " + " ".join(f"{f'N={n} ({n * nfe_per_clip})':>15}" for n in ns))
+    for w, row in rows.items():
+        print(f"{w:>8} | " + " ".join(f"{r['all']:>6.3f} / {r['mean']:.3f}" for r in row))
+
+
 def resummarize(args: argparse.Namespace) -> dict:
     saved = json.loads(Path(args.summarize).read_text())
     configs = {int(r): TreeConfig(c["branches"], c["candidates"], frozenset(c["judge_depths"]))
@@ -244,6 +270,11 @@ def resummarize(args: argparse.Namespace) -> dict:
     ns = sorted(int(n) for n in saved["per_prompt"][0]["best_of_n"])
     result = summarize(saved["per_prompt"], ns, configs, saved["settings"], saved["seconds"])
     print_report(result, saved["settings"].get("verifier_repr", saved["settings"].get("verifier", "?")))
+    if args.reweight:
+        if "verifier_terms" not in saved["per_prompt"][0]:
+            raise SystemExit(f"{args.summarize} has no saved verifier terms (a run from before --reweight existed)")
+        result["reweighted_best_of_n"] = reweighted_best_of_n(saved["per_prompt"], ns, args.reweight)
+        print_reweighted(result["reweighted_best_of_n"], result["nfe_per_clip"])
     if args.plot:
         plot_report(args.plot, result)
     if args.json:

@@ -94,6 +94,10 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
     again = tmp_path / "again.json"
     resummed = video_tof.main(["--summarize", str(out), "--json", str(again)])
     assert {k: v for k, v in resummed.items()} == data == json.loads(again.read_text())
+    reweighted = video_tof.main(["--summarize", str(out), "--reweight", "0", "1"])["reweighted_best_of_n"]
+    assert list(reweighted) == ["0.0", "1.0"] and [r["n"] for r in reweighted["1.0"]] == [1, 2, 4, 5, 8]
+    assert reweighted["0.0"] == [{"n": b["n"], **{k: b[k] for k in (*KEYS, "mean")}} for b in data["best_of_n"]]
+    assert "re-selected from the same pool" in capsys.readouterr().out
 
 
 def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
@@ -109,6 +113,13 @@ def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
     assert (np.array(p["verifier_terms"]["direction"]) < 0).all()
     assert np.allclose(np.array(p["verifier_scores"]) - 0.25 * np.array(p["verifier_terms"]["direction"]),
                        report["per_prompt"][0]["verifier_scores"])  # the same pool, the term added
+    # re-selecting the saved pool at the run's own weight gives the run's best-of-N rows
+    ns = [b["n"] for b in directed["best_of_n"]]
+    rows = video_tof.reweighted_best_of_n(directed["per_prompt"], ns, [0.25, 0.0])
+    for ours, again in zip(directed["best_of_n"], rows["0.25"], strict=True):
+        assert all(ours[k] == again[k] for k in (*KEYS, "mean"))
+    for ours, again in zip(report["best_of_n"], rows["0.0"], strict=True):  # and at 0, the plain run's
+        assert all(ours[k] == again[k] for k in (*KEYS, "mean"))
     # roots 1: 2·¼ + ½ + ¾ + 1 = 2.75 → 3 clips; roots 2: 4·¼ + 2·½ + ¾ + 1 = 3.75 → 4 clips
     assert report["configs"]["1"]["nominal_clips"] == 3 and report["configs"]["2"]["nominal_clips"] == 4
     for roots, t in zip((1, 2), report["tree_of_frames"], strict=True):
