@@ -322,8 +322,8 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> V
                     settings, search.VIDEO_VERIFIERS, "video", strategies=search.VIDEO_STRATEGIES,
                     note=f"*Tree-of-Frames* grows N clips (the roots) {TREE_UNITS} units at most, each unit continuing "
                     "its branch, and keeps the better half of the branches after the 2nd and 3rd units (Video-T1); "
-                    "about 2–3 times the cost of N plain clips, the final clips shown. The *direction* verifier also "
-                    "reads the prompt's direction of motion.")
+                    "about 1.6–2 times the compute of N plain clips (more, shorter denoiser calls), the final clips "
+                    "shown. The *direction* verifier also reads the prompt's direction of motion.")
                 generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="video-generate")
             with gr.Column(scale=1):
                 shown = f"{size * settings.video_scale}×{size * settings.video_scale}" if size \
