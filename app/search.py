@@ -51,8 +51,8 @@ PIANOROLL_VERIFIERS = {"busyness": "busyness (the percentile below, as without s
                        "in-key": "in key (notes in the key of the rest)",
                        "onset-grid": "onset grid (notes on the 8th-note grid)",
                        "ensemble": "ensemble of busyness, in key and onset grid"}
-VIDEO_VERIFIERS = {"clip-video": "CLIP score of the prompt, over the clip's frames",
-                   "clip-video-direction": "CLIP score over the frames + the prompt's direction of motion"}
+VIDEO_VERIFIERS = {"clip-video-direction": "CLIP score over the frames + the prompt's direction of motion",
+                   "clip-video": "CLIP score of the prompt, over the clip's frames (blind to motion)"}
 HELP = ("Make **N** candidates (seeds S … S+N−1, S the seed above), score each with the **verifier** and keep the "
         "best: *best-of-N* takes the highest score, a *tournament* plays knockout pairs. Costs N times the time of "
         "one; every candidate is shown with its score below the result.")

@@ -215,8 +215,8 @@ def _add_generate(sub) -> None:
     s.add_argument("--verifier", choices=sorted({*IMAGE_VERIFIERS, *VIDEO_VERIFIERS}),
                    help="images: clip (default): CLIP score of the prompt; ensemble: CLIP score + agreement with the "
                         "other candidates (CLIP-embedding cosine), rank-normalised, weights 1 and 0.5. Clips: "
-                        "clip-video (default): per-frame CLIP score of the prompt's objects + frame-to-frame "
-                        "consistency (blind to the direction of motion); clip-video-direction: that + how the named "
+                        "clip-video: per-frame CLIP score of the prompt's objects + frame-to-frame consistency "
+                        "(blind to the direction of motion); clip-video-direction (default): that + how the named "
                         "colours' pixels move against the prompt's direction words (moving-shapes captions; 0 for "
                         "others). oracle: the shapes / moving-shapes "
                         "oracle, the evaluator itself (upper bound / pass@k only; the manifest marks it)")
@@ -675,7 +675,7 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
     )
 
     if args.verifier is None:
-        args.verifier = "clip-video"
+        args.verifier = "clip-video-direction"
     if not getattr(cls, "accepts_generator_list", False):
         raise CliError(f"{cls.__name__} does not take one generator per clip, which --search needs")
     frames, first = settings["num_frames"], settings["first_frames"]

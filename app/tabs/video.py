@@ -172,7 +172,7 @@ class VideoTab:
 
     @user_errors
     def generate(self, prompt: str, frames: float, steps: float, guidance: float, seed: float, first_frames: Any,
-                 strategy: str = search.NONE, n: float = search.DEFAULT_N, verifier: str = "clip-video",
+                 strategy: str = search.NONE, n: float = search.DEFAULT_N, verifier: str = "clip-video-direction",
                  progress: gr.Progress = gr.Progress()  # noqa: B008
                  ) -> tuple[str, list[str], str, search.Shown | None]:
         """Generate (or continue) one clip, or search ``n`` candidates (seeds ``seed``, ``seed + 1``, …) for the one
