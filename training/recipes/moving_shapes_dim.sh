@@ -8,6 +8,8 @@
 #   time shift 3 (more training at the high noise levels where layout and colour are decided) with the LR
 #   cooled down linearly from half-way, in $RUN_DIR-shift3. Stage 3 (STAGE3_STEPS > 0, needs stage 2): those EMA
 #   weights trained on at shift 3 with LR 3e-4, cooled down from step STAGE3_STEPS·7/13, in $RUN_DIR-stage3.
+#   Stage 4 (STAGE4_STEPS > 0, needs stage 3): the same again with 30% of the clips given a prefix instead of
+#   half (more text-only training), in $RUN_DIR-stage4.
 #   The last stage's EMA weights are exported as a TextToVideoPipeline (sampler at that stage's shift) in fp16
 #   (loads as fp32).
 # SCAN=raster trains the plain raster-order ablation with the same budget (not shipped: set ASSET_DIR to keep it).
@@ -15,7 +17,7 @@
 # stage 1 for 2,502 steps (115 min), resumed with STEPS=6000 MINUTES=37 THREADS=1 (stopped at step 3,411); then
 # stage 2 with STAGE2_MINUTES=55 THREADS=1 (stopped at step 993 of 1,000); stage 3 from the fp16 export of
 # stage 2 (the previously shipped folder; this recipe starts it from stage 2's fp32 EMA instead) for all 1,300
-# steps (68 min on one core).
+# steps (68 min on one core); stage 4 likewise from the fp16 export of stage 3, all 1,300 steps (61 min).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -29,6 +31,8 @@ STAGE2_STEPS=${STAGE2_STEPS:-1000}
 STAGE2_MINUTES=${STAGE2_MINUTES:-120}
 STAGE3_STEPS=${STAGE3_STEPS:-1300}
 STAGE3_MINUTES=${STAGE3_MINUTES:-120}
+STAGE4_STEPS=${STAGE4_STEPS:-1300}
+STAGE4_MINUTES=${STAGE4_MINUTES:-120}
 CLIP_DIR=${CLIP_DIR:-assets/clip-shapes}
 ASSET_DIR=${ASSET_DIR:-assets/moving-shapes-dim}
 
@@ -69,6 +73,15 @@ if [[ "$STAGE2_STEPS" -gt 0 ]]; then
       --lr-decay cooldown --decay-start $((STAGE3_STEPS * 7 / 13)) --checkpoint-every 250 \
       --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest
     FINAL_DIR=$RUN_DIR-stage3
+    if [[ "$STAGE4_STEPS" -gt 0 ]]; then
+      "$PY" training/train_dit.py \
+        --model dim --init "$FINAL_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
+        --output-dir "$RUN_DIR-stage4" --batch-size "$BATCH" --lr 3e-4 --warmup-steps 50 --weight-decay 0 \
+        --flow-shift "$SHIFT" --given-frames-prob 0.3 --max-steps "$STAGE4_STEPS" --max-minutes "$STAGE4_MINUTES" \
+        --lr-decay cooldown --decay-start $((STAGE4_STEPS * 7 / 13)) --checkpoint-every 250 \
+        --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest
+      FINAL_DIR=$RUN_DIR-stage4
+    fi
   fi
 fi
 
