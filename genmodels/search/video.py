@@ -263,8 +263,8 @@ def pixel_path_consistency(clip: np.ndarray) -> float:
 # A moving object's expected speed as a fraction of the side per frame: the middle of the world's 1-2 px at 32
 # (2-4 px at 64); the direction term judges displacement against it.
 EXPECTED_SPEED = 1.5 / 32
-# The direction term's weight in the "clip-video-direction" verifier of the app and the CLI (see BENCHMARKS.md,
-# "Video: Tree-of-Frames vs best-of-N").
+# The direction term's weight in the "clip-video-direction" verifier of the app and the CLI (BENCHMARKS.md, "Video:
+# a direction-aware verifier": best-of-N selected alike at 0.25, 0.5 and 1, worse at 0.1).
 DIRECTION_WEIGHT = 0.25
 # A group's worst direction penalty (displacement errors are in units of the expected displacement).
 MAX_DIRECTION_PENALTY = 2.0
@@ -357,8 +357,9 @@ class CLIPVideoVerifier(Verifier):
 
     Stages (``context["stage"]``, Tree-of-Frames): ``"start"`` scores the first ``start_frames`` frames (default
     all frames given, i.e. the first unit) on the CLIP and temporal terms only; ``"motion"``, ``"end"``,
-    ``"final"`` and no stage score the whole clip so far with all four terms (the direction over the frames
-    there are of the window ``0 .. context["num_frames"] // 2``, default the clip's own length).
+    ``"final"`` and no stage score the whole clip so far with all four terms (the direction term over the frames
+    of the window ``0 .. num_frames // 2`` made so far; ``num_frames`` from ``context["num_frames"]``, default the
+    clip's own length).
     """
 
     name = "clip-video"
@@ -385,7 +386,8 @@ class CLIPVideoVerifier(Verifier):
     def terms(self, outputs: Sequence[Any], context: Mapping) -> dict[str, np.ndarray]:
         """The four terms ``{"clip", "temporal", "path", "direction"}``, ``[N]`` each, for ``context``'s stage (the
         path and direction terms are 0 at ``"start"``, the temporal term 0 for one-frame clips, the direction term
-        0 for a prompt outside the moving-shapes captions; it is computed only with a ``direction_weight``)."""
+        0 for a prompt outside the moving-shapes captions). All four whatever the weights, so saved terms can be
+        re-weighted."""
         clips = clips_to_uint8(outputs)
         start = context.get("stage") == "start"
         if start and self.start_frames is not None:
@@ -399,8 +401,7 @@ class CLIPVideoVerifier(Verifier):
             "clip": np.array([(e @ text).mean() for e in per_clip]),
             "temporal": np.array([(e[1:] * e[:-1]).sum(-1).mean() if len(e) > 1 else 0.0 for e in per_clip]),
             "path": np.zeros(len(clips)) if start else np.array([pixel_path_consistency(c) for c in clips]),
-            "direction": np.zeros(len(clips)) if start or not self.direction_weight
-            else self._direction(clips, context),
+            "direction": np.zeros(len(clips)) if start else self._direction(clips, context),
         }
 
     @staticmethod
@@ -427,8 +428,8 @@ __all__ = [
     "VideoChunkGenerator",
     "VideoOracleVerifier",
     "clips_to_uint8",
-    "object_description",
     "direction_agreement",
+    "object_description",
     "pixel_path_consistency",
     "text_to_video_generate_fn",
     "tree_seed_budget",

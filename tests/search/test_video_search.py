@@ -241,14 +241,17 @@ def test_direction_agreement_follows_each_named_colour():
     assert direction_agreement(clip, swapped) < -1.0
 
 
-def test_clip_video_direction_term_is_off_by_default_and_weighted(pipe, clip_video):
+def test_clip_video_direction_term_counts_only_with_a_weight(pipe, clip_video):
     clips, _ = text_to_video_generate_fn(pipe, PROMPT, num_inference_steps=STEPS)([0, 1])
     context = {"prompt": PROMPT}
-    assert np.array_equal(clip_video.terms(clips, context)["direction"], [0.0, 0.0])
     with_direction = CLIPVideoVerifier(clip_video.clip, direction_weight=0.25)
     terms = with_direction.terms(clips, context)
     assert np.allclose(terms["direction"], [direction_agreement(c, parse_video_caption(PROMPT)["objects"])
                                             for c in clips])
+    assert (terms["direction"] < 0).all()  # a random model's clips do not move to the right
+    assert np.array_equal(clip_video.terms(clips, context)["direction"], terms["direction"])  # computed at weight 0
+    plain = clip_video.terms(clips, context)
+    assert np.allclose(clip_video.score(clips, context), plain["clip"] + 0.5 * plain["temporal"] + 0.5 * plain["path"])
     assert np.allclose(with_direction.score(clips, context),
                        clip_video.score(clips, context) + 0.25 * terms["direction"])
     assert np.array_equal(with_direction.terms(clips, {**context, "stage": "start"})["direction"], [0.0, 0.0])
