@@ -9,7 +9,8 @@
 #   cooled down linearly from half-way, in $RUN_DIR-shift3. Stage 3 (STAGE3_STEPS > 0, needs stage 2): those EMA
 #   weights trained on at shift 3 with LR 3e-4, cooled down from step STAGE3_STEPS·7/13, in $RUN_DIR-stage3.
 #   Stage 4 (STAGE4_STEPS > 0, needs stage 3): the same again with 30% of the clips given a prefix instead of
-#   half (more text-only training), in $RUN_DIR-stage4.
+#   half (more text-only training), in $RUN_DIR-stage4. Stage 5 (STAGE5_STEPS > 0, needs stage 4): 900 steps
+#   more with LR 2e-4 cooled down from half-way and 20% given prefixes, in $RUN_DIR-stage5.
 #   The last stage's EMA weights are exported as a TextToVideoPipeline (sampler at that stage's shift) in fp16
 #   (loads as fp32).
 # SCAN=raster trains the plain raster-order ablation with the same budget (not shipped: set ASSET_DIR to keep it).
@@ -17,7 +18,8 @@
 # stage 1 for 2,502 steps (115 min), resumed with STEPS=6000 MINUTES=37 THREADS=1 (stopped at step 3,411); then
 # stage 2 with STAGE2_MINUTES=55 THREADS=1 (stopped at step 993 of 1,000); stage 3 from the fp16 export of
 # stage 2 (the previously shipped folder; this recipe starts it from stage 2's fp32 EMA instead) for all 1,300
-# steps (68 min on one core); stage 4 likewise from the fp16 export of stage 3, all 1,300 steps (61 min).
+# steps (68 min on one core); stages 4 and 5 likewise from the fp16 export of the stage before, all 1,300 steps
+# (61 min) and all 900 (55 min, the other core busy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -33,6 +35,8 @@ STAGE3_STEPS=${STAGE3_STEPS:-1300}
 STAGE3_MINUTES=${STAGE3_MINUTES:-120}
 STAGE4_STEPS=${STAGE4_STEPS:-1300}
 STAGE4_MINUTES=${STAGE4_MINUTES:-120}
+STAGE5_STEPS=${STAGE5_STEPS:-900}
+STAGE5_MINUTES=${STAGE5_MINUTES:-120}
 CLIP_DIR=${CLIP_DIR:-assets/clip-shapes}
 ASSET_DIR=${ASSET_DIR:-assets/moving-shapes-dim}
 
@@ -81,6 +85,16 @@ if [[ "$STAGE2_STEPS" -gt 0 ]]; then
         --lr-decay cooldown --decay-start $((STAGE4_STEPS * 7 / 13)) --checkpoint-every 250 \
         --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest
       FINAL_DIR=$RUN_DIR-stage4
+      if [[ "$STAGE5_STEPS" -gt 0 ]]; then
+        "$PY" training/train_dit.py \
+          --model dim --init "$FINAL_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
+          --output-dir "$RUN_DIR-stage5" --batch-size "$BATCH" --lr 2e-4 --warmup-steps 50 --weight-decay 0 \
+          --flow-shift "$SHIFT" --given-frames-prob 0.2 --max-steps "$STAGE5_STEPS" \
+          --max-minutes "$STAGE5_MINUTES" --lr-decay cooldown --decay-start $((STAGE5_STEPS / 2)) \
+          --checkpoint-every 250 --checkpoints-total-limit 2 --sample-every 500 --log-every 25 \
+          --threads "$THREADS" --resume latest
+        FINAL_DIR=$RUN_DIR-stage5
+      fi
     fi
   fi
 fi
