@@ -58,42 +58,29 @@ PYEOF
   --given-frames-prob 0.5 --max-steps "$STEPS" --max-minutes "$MINUTES" --checkpoint-every 250 \
   --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest ${EXTRA_ARGS:-}
 
+# One stage at time shift 3 from the previous stage's EMA weights (FINAL_DIR), LR cooled down linearly from
+# step DECAY_START: OUT LR GIVEN_PROB STEPS MINUTES DECAY_START. Moves FINAL_DIR to OUT.
+shift3_stage() {
+  "$PY" training/train_dit.py \
+    --model dim --init "$FINAL_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
+    --output-dir "$1" --batch-size "$BATCH" --lr "$2" --warmup-steps 50 --weight-decay 0 --flow-shift "$SHIFT" \
+    --given-frames-prob "$3" --max-steps "$4" --max-minutes "$5" --lr-decay cooldown --decay-start "$6" \
+    --checkpoint-every 250 --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" \
+    --resume latest
+  FINAL_DIR=$1
+}
+
 FINAL_DIR=$RUN_DIR
 SHIFT=1
 if [[ "$STAGE2_STEPS" -gt 0 ]]; then
-  FINAL_DIR=$RUN_DIR-shift3
   SHIFT=3
-  "$PY" training/train_dit.py \
-    --model dim --init "$RUN_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
-    --output-dir "$FINAL_DIR" --batch-size "$BATCH" --lr 5e-4 --warmup-steps 50 --weight-decay 0 --flow-shift "$SHIFT" \
-    --given-frames-prob 0.5 --max-steps "$STAGE2_STEPS" --max-minutes "$STAGE2_MINUTES" --lr-decay cooldown \
-    --decay-start $((STAGE2_STEPS / 2)) --checkpoint-every 250 --checkpoints-total-limit 2 --sample-every 500 \
-    --log-every 25 --threads "$THREADS" --resume latest
+  shift3_stage "$RUN_DIR-shift3" 5e-4 0.5 "$STAGE2_STEPS" "$STAGE2_MINUTES" $((STAGE2_STEPS / 2))
   if [[ "$STAGE3_STEPS" -gt 0 ]]; then
-    "$PY" training/train_dit.py \
-      --model dim --init "$FINAL_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
-      --output-dir "$RUN_DIR-stage3" --batch-size "$BATCH" --lr 3e-4 --warmup-steps 50 --weight-decay 0 \
-      --flow-shift "$SHIFT" --given-frames-prob 0.5 --max-steps "$STAGE3_STEPS" --max-minutes "$STAGE3_MINUTES" \
-      --lr-decay cooldown --decay-start $((STAGE3_STEPS * 7 / 13)) --checkpoint-every 250 \
-      --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest
-    FINAL_DIR=$RUN_DIR-stage3
+    shift3_stage "$RUN_DIR-stage3" 3e-4 0.5 "$STAGE3_STEPS" "$STAGE3_MINUTES" $((STAGE3_STEPS * 7 / 13))
     if [[ "$STAGE4_STEPS" -gt 0 ]]; then
-      "$PY" training/train_dit.py \
-        --model dim --init "$FINAL_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
-        --output-dir "$RUN_DIR-stage4" --batch-size "$BATCH" --lr 3e-4 --warmup-steps 50 --weight-decay 0 \
-        --flow-shift "$SHIFT" --given-frames-prob 0.3 --max-steps "$STAGE4_STEPS" --max-minutes "$STAGE4_MINUTES" \
-        --lr-decay cooldown --decay-start $((STAGE4_STEPS * 7 / 13)) --checkpoint-every 250 \
-        --checkpoints-total-limit 2 --sample-every 500 --log-every 25 --threads "$THREADS" --resume latest
-      FINAL_DIR=$RUN_DIR-stage4
+      shift3_stage "$RUN_DIR-stage4" 3e-4 0.3 "$STAGE4_STEPS" "$STAGE4_MINUTES" $((STAGE4_STEPS * 7 / 13))
       if [[ "$STAGE5_STEPS" -gt 0 ]]; then
-        "$PY" training/train_dit.py \
-          --model dim --init "$FINAL_DIR/pipeline" --dataset moving_shapes --text-encoder "$CLIP_DIR" \
-          --output-dir "$RUN_DIR-stage5" --batch-size "$BATCH" --lr 2e-4 --warmup-steps 50 --weight-decay 0 \
-          --flow-shift "$SHIFT" --given-frames-prob 0.2 --max-steps "$STAGE5_STEPS" \
-          --max-minutes "$STAGE5_MINUTES" --lr-decay cooldown --decay-start $((STAGE5_STEPS / 2)) \
-          --checkpoint-every 250 --checkpoints-total-limit 2 --sample-every 500 --log-every 25 \
-          --threads "$THREADS" --resume latest
-        FINAL_DIR=$RUN_DIR-stage5
+        shift3_stage "$RUN_DIR-stage5" 2e-4 0.2 "$STAGE5_STEPS" "$STAGE5_MINUTES" $((STAGE5_STEPS / 2))
       fi
     fi
   fi
