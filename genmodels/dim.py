@@ -62,6 +62,7 @@ from .layers.crosswkv import MODES as CROSS_ATTN_MODES
 from .layers.dit import (
     TextConditioning,
     TimestepEmbedder,
+    TokenPool,
     layer_norm,
     make_pooled_embedder,
     modulate,
@@ -342,7 +343,9 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
     ``cross_head_dim``, ``timestep_freq_dim``, ``scan`` (``"zigzag"`` or ``"raster"``),
     ``frame_conditioning`` (read a frame-mask channel: given frames for continuation), ``mixer`` (``"ssm"``;
     ``"softmax"``: the same DiT with softmax self-attention, heads of ``ssm_head_dim``, the quadratic baseline),
-    ``pooled_mlp`` (pooled text through :class:`~genmodels.layers.dit.PooledTextEmbedder`; False: one Linear).
+    ``pooled_mlp`` (pooled text through :class:`~genmodels.layers.dit.PooledTextEmbedder`; False: one Linear),
+    ``token_pool`` (add :class:`~genmodels.layers.dit.TokenPool` of the caption tokens to the adaLN input, so
+    words the pooled CLIP vector blurs, like a direction, reach every block's modulation).
     """
 
     _supports_gradient_checkpointing = True
@@ -372,6 +375,7 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         frame_conditioning: bool = False,
         mixer: str = "ssm",
         pooled_mlp: bool = False,
+        token_pool: bool = False,
     ):
         super().__init__()
         if mixer not in MIXERS:
@@ -394,6 +398,7 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
         self.pooled_embedder = make_pooled_embedder(pooled_text_dim, width, pooled_mlp)
         self.init_text_side(text_dim, pooled_text_dim, width)
+        self.text_pool = TokenPool(width) if token_pool else None
         self.blocks = nn.ModuleList(
             DiMBlock(width, expand=expand, ssm_head_dim=ssm_head_dim, d_state=d_state, d_conv=d_conv,
                      mlp_ratio=mlp_ratio, cross_attn=cross_attn, cross_head_dim=cross_head_dim, layer_id=i,
@@ -488,6 +493,8 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
                                               context_states, drop_text)
 
         c = self.add_pooled_text(self.t_embedder(timestep), pooled_text)
+        if self.text_pool is not None:
+            c = c + self.text_pool(text.context, text.mask)
 
         # Patching: every frame separately; the frame mask rides along as one more input channel.
         x = x.to(self.patch_embed.weight.dtype)

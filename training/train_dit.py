@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -33,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", default=None, metavar="FOLDER",
                    help="start from trained weights: a pipeline folder (its transformer/) or a model folder, "
                         "safetensors only; the architecture is the folder's config (fine-tune a pruned model)")
+    p.add_argument("--init-config", default=None, metavar="JSON",
+                   help="with --init: config keys to change, as a JSON object, for a part added to the trained "
+                        "model (e.g. '{\"token_pool\": true}'); the new weights start from their own init")
     p.add_argument("--dataset", required=True, help="dataset name (pianoroll, shapes, moving_shapes)")
     p.add_argument("--dataset-args", default="{}", help="dataset keyword arguments as JSON, e.g. '{\"width\": 128}'")
     p.add_argument("--output-dir", required=True)
@@ -83,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="flow: timestep shift (default √(H·W)/64, 1 at 64×64)")
     p.add_argument("--given-frames-prob", type=float, default=0.5,
                    help="flow, video: probability that a clip's first k frames are given (frame continuation)")
+    p.add_argument("--one-frame-share", type=float, default=0.0,
+                   help="flow, video: share of the given prefixes that are the first frame only (image to video)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p.parse_args(argv)
 
@@ -132,8 +138,10 @@ def build(args: argparse.Namespace) -> Training:
     if args.init:
         if args.config is not None:
             raise SystemExit("--init takes the architecture from the folder's config; drop --config")
-        model = load_init_model(args.model, args.init)
+        model = load_init_model(args.model, args.init, args.init_config)
     else:
+        if args.init_config is not None:
+            raise SystemExit("--init-config changes the config of an --init model; give --init")
         model = build_model(args.model, args.config or "tiny")
     try:
         train_ds = build_dataset(args.dataset, "train", seed=args.seed, **dataset_args)
@@ -192,17 +200,29 @@ def build_objective(args, kind: str, shape: tuple[int, ...]):
             raise SystemExit(f"--text-drop-prob must lie in [0, 1], got {args.text_drop_prob}")
         if not 0 <= args.given_frames_prob <= 1:
             raise SystemExit(f"--given-frames-prob must lie in [0, 1], got {args.given_frames_prob}")
+        if not 0 <= args.one_frame_share <= 1:
+            raise SystemExit(f"--one-frame-share must lie in [0, 1], got {args.one_frame_share}")
         return FlowObjective(shift=args.flow_shift, logit_mean=args.logit_mean, logit_std=args.logit_std,
-                             text_drop_prob=args.text_drop_prob, given_frames_prob=args.given_frames_prob)
+                             text_drop_prob=args.text_drop_prob, given_frames_prob=args.given_frames_prob,
+                             one_frame_share=args.one_frame_share)
     hint = "; VAR trains with training/train_var.py" if kind == "next-scale" else ""
     raise SystemExit(f"objective {kind!r} is not wired into train_dit{hint}")
 
 
-def load_init_model(name: str, path: str) -> torch.nn.Module:
-    """Float32 ``name`` model from a pipeline folder (its ``transformer/``) or a model folder, safetensors only."""
+def load_init_model(name: str, path: str, init_config: str | None = None) -> torch.nn.Module:
+    """Float32 ``name`` model from a pipeline folder (its ``transformer/``) or a model folder, safetensors only;
+    ``init_config``: a JSON object of config keys to change (weights the folder lacks keep their init)."""
     from genmodels.loading import UnsafeCheckpointError, check_pipeline_folder
 
     folder = Path(path)
+    overrides = {}
+    if init_config is not None:
+        try:
+            overrides = json.loads(init_config)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--init-config is not valid JSON: {err}") from err
+        if not isinstance(overrides, dict) or not overrides:
+            raise SystemExit(f"--init-config must be a non-empty JSON object, got {init_config!r}")
     try:
         if (folder / "model_index.json").is_file():
             folder = check_pipeline_folder(folder) / "transformer"
@@ -213,6 +233,12 @@ def load_init_model(name: str, path: str) -> torch.nn.Module:
         if config.get("_class_name", cls.__name__) != cls.__name__:
             raise UnsafeCheckpointError(f"{folder} holds a {config['_class_name']}, not a {cls.__name__} "
                                         f"(--model {name})")
+        unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters) - {"self"})
+        if unknown:
+            raise UnsafeCheckpointError(f"--init-config: {cls.__name__} has no config key {', '.join(unknown)}")
+        if overrides:  # build the model anew, then load what the folder holds (strict=False)
+            return cls.from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32,
+                                       low_cpu_mem_usage=False, **overrides)
         return cls.from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32)
     except UnsafeCheckpointError as err:
         raise SystemExit(f"--init: {err}") from err

@@ -103,8 +103,10 @@ class FlowObjective:
 
     Clips ``[B, C, F, H, W]`` with ``given_frames_prob`` > 0 train text-to-video and frame continuation in
     one model (temporal inpainting): with that probability an item gets its first k frames given, k uniform
-    in 1..F−1. Given frames enter the model clean (not noised) and flagged by ``frame_mask`` ``[B, F]``; the
-    loss averages over the other frames only. The model must accept ``frame_mask``.
+    in 1..F−1, or k = 1 (only the first frame: image to video, where the caption alone says where the object
+    goes) for a share ``one_frame_share`` of those items. Given frames enter the model clean (not noised) and
+    flagged by ``frame_mask`` ``[B, F]``; the loss averages over the other frames only. The model must accept
+    ``frame_mask``.
 
     With ``noise_seed`` ``[B]`` in the batch (the training loop attaches one per item), t, ε and the
     caption-dropout draw of item i all come from a generator seeded by ``noise_seed[i]`` (see
@@ -118,6 +120,7 @@ class FlowObjective:
     logit_std: float = 1.0
     text_drop_prob: float = 0.1
     given_frames_prob: float = 0.0
+    one_frame_share: float = 0.0
 
     TEXT_KEYS = ("encoder_hidden_states", "encoder_attention_mask", "pooled_text")
 
@@ -156,13 +159,16 @@ class FlowObjective:
 
     def _given_frames(self, b: int, frames: int, generators, device) -> torch.Tensor:
         """``[B, F]`` bool: a prefix of k ∈ 1..F−1 frames with probability ``given_frames_prob``, else none
-        (drawn after t, noise and the caption drop, from the item's generator when there is one)."""
+        (drawn after t, noise and the caption drop, from the item's generator when there is one); of the
+        prefixes, a share ``one_frame_share`` has k = 1 and the rest k uniform in 1..F−1."""
         if isinstance(generators, list):
             u = torch.cat([torch.rand((2,), generator=g) for g in generators]).reshape(b, 2)
         else:
             u = _rand((b, 2), generators, "cpu")
-        k = torch.where(u[:, 0] < self.given_frames_prob, 1 + (u[:, 1] * (frames - 1)).long().clamp(max=frames - 2),
-                        torch.zeros(b, dtype=torch.long))
+        share = self.one_frame_share
+        v = ((u[:, 1] - share) / (1 - share)).clamp(min=0) if share < 1 else torch.zeros(b)
+        k = torch.where(u[:, 1] < share, 1, 1 + (v * (frames - 1)).long().clamp(max=frames - 2))
+        k = torch.where(u[:, 0] < self.given_frames_prob, k, torch.zeros(b, dtype=torch.long))
         return (torch.arange(frames)[None] < k[:, None]).to(device)
 
 

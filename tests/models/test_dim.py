@@ -310,6 +310,22 @@ def test_given_frames_enter_clean_and_carry_no_loss():
         assert not torch.allclose(x_in[i, :, k[i]:], x0[i, :, k[i]:])
 
 
+def test_one_frame_share_sets_how_many_prefixes_are_the_first_frame_only():
+    def prefix_counts(share: float, prob: float = 0.5) -> torch.Tensor:
+        objective = FlowObjective(given_frames_prob=prob, one_frame_share=share)
+        k = objective._given_frames(8000, 8, torch.Generator().manual_seed(0), "cpu").sum(1)
+        return torch.bincount(k, minlength=8)
+
+    before, half, only = prefix_counts(0.0), prefix_counts(0.5), prefix_counts(1.0)
+    assert torch.equal(before[0], half[0]) and torch.equal(before[0], only[0])  # same items get no prefix
+    assert abs(before[0].item() / 8000 - 0.5) < 0.03
+    given = 8000 - before[0].item()
+    assert abs(before[1].item() / given - 1 / 7) < 0.03  # k uniform in 1..7
+    assert abs(half[1].item() / given - (0.5 + 0.5 / 7)) < 0.03  # half k = 1, the rest uniform in 1..7
+    assert (half[2:] > 0).all() and abs(half[7].item() / given - 0.5 / 7) < 0.02
+    assert only[1].item() == given and only[2:].sum() == 0
+
+
 def test_loss_ignores_the_prediction_on_given_frames():
     class Fixed(torch.nn.Module):
         def __init__(self, value):
@@ -366,3 +382,38 @@ def test_softmax_baseline_is_the_same_dit_with_attention():
     assert attn(x, 0.5).shape == x.shape
     with pytest.raises(ValueError, match="mixer must be one of"):
         _tiny(mixer="conv")
+
+
+def test_token_pool_starts_as_the_identity_and_then_reads_every_token():
+    plain = _tiny(frame_conditioning=False)
+    pooled = DiffusionMamba(**{**DiffusionMamba.tiny_config(), "frame_conditioning": False, "token_pool": True})
+    missing, unexpected = pooled.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["text_pool.proj.bias", "text_pool.proj.weight", "text_pool.score.bias",
+                               "text_pool.score.weight"] and not unexpected
+    x, t = torch.randn(2, 3, 4, 16, 16), torch.tensor([0.3, 0.9])
+    tokens, mask = torch.randn(2, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    pooled_text = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.equal(pooled(x, t, tokens, mask, pooled_text), plain(x, t, tokens, mask, pooled_text))
+        for p in pooled.text_pool.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        base = pooled(x, t, tokens, mask, pooled_text)
+        changed = tokens.clone()
+        changed[:, 2] += 1.0  # one real token of each caption
+        moved = pooled(x, t, changed, mask, pooled_text)
+        padded = tokens.clone()
+        padded[0, 3:] = 100.0  # masked-out tokens of the first caption
+        same = pooled(x, t, padded, mask, pooled_text)
+    assert (moved - base).abs().amax(dim=(1, 2, 3, 4)).min() > 1e-3
+    assert torch.allclose(same[0], base[0], atol=1e-5)
+
+
+def test_token_pool_gradients_reach_the_pool_once_its_projection_is_non_zero():
+    model = _tiny(token_pool=True)  # adaLN no longer zero, so the modulation input matters
+    with torch.no_grad():
+        for p in model.text_pool.parameters():
+            p.zero_()
+    x, t, tokens = torch.randn(2, 3, 4, 16, 16), torch.tensor([0.5, 0.7]), torch.randn(2, 4, 32)
+    model(x, t, tokens).pow(2).mean().backward()
+    assert model.text_pool.proj.weight.grad.abs().sum() > 0  # zero-initialised, still trained
+    assert model.text_pool.score.weight.grad.abs().sum() == 0  # nothing to score while the output is zero

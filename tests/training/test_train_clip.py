@@ -11,6 +11,7 @@ import torch
 
 from genmodels.loading import load_pipeline
 from genmodels.pipelines.text_to_image import TextToImagePipeline
+from genmodels.pipelines.text_to_video import TextToVideoPipeline
 from genmodels.sana import SanaDiT
 from genmodels.text import CLIPTextEncoder
 from training import train_clip, train_dit
@@ -127,8 +128,8 @@ def test_train_dit_trains_dim_on_moving_shapes_and_saves_a_video_pipeline(tiny_c
     summary = train_dit.main(["--model", "dim", "--config", "tiny", "--dataset", "moving_shapes",
                               "--dataset-args", '{"size": 32, "frames": 8}', "--text-encoder", str(folder),
                               "--output-dir", str(out), "--max-steps", "2", "--batch-size", "2", "--flow-shift", "1",
-                              "--given-frames-prob", "0.5", "--checkpoint-every", "2", "--sample-every", "2",
-                              "--log-every", "1", "--threads", "1"])
+                              "--given-frames-prob", "0.5", "--one-frame-share", "0.5", "--checkpoint-every", "2",
+                              "--sample-every", "2", "--log-every", "1", "--threads", "1"])
     assert summary["step"] == 2
     assert (out / "samples" / "step-0000002.png").is_file()
     pipe = load_pipeline(TextToVideoPipeline, out / "pipeline")
@@ -139,6 +140,43 @@ def test_train_dit_trains_dim_on_moving_shapes_and_saves_a_video_pipeline(tiny_c
     clip = pipe("a red circle moves up", num_inference_steps=2, first_frames=given,
                 generator=torch.Generator().manual_seed(0)).frames
     assert clip.shape == (1, 8, 32, 32, 3) and (clip[0, :3] == 0).all()
+
+
+@pytest.mark.parametrize("flag, value", [("--given-frames-prob", "1.5"), ("--one-frame-share", "-0.1")])
+def test_train_dit_refuses_an_impossible_prefix_probability(tiny_clip, tmp_path, flag, value):
+    folder, _ = tiny_clip
+    with pytest.raises(SystemExit, match=flag):
+        train_dit.main(["--model", "dim", "--config", "tiny", "--dataset", "moving_shapes", "--text-encoder",
+                        str(folder), "--output-dir", str(tmp_path / "run"), "--max-steps", "1", flag, value])
+    assert not any((tmp_path / "run").iterdir())  # no checkpoint, no log: only the checked empty folder
+
+
+def test_init_config_adds_a_zero_initialised_part_to_a_trained_model(tiny_clip, tmp_path):
+    folder, _ = tiny_clip
+    common = ["--model", "dim", "--dataset", "moving_shapes", "--dataset-args", '{"size": 32, "frames": 8}',
+              "--text-encoder", str(folder), "--batch-size", "2", "--checkpoint-every", "1", "--threads", "1",
+              "--max-steps", "1"]
+    train_dit.main([*common, "--config", "tiny", "--output-dir", str(tmp_path / "run")])
+    before = load_pipeline(TextToVideoPipeline, tmp_path / "run" / "pipeline").transformer
+    train_dit.main([*common, "--init", str(tmp_path / "run" / "pipeline"), "--init-config", '{"token_pool": true}',
+                    "--lr", "0", "--weight-decay", "0", "--output-dir", str(tmp_path / "pooled")])
+    after = load_pipeline(TextToVideoPipeline, tmp_path / "pooled" / "pipeline").transformer
+    assert after.config.token_pool and not before.config.token_pool
+    old = before.state_dict()
+    for key, value in after.state_dict().items():  # the trained weights kept, the new part still zero
+        if key.startswith("text_pool."):
+            assert not value.any()
+        else:
+            torch.testing.assert_close(value.float(), old[key].float(), rtol=0, atol=0)
+    init = str(tmp_path / "run" / "pipeline")
+    for extra, match in ((["--init-config", '{"no_such_key": 1}'], "no config key no_such_key"),
+                         (["--init-config", "[1]"], "non-empty JSON object"),
+                         (["--init-config", "{"], "not valid JSON")):
+        with pytest.raises(SystemExit, match=match):
+            train_dit.main([*common, "--init", init, *extra, "--output-dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="give --init"):
+        train_dit.main([*common, "--config", "tiny", "--init-config", '{"token_pool": true}',
+                        "--output-dir", str(tmp_path / "x")])
 
 
 def test_train_dit_trains_dim_on_shapes_images(tiny_clip, tmp_path):
