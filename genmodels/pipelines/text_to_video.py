@@ -113,6 +113,7 @@ class TextToVideoPipeline(TextToImagePipeline):
         height: int | None = None,
         width: int | None = None,
         guidance_interval: tuple[float, float] | None = None,
+        first_frame_pass: bool = False,
     ) -> TextToVideoOutput:
         """Generate one clip per prompt, or continue ``first_frames``: ``[K, H, W, 3]`` uint8 (or a list of K
         frames) given to every prompt, or ``[B, K, H, W, 3]``, one clip per prompt.
@@ -121,10 +122,33 @@ class TextToVideoPipeline(TextToImagePipeline):
         ``generator[i]``). ``guidance_scale`` w: v = v_null + w·(v_text − v_null), only at t_lo < t ≤ t_hi
         with ``guidance_interval=(t_lo, t_hi)`` (w = 1 elsewhere). ``callback(step, steps)`` fires after every
         step. Raises ``ValueError`` on bad input and ``FloatingPointError`` on NaN / inf.
+
+        ``first_frame_pass`` (text to video in two passes, image then animation): a whole clip is sampled, only
+        its first frame is kept, and the other frames are sampled again as a continuation of it, so the
+        motion is drawn with the object already placed; twice the network evaluations.
         """
         prompts, given, frames, height, width = self.check_video_inputs(
             prompt, num_frames, num_inference_steps, guidance_scale, first_frames, output_type, height, width,
             generator, guidance_interval)
+        if first_frame_pass:
+            if given is not None:
+                raise ValueError("first_frame_pass draws the first frame itself; give no first_frames")
+            if not self.transformer.config.frame_conditioning:
+                raise ValueError("this model was trained without frame conditioning; it cannot animate a frame")
+            if frames < 2:
+                raise ValueError("first_frame_pass needs a clip of at least 2 frames")
+            common = dict(num_frames=frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          generator=generator, height=height, width=width, guidance_interval=guidance_interval)
+            passes = []
+            for n in range(2):
+                def on_step(i: int, total: int, offset: int = n * num_inference_steps) -> None:
+                    if callback is not None:
+                        callback(offset + i, 2 * total)
+
+                first = None if n == 0 else passes[0].frames[:, :1]
+                passes.append(self(prompts, first_frames=first, output_type="np" if n == 0 else output_type,
+                                   callback=on_step, **common))
+            return TextToVideoOutput(frames=passes[1].frames, nfe=passes[0].nfe + passes[1].nfe, given=0)
         transformer = self.transformer
         device, dtype = self._execution_device, transformer.dtype
         batch = len(prompts)

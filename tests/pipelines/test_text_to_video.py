@@ -138,3 +138,32 @@ def test_one_given_clip_per_prompt_matches_continuing_each_alone():
     assert np.abs(both[1].astype(int) - alone[0].astype(int)).max() <= 1
     with pytest.raises(ValueError, match="3 clips for 2 prompts"):
         pipe(prompts, first_frames=np.zeros((3, 2, 16, 16, 3), np.uint8))
+
+
+def test_first_frame_pass_animates_the_first_pass_frame():
+    pipe = _pipe()
+    steps = []
+    prompts = ["a red circle moves left", "a blue square moves up"]
+    out = pipe(prompts, num_inference_steps=3, generator=_gens(0, 1), first_frame_pass=True,
+               callback=lambda i, n: steps.append((i, n)))
+    assert out.nfe == 6 and out.given == 0 and steps == [(i, 6) for i in range(1, 7)]
+    first = pipe(prompts, num_inference_steps=3, generator=_gens(0, 1)).frames  # the first pass alone
+    assert np.array_equal(out.frames[:, 0], first[:, 0])
+    again = pipe(prompts, num_inference_steps=3, generator=_gens(0, 1), first_frame_pass=True).frames
+    assert np.array_equal(out.frames, again)  # deterministic given the generators
+    assert not np.array_equal(out.frames[:, 1:], first[:, 1:])  # the rest was drawn again
+    pil = pipe(prompts[0], num_inference_steps=2, generator=_gens(0), first_frame_pass=True, output_type="pil")
+    assert len(pil.frames[0]) == 4 and pil.frames[0][0].size == (16, 16)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(first_frames=np.zeros((1, 16, 16, 3), np.uint8)), "give no first_frames"),
+    (dict(num_frames=1), "at least 2 frames"),
+])
+def test_first_frame_pass_refuses_what_it_cannot_do(kwargs, match):
+    pipe = _pipe()
+    with pytest.raises(ValueError, match=match):
+        pipe("a red circle moves left", num_inference_steps=2, first_frame_pass=True, **kwargs)
+    assert pipe.text_encoder.calls == 0
+    with pytest.raises(ValueError, match="without frame conditioning"):
+        _pipe(frame_conditioning=False)("a red circle moves left", first_frame_pass=True)
