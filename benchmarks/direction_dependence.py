@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -32,16 +31,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
+from genmodels.data.moving_shapes import reverse_direction  # noqa: E402
 from genmodels.io import write_text_atomic  # noqa: E402
-
-REVERSE = {"left": "right", "right": "left", "up": "down", "down": "up", "upwards": "downwards",
-           "downwards": "upwards"}
-_DIRECTION_WORD = re.compile(r"\b(left|right|upwards|downwards|up|down)\b")
-
-
-def reverse_direction(caption: str) -> str:
-    """The caption with every direction word reversed ("moves to the left" → "moves to the right")."""
-    return _DIRECTION_WORD.sub(lambda m: REVERSE[m.group(1)], caption)
 
 
 def moving_clips(items: int, size: int, frames: int) -> tuple[torch.Tensor, list[str]]:

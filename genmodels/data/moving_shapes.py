@@ -518,3 +518,43 @@ class MovingShapesDataset(Dataset):
             f"MovingShapesDataset(split={self.split!r}, size={self.size}, frames={self.frames}, "
             f"length={self.length}, seed={self.seed}, categories={list(self.categories)})"
         )
+
+
+# Direction words, and clips as one still image (for a contrastive text encoder that must see motion)
+
+REVERSED_DIRECTIONS = {"left": "right", "right": "left", "up": "down", "down": "up", "upwards": "downwards",
+                       "downwards": "upwards"}
+_DIRECTION_WORD = re.compile(r"\b(left|right|upwards|downwards|up|down)\b")
+
+
+def reverse_direction(caption: str) -> str:
+    """The caption with every direction word reversed ("moves to the left" → "moves to the right")."""
+    return _DIRECTION_WORD.sub(lambda m: REVERSED_DIRECTIONS[m.group(1)], caption)
+
+
+def filmstrip(clip: torch.Tensor) -> torch.Tensor:
+    """A clip ``[C, F, H, W]`` (F ≥ 4) as one ``[C, 2H, 2W]`` image: frames 0, F/4, F/2 and 3F/4 in reading
+    order (top left, top right, bottom left, bottom right), so a still-image encoder sees the motion."""
+    if clip.ndim != 4 or clip.shape[1] < 4:
+        raise MovingShapesError(f"a filmstrip needs a [C, F ≥ 4, H, W] clip, got {tuple(clip.shape)}")
+    f = clip.shape[1]
+    a, b, c, d = (clip[:, i * f // 4] for i in range(4))
+    return torch.cat([torch.cat([a, b], dim=-1), torch.cat([c, d], dim=-1)], dim=-2)
+
+
+class FilmstripDataset(Dataset):
+    """Moving-shapes clips as :func:`filmstrip` images of side ``image_size`` (clips of ``image_size // 2``
+    pixels, 8 frames): ``{"pixel_values" [3, S, S] in [−1, 1], "caption", "spec"}``, for ``train_clip.py
+    --data moving_shapes``."""
+
+    def __init__(self, split: str = "train", image_size: int = 64, length: int | None = None, seed: int = 0):
+        if image_size % 2:
+            raise MovingShapesError(f"a filmstrip image has an even side, got {image_size}")
+        self.clips = MovingShapesDataset(split, size=image_size // 2, frames=8, length=length, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.clips[index]
+        return {"pixel_values": filmstrip(item["pixel_values"]), "caption": item["caption"], "spec": item["spec"]}

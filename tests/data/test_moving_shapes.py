@@ -322,3 +322,30 @@ def test_rendering_an_eight_frame_clip_takes_under_two_milliseconds():
     print(f"\n{best * 1e3:.3f} ms per 8-frame 32x32 clip")
     assert best < 2e-3
     assert set(COLOURS) >= {o["colour"] for i in range(50) for o in make_clip(i).spec["objects"]}
+
+
+def test_reverse_direction_swaps_every_direction_word_only():
+    from genmodels.data.moving_shapes import reverse_direction
+
+    assert reverse_direction("a red circle moves to the left") == "a red circle moves to the right"
+    assert reverse_direction("a clip of a blue square moving upwards") == "a clip of a blue square moving downwards"
+    assert reverse_direction("a green triangle goes down and a red circle goes up") == (
+        "a green triangle goes up and a red circle goes down")
+    assert reverse_direction("a yellow square stays still") == "a yellow square stays still"
+
+
+def test_filmstrip_puts_four_frames_in_reading_order():
+    from genmodels.data.moving_shapes import FilmstripDataset, MovingShapesDataset, MovingShapesError, filmstrip
+
+    clip = torch.arange(8, dtype=torch.float32)[None, :, None, None].expand(3, 8, 4, 4)
+    strip = filmstrip(clip)
+    assert strip.shape == (3, 8, 8)
+    assert strip[0, 0, 0] == 0 and strip[0, 0, 4] == 2 and strip[0, 4, 0] == 4 and strip[0, 4, 4] == 6
+    with pytest.raises(MovingShapesError, match="F ≥ 4"):
+        filmstrip(clip[:, :3])
+    data = FilmstripDataset("val", 64, length=3)
+    item, source = data[1], MovingShapesDataset("val", size=32, frames=8, length=3)[1]
+    assert item["pixel_values"].shape == (3, 64, 64) and item["caption"] == source["caption"]
+    assert torch.equal(item["pixel_values"][:, 32:, :32], source["pixel_values"][:, 4])
+    with pytest.raises(MovingShapesError, match="even side"):
+        FilmstripDataset("val", 63)

@@ -49,6 +49,22 @@ def test_train_clip_writes_an_open_clip_folder_with_metrics(tiny_clip):
     torch.testing.assert_close(encoder.encode(["a red circle"])[2], reference, rtol=1e-5, atol=1e-6)
 
 
+def test_train_clip_on_moving_shapes_filmstrips(tmp_path):
+    config = tmp_path / "clip64.json"
+    config.write_text(json.dumps({**TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "image_size": 64,
+                                                               "patch_size": 16}}))
+    common = ["--config", str(config), "--image-size", "64", "--data", "moving_shapes", "--batch-size", "8",
+              "--eval-pairs", "30", "--threads", "1"]
+    metrics = train_clip.main([*common, "--output-dir", str(tmp_path / "out"), "--max-steps", "3"])
+    assert metrics["steps"] == 3 and metrics["pairs"] == 30 and 0 < metrics["reversed_captions"] <= 30
+    for key in ("caption_to_image_top1", "image_to_caption_top1", "true_vs_reversed_direction"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert "caption_to_image_top1_oracle" not in metrics  # the still-image oracle does not read clips
+    assert CLIPTextEncoder.from_open_clip(tmp_path / "out").encode(["a red circle moves up"])[0].shape[-1] == 32
+    with pytest.raises(SystemExit, match="for --data shapes"):
+        train_clip.main([*common, "--output-dir", str(tmp_path / "x"), "--hard-negatives"])
+
+
 def test_train_clip_lowers_the_contrastive_loss(tiny_clip):
     folder, _ = tiny_clip
     log = [json.loads(line) for line in folder.with_name("out.log.jsonl").read_text().splitlines()]
