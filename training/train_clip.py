@@ -24,7 +24,8 @@ of matching bags of words; ``--init FOLDER`` fine-tunes an existing CLIP folder 
 ``--data moving_shapes`` trains on moving-shapes clips shown as 2×2 filmstrips of four frames
 (``genmodels.data.moving_shapes.filmstrip``), so the captions' direction words ("moves to the left") are
 rewarded; its held-out figures are exact-pair retrieval and ``true_vs_reversed_direction`` (own caption scored
-above the same caption with the direction reversed).
+above the same caption with the direction reversed); with ``--hard-negatives`` each clip's reversed-direction
+caption is its hard negative.
 """
 
 from __future__ import annotations
@@ -232,13 +233,21 @@ def mix_in(batch: dict, extra: list[dict], fraction: float, rng: np.random.Gener
             "spec": list(batch["spec"][:n - k]) + [p["spec"] for p in picks]}
 
 
-def hard_negative_loss(model, tokenizer, image_features, text_features, specs, rng) -> torch.Tensor:
+def hard_negative_loss(model, tokenizer, image_features, text_features, specs, rng,
+                       captions: list[str] | None = None) -> torch.Tensor:
     """CLIP's symmetric contrastive loss, with each image's false caption (where one exists) added to the texts
-    the image is contrasted against; the text-to-image side is the usual one over the batch's images."""
+    the image is contrasted against; the text-to-image side is the usual one over the batch's images.
+    ``captions``: the batch's captions; when given (filmstrips), the false caption is the caption with its
+    direction reversed, for the captions that name a direction."""
     from torch.nn import functional as F
 
-    negatives = [false_spec(json.loads(spec), rng) for spec in specs]
-    captions = [caption_for(spec, rng) for spec in negatives if spec is not None]
+    if captions is not None:
+        from genmodels.data.moving_shapes import reverse_direction
+
+        captions = [reverse_direction(c) for c in captions if reverse_direction(c) != c]
+    else:
+        negatives = [false_spec(json.loads(spec), rng) for spec in specs]
+        captions = [caption_for(spec, rng) for spec in negatives if spec is not None]
     scale = model.logit_scale.exp()
     texts = text_features
     if captions:
@@ -278,8 +287,8 @@ def main(argv=None) -> dict:
                          f"--image-size {args.image_size}")
     if not 0 <= args.extra_fraction <= 1:
         raise SystemExit(f"--extra-fraction must lie in [0, 1], got {args.extra_fraction}")
-    if args.data == "moving_shapes" and (args.hard_negatives or args.extra_pairs or args.eval_extra):
-        raise SystemExit("--hard-negatives, --extra-pairs and --eval-extra are for --data shapes")
+    if args.data == "moving_shapes" and (args.extra_pairs or args.eval_extra):
+        raise SystemExit("--extra-pairs and --eval-extra are for --data shapes")
     extra, eval_extra = None, None
     try:
         from training.make_verifier_data import load_pairs
@@ -345,7 +354,8 @@ def main(argv=None) -> dict:
             text_features = model.encode_text(tokenizer(batch["caption"]), normalize=True)
             if args.hard_negatives:
                 loss = hard_negative_loss(model, tokenizer, image_features, text_features, batch["spec"],
-                                          np.random.default_rng((args.seed, step)))
+                                          np.random.default_rng((args.seed, step)),
+                                          list(batch["caption"]) if args.data == "moving_shapes" else None)
             else:
                 loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)

@@ -61,8 +61,11 @@ def test_train_clip_on_moving_shapes_filmstrips(tmp_path):
         assert 0.0 <= metrics[key] <= 1.0
     assert "caption_to_image_top1_oracle" not in metrics  # the still-image oracle does not read clips
     assert CLIPTextEncoder.from_open_clip(tmp_path / "out").encode(["a red circle moves up"])[0].shape[-1] == 32
+    negatives = train_clip.main([*common, "--output-dir", str(tmp_path / "neg"), "--max-steps", "2",
+                                 "--hard-negatives"])
+    assert negatives["steps"] == 2 and 0.0 <= negatives["true_vs_reversed_direction"] <= 1.0
     with pytest.raises(SystemExit, match="for --data shapes"):
-        train_clip.main([*common, "--output-dir", str(tmp_path / "x"), "--hard-negatives"])
+        train_clip.main([*common, "--output-dir", str(tmp_path / "x"), "--eval-extra", str(tmp_path / "p.npz")])
 
 
 def test_train_clip_lowers_the_contrastive_loss(tiny_clip):
