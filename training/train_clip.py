@@ -233,21 +233,23 @@ def mix_in(batch: dict, extra: list[dict], fraction: float, rng: np.random.Gener
             "spec": list(batch["spec"][:n - k]) + [p["spec"] for p in picks]}
 
 
-def hard_negative_loss(model, tokenizer, image_features, text_features, specs, rng,
-                       captions: list[str] | None = None) -> torch.Tensor:
-    """CLIP's symmetric contrastive loss, with each image's false caption (where one exists) added to the texts
-    the image is contrasted against; the text-to-image side is the usual one over the batch's images.
-    ``captions``: the batch's captions; when given (filmstrips), the false caption is the caption with its
-    direction reversed, for the captions that name a direction."""
-    from torch.nn import functional as F
-
-    if captions is not None:
+def false_captions(batch: dict, data: str, rng: np.random.Generator) -> list[str]:
+    """One minimally changed false caption per item where one exists: for still scenes a ``false_spec`` of the
+    item's spec (another count, colour, shape, relation), for filmstrips the caption with its direction
+    reversed (only captions that name a direction)."""
+    if data == "moving_shapes":
         from genmodels.data.moving_shapes import reverse_direction
 
-        captions = [reverse_direction(c) for c in captions if reverse_direction(c) != c]
-    else:
-        negatives = [false_spec(json.loads(spec), rng) for spec in specs]
-        captions = [caption_for(spec, rng) for spec in negatives if spec is not None]
+        return [r for c in batch["caption"] if (r := reverse_direction(c)) != c]
+    negatives = [false_spec(json.loads(spec), rng) for spec in batch["spec"]]
+    return [caption_for(spec, rng) for spec in negatives if spec is not None]
+
+
+def hard_negative_loss(model, tokenizer, image_features, text_features, captions: list[str]) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss, with the false ``captions`` (:func:`false_captions`) added to the texts
+    the images are contrasted against; the text-to-image side is the usual one over the batch's images."""
+    from torch.nn import functional as F
+
     scale = model.logit_scale.exp()
     texts = text_features
     if captions:
@@ -353,9 +355,8 @@ def main(argv=None) -> dict:
             image_features = model.encode_image(batch["pixel_values"], normalize=True)
             text_features = model.encode_text(tokenizer(batch["caption"]), normalize=True)
             if args.hard_negatives:
-                loss = hard_negative_loss(model, tokenizer, image_features, text_features, batch["spec"],
-                                          np.random.default_rng((args.seed, step)),
-                                          list(batch["caption"]) if args.data == "moving_shapes" else None)
+                negatives = false_captions(batch, args.data, np.random.default_rng((args.seed, step)))
+                loss = hard_negative_loss(model, tokenizer, image_features, text_features, negatives)
             else:
                 loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)
