@@ -15,7 +15,9 @@ checkpoint, the frozen tokenizer it was trained on):
 
 ``train_dit`` writes the pipeline only at the end of a run; this reads any ``checkpoint-N`` folder (its
 ``ema.safetensors``, never a pickle) so intermediate points of a run can be evaluated or shipped. The output
-folder is written atomically.
+folder is written atomically. A checkpoint of a run with ``--train-text-encoder`` holds the trained text encoder
+too: ``--text-encoder`` then names the encoder the run started from (its architecture), and the exported
+pipeline gets the trained weights.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from genmodels.io import replace_dir_atomic  # noqa: E402
 from genmodels.models import build_model  # noqa: E402
 from genmodels.pipelines.text_to_image import TextToImagePipeline  # noqa: E402
 from genmodels.pipelines.text_to_video import TextToVideoPipeline  # noqa: E402
+from genmodels.text.joint import TextTrainedModel  # noqa: E402
 from training.checkpoint import EMA_FILE  # noqa: E402
 from training.train_dit import load_text_encoder  # noqa: E402
 
@@ -62,10 +65,19 @@ def main(argv=None) -> Path:
     if var and not (args.vqvae and (Path(args.vqvae) / "config.json").is_file()):
         raise SystemExit("--model var needs --vqvae FOLDER (a MultiScaleVQVAE folder)")
     model = build_model(args.model, args.config, **({} if var else {"sample_size": args.sample_size}))
-    missing, unexpected = model.load_state_dict(load_file(str(ema_path)), strict=False)
+    state, text_state = load_file(str(ema_path)), None
+    if any(key.startswith("text_encoder.") for key in state):  # trained with --train-text-encoder
+        state, text_state = TextTrainedModel.split_state_dict(state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SystemExit(f"{ema_path} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     text_encoder = load_text_encoder(args.text_encoder)
+    if text_state is not None:
+        try:
+            text_encoder.load_state_dict(text_state)
+        except RuntimeError as err:
+            raise SystemExit(f"{ema_path}: its trained text encoder does not match {args.text_encoder}: {err}") \
+                from err
     if var:
         from genmodels.pipelines.var import VARPipeline
         from genmodels.var.vqvae import MultiScaleVQVAE

@@ -23,6 +23,7 @@ from genmodels.diffusion.edm import SigmaSampler  # noqa: E402
 from genmodels.diffusion.flow import FlowObjective  # noqa: E402
 from genmodels.diffusion.objectives import EDMObjective, TextConditioned  # noqa: E402
 from genmodels.models import build_model, model_entry  # noqa: E402
+from genmodels.text.joint import TextTrainedModel, unwrap_text_trained  # noqa: E402
 from training.loop import TrainConfig, Training, start_script, train  # noqa: E402
 
 
@@ -80,6 +81,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-encoder", default=None,
                    help="text-conditioned training: an open_clip folder (e.g. assets/clip-shapes) or a diffusers "
                         "text-encoder folder; captions come from the dataset's 'caption' field")
+    p.add_argument("--train-text-encoder", action="store_true",
+                   help="train the text encoder together with the model (its LR: --lr × --text-lr-scale); the "
+                        "saved pipeline holds the fine-tuned encoder")
+    p.add_argument("--text-lr-scale", type=float, default=0.5,
+                   help="with --train-text-encoder: the text encoder's learning rate as a multiple of --lr")
     p.add_argument("--text-drop-prob", type=float, default=0.1, help="caption dropout for classifier-free guidance")
     p.add_argument("--logit-mean", type=float, default=0.0, help="flow: logit-normal timestep mean")
     p.add_argument("--logit-std", type=float, default=1.0, help="flow: logit-normal timestep std")
@@ -165,6 +171,13 @@ def build(args: argparse.Namespace) -> Training:
             raise SystemExit(f"the text encoder's pooled features are {text_encoder.embed_dim} wide; the model "
                              f"expects pooled_text_dim={model.pooled_dim}")
         objective = TextConditioned(objective, text_encoder, use_pooled=use_pooled)
+        if args.train_text_encoder:
+            if not args.text_lr_scale > 0:
+                raise SystemExit(f"--text-lr-scale must be > 0, got {args.text_lr_scale}")
+            # the pair trains, averages (EMA) and checkpoints as one module
+            model = TextTrainedModel(model, text_encoder, text_lr_scale=args.text_lr_scale)
+    elif args.train_text_encoder:
+        raise SystemExit("--train-text-encoder needs --text-encoder")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     return Training(cfg, model, objective, train_ds, val_ds, text_encoder=text_encoder, shape=shape)
@@ -270,8 +283,9 @@ def make_text_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, g
     prompts = list({item["category"]: item["prompt"] for item in reversed(load_eval_set())}.values())
 
     def sample_fn(model, step: int):
+        model, trained = unwrap_text_trained(model)
         pipe = TextToImagePipeline(transformer=model, scheduler=make_flow_scheduler("dpmsolver++"),
-                                   text_encoder=text_encoder)
+                                   text_encoder=text_encoder if trained is None else trained)
         pipe.set_progress_bar_config(disable=True)
         images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, height=shape[-2],
                       width=shape[-1], generator=torch.Generator().manual_seed(0)).images
@@ -306,8 +320,9 @@ def make_video_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, 
     frames, height, width = shape[-3:]
 
     def sample_fn(model, step: int):
+        model, trained = unwrap_text_trained(model)
         pipe = TextToVideoPipeline(transformer=model, scheduler=make_flow_scheduler("dpmsolver++", shift=shift),
-                                   text_encoder=text_encoder)
+                                   text_encoder=text_encoder if trained is None else trained)
         pipe.set_progress_bar_config(disable=True)
         clips = pipe(list(VIDEO_SAMPLE_PROMPTS), num_frames=frames, num_inference_steps=steps,
                      guidance_scale=guidance, height=height, width=width,
@@ -323,10 +338,13 @@ def make_video_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, 
 
 def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], text_encoder=None,
                  flow_shift: float | None = None):
-    """Save the final EMA model as a diffusers pipeline folder where a pipeline exists, else the bare model."""
+    """Save the final EMA model as a diffusers pipeline folder where a pipeline exists, else the bare model.
+    A model trained with its text encoder (:class:`TextTrainedModel`) saves with that encoder."""
 
     def save_fn(ema_model, out_dir: Path) -> None:
-        if model_name in ("sana", "dim") and text_encoder is not None:
+        ema_model, trained = unwrap_text_trained(ema_model)
+        encoder = text_encoder if trained is None else trained
+        if model_name in ("sana", "dim") and encoder is not None:
             from genmodels.diffusion.flow import make_flow_scheduler
             from genmodels.pipelines.text_to_image import TextToImagePipeline
             from genmodels.pipelines.text_to_video import TextToVideoPipeline
@@ -337,7 +355,7 @@ def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], tex
                 ema_model.register_to_config(num_frames=int(shape[1]))
                 pipeline_class = TextToVideoPipeline
             scheduler = make_flow_scheduler("dpmsolver++", shift=sampling_shift(flow_shift, shape))
-            pipe = pipeline_class(transformer=ema_model, scheduler=scheduler, text_encoder=text_encoder.to("cpu"))
+            pipe = pipeline_class(transformer=ema_model, scheduler=scheduler, text_encoder=encoder.to("cpu"))
             pipe.save_pretrained(Path(out_dir) / "pipeline")
             return
         if model_name == "hdit" and dataset_name == "pianoroll":

@@ -62,7 +62,9 @@ class TextConditioned:
     ``text_encoder.encode(captions) -> (tokens [B, L, D], mask [B, L], pooled [B, P])`` runs frozen, without
     gradients, on the batch's device; the objective then sees ``encoder_hidden_states``,
     ``encoder_attention_mask`` and (when ``use_pooled``) ``pooled_text``. Caption dropout for classifier-free
-    guidance stays the wrapped objective's job.
+    guidance stays the wrapped objective's job. A model that trains its own text encoder
+    (:class:`~genmodels.text.TextTrainedModel`: it has ``encode_captions``) encodes the captions itself, with
+    gradients.
     """
 
     def __init__(self, objective, text_encoder, *, use_pooled: bool = True):
@@ -73,10 +75,14 @@ class TextConditioned:
         if captions is None:
             raise KeyError("a text-conditioned objective needs batch['caption'] (a list of strings)")
         device = batch["pixel_values"].device
-        if next(self.text_encoder.parameters()).device != device:
-            self.text_encoder.to(device)
-        with torch.no_grad():
-            tokens, mask, pooled = self.text_encoder.encode(list(captions))
+        joint = getattr(getattr(model, "module", model), "encode_captions", None)
+        if joint is not None:
+            tokens, mask, pooled = joint(list(captions))
+        else:
+            if next(self.text_encoder.parameters()).device != device:
+                self.text_encoder.to(device)
+            with torch.no_grad():
+                tokens, mask, pooled = self.text_encoder.encode(list(captions))
         batch = {**batch, "encoder_hidden_states": tokens, "encoder_attention_mask": mask,
                  "pooled_text": pooled if self.use_pooled else None}
         return self.objective(model, batch, generator)

@@ -104,6 +104,26 @@ def test_sana_two_processes_with_half_batch_match_one_process(sana_single, sana_
     assert summary["num_processes"] == 2 and summary["distributed_type"] == "MULTI_CPU"
 
 
+def test_text_encoder_trained_with_the_model_under_ddp_matches_one_process(tiny_clip, tmp_path, cache):
+    """--train-text-encoder: the captions are encoded outside the DDP-wrapped forward, so this checks that the
+    text encoder's gradients are still averaged over the processes (and accumulated like the model's)."""
+    extra = ("--train-text-encoder", "--text-lr-scale", "2", "--weight-decay", "0")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    _run(_sana_args(single, tiny_clip, 4, 4, *extra), 1, cache, 0)
+    _run(_sana_args(ddp, tiny_clip, 2, 4, *extra), 2, cache, 29634)
+    # The attention's key bias has an exactly-zero gradient (softmax ignores a shift shared by all keys): its
+    # float noise, which Adam scales up to ±lr steps, differs between the splits. Compare the query and value
+    # biases only.
+    key = "text_encoder.transformer.resblocks.0.attn.in_proj_bias"
+    weights, one = _weights(ddp / "checkpoint-4"), _weights(single / "checkpoint-4")
+    for w in (weights, one):
+        w[key] = w[key].view(3, -1)[[0, 2]]
+    assert _max_rel_diff(one, weights) < TOL
+    assert _losses(single) == pytest.approx(_losses(ddp), rel=1e-5)
+    start = load_file(str(tiny_clip / "open_clip_model.safetensors"))
+    assert not torch.equal(weights["text_encoder.ln_final.bias"], start["ln_final.bias"])  # it did train
+
+
 def test_fsdp_on_two_cpu_processes_matches_ddp_and_resumes(sana_ddp, tiny_clip, tmp_path, cache):
     """FULL_SHARD over gloo, SanaBlocks wrapped: trains like DDP; its checkpoint (full state dict on rank 0,
     optimizer, unsharded EMA) resumes exactly; the final EMA pipeline is saved."""

@@ -198,6 +198,75 @@ def test_init_config_adds_a_zero_initialised_part_to_a_trained_model(tiny_clip, 
                         "--output-dir", str(tmp_path / "x")])
 
 
+def test_train_text_encoder_trains_the_caption_encoder_with_the_model(tiny_clip, tmp_path):
+    from safetensors.torch import load_file
+
+    from training import export_pipeline
+
+    folder, _ = tiny_clip
+    out = tmp_path / "run"
+    train_dit.main(["--model", "dim", "--config", "tiny", "--dataset", "moving_shapes", "--dataset-args",
+                    '{"size": 32, "frames": 8}', "--text-encoder", str(folder), "--train-text-encoder",
+                    "--text-lr-scale", "2", "--output-dir", str(out), "--max-steps", "3", "--batch-size", "2",
+                    "--lr", "1e-3", "--weight-decay", "0", "--text-drop-prob", "0", "--checkpoint-every", "3",
+                    "--sample-every", "3", "--threads", "1"])
+    base = CLIPTextEncoder.from_open_clip(folder).state_dict()
+    pipe = load_pipeline(TextToVideoPipeline, out / "pipeline")
+    trained = pipe.text_encoder.state_dict()
+    assert set(trained) == set(base)
+    moved = {k for k in base if not torch.equal(trained[k].float(), base[k].float())}
+    # the whole tower learned from the flow loss (no weight decay: every change is a gradient step), the
+    # embedding only in the rows of the words seen (the model's zero-initialised text path passes gradients
+    # to the encoder from the third step)
+    assert moved == set(base)
+    rows = (trained["token_embedding.weight"] != base["token_embedding.weight"]).any(dim=1)
+    assert 0 < int(rows.sum()) < 200
+    ema = load_file(str(out / "checkpoint-3" / "ema.safetensors"))
+    assert any(k.startswith("text_encoder.") for k in ema) and any(k.startswith("transformer.") for k in ema)
+    # an intermediate checkpoint exports with its trained encoder; --text-encoder names the starting one
+    export_pipeline.main(["--model", "dim", "--config", "tiny", "--sample-size", "32", "--checkpoint",
+                          str(out / "checkpoint-3"), "--text-encoder", str(folder), "--out", str(tmp_path / "x")])
+    exported = load_pipeline(TextToVideoPipeline, tmp_path / "x")
+    for key, value in exported.text_encoder.state_dict().items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0)
+    for key, value in exported.transformer.state_dict().items():
+        torch.testing.assert_close(value, pipe.transformer.state_dict()[key], rtol=0, atol=0)
+    with pytest.raises(SystemExit, match="needs --text-encoder"):
+        train_dit.main(["--model", "dim", "--config", "tiny", "--dataset", "moving_shapes", "--train-text-encoder",
+                        "--output-dir", str(tmp_path / "y"), "--max-steps", "1"])
+    with pytest.raises(SystemExit, match="--text-lr-scale"):
+        train_dit.main(["--model", "dim", "--config", "tiny", "--dataset", "moving_shapes", "--text-encoder",
+                        str(folder), "--train-text-encoder", "--text-lr-scale", "0", "--output-dir",
+                        str(tmp_path / "y"), "--max-steps", "1"])
+
+
+def test_text_trained_model_groups_and_state_split():
+    from genmodels.dim import DiffusionMamba
+    from genmodels.text import TextTrainedModel, unwrap_text_trained
+
+    encoder = CLIPTextEncoder(**CLIPTextEncoder.tiny_config())
+    transformer = DiffusionMamba(**DiffusionMamba.tiny_config())
+    pair = TextTrainedModel(transformer, encoder, text_lr_scale=0.25)
+    assert all(p.requires_grad for p in encoder.parameters())
+    groups = pair.param_groups(1e-3, weight_decay=0.1)
+    text = [g for g in groups if g["name"].startswith("text")]
+    assert {g["lr"] for g in text} == {0.25e-3}
+    assert sum(len(g["params"]) for g in groups) == len(list(pair.parameters()))
+    assert [g["weight_decay"] for g in text] == [0.1, 0.0]
+    assert unwrap_text_trained(pair) == (transformer, encoder)
+    assert unwrap_text_trained(transformer) == (transformer, None)
+    ids = encoder.tokenize(["a red circle moves left"])
+    tokens, _, pooled = pair.encode_captions(["a red circle moves left"])
+    (tokens.sum() + pooled.sum()).backward()
+    assert encoder.token_embedding.weight.grad[ids[0]].abs().sum() > 0
+    parts = TextTrainedModel.split_state_dict(pair.state_dict())
+    assert parts[0].keys() == transformer.state_dict().keys() and parts[1].keys() == encoder.state_dict().keys()
+    with pytest.raises(KeyError, match="neither"):
+        TextTrainedModel.split_state_dict({"other.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="text_lr_scale"):
+        TextTrainedModel(transformer, encoder, text_lr_scale=0)
+
+
 def test_train_dit_trains_dim_on_shapes_images(tiny_clip, tmp_path):
     from genmodels.dim import DiffusionMamba
 
