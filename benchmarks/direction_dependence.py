@@ -54,8 +54,11 @@ def moving_clips(items: int, size: int, frames: int) -> tuple[torch.Tensor, list
 
 @torch.no_grad()
 def direction_dependence(pipe, items: int = 48, times=(0.5, 0.8, 0.9, 0.95, 0.98), given=(0, 1),
-                         batch: int = 16) -> dict:
-    """``{K: {t: {"true", "reversed", "null", "reversed_gap", "null_gap"}}}`` (see the module docstring)."""
+                         batch: int = 16, pooled_code=None) -> dict:
+    """``{K: {t: {"true", "reversed", "null", "reversed_gap", "null_gap"}}}`` (see the module docstring).
+
+    ``pooled_code(captions) -> [N, P]``, when given, is added to the pooled text of the true and reversed
+    captions (the direction oracle of ``benchmarks/direction_oracle.py``)."""
     model = pipe.transformer
     cfg = model.config
     x0, captions = moving_clips(items, cfg.sample_size, cfg.num_frames)
@@ -64,6 +67,10 @@ def direction_dependence(pipe, items: int = 48, times=(0.5, 0.8, 0.9, 0.95, 0.98
     device, dtype = pipe._execution_device, model.dtype
     encoded = {name: pipe.encode_prompt(prompts, device, dtype)
                for name, prompts in (("true", captions), ("reversed", reversed_captions))}
+    if pooled_code is not None:
+        for name, prompts in (("true", captions), ("reversed", reversed_captions)):
+            tokens, mask, pooled = encoded[name]
+            encoded[name] = (tokens, mask, pooled + pooled_code(prompts).to(pooled))
     out: dict = {}
     for k in given:
         if k and not cfg.frame_conditioning:
