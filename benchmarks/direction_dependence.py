@@ -105,6 +105,15 @@ def direction_dependence(pipe, items: int = 48, times=(0.5, 0.8, 0.9, 0.95, 0.98
     return out
 
 
+def print_gaps(name: str, results: dict) -> None:
+    """One line per given-frames count K and time t of a :func:`direction_dependence` result."""
+    for k, rows in results.items():
+        print(f"{name}, {k} frames given:")
+        for t, r in rows.items():
+            print(f"  t={t:.2f}  true {r['true']:.4f}  reversed direction {100 * r['reversed_gap']:+.2f}%  "
+                  f"null text {100 * r['null_gap']:+.2f}%")
+
+
 def main(argv=None) -> dict:
     from benchmarks.dim_video_eval import load
 
@@ -126,11 +135,7 @@ def main(argv=None) -> dict:
             results[folder] = direction_dependence(load(folder), args.items, tuple(args.times), tuple(args.given))
         except ValueError as err:
             raise SystemExit(f"{folder}: {err}") from err
-        for k, rows in results[folder].items():
-            print(f"{folder}, {k} frames given:")
-            for t, r in rows.items():
-                print(f"  t={t:.2f}  true {r['true']:.4f}  reversed direction {100 * r['reversed_gap']:+.2f}%  "
-                      f"null text {100 * r['null_gap']:+.2f}%")
+        print_gaps(folder, results[folder])
     if args.json:
         write_text_atomic(args.json, json.dumps({"items": args.items, "results": results}, indent=2))
         print(f"wrote {args.json}")

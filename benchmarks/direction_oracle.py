@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks.direction_dependence import direction_dependence  # noqa: E402
+from benchmarks.direction_dependence import direction_dependence, print_gaps  # noqa: E402
 from genmodels.data.moving_shapes import parse_video_caption  # noqa: E402
 from genmodels.io import write_text_atomic  # noqa: E402
 
@@ -99,11 +99,7 @@ def main(argv=None) -> dict:
     dim = pipe.transformer.pooled_dim
     results = direction_dependence(pipe, args.items, (0.5, 0.8, 0.9, 0.95, 0.98), (0, 1),
                                    pooled_code=lambda captions: direction_code(captions, dim, args.scale))
-    for k, rows in results.items():
-        print(f"oracle code, {k} frames given:")
-        for time, r in rows.items():
-            print(f"  t={time:.2f}  true {r['true']:.4f}  reversed direction {100 * r['reversed_gap']:+.2f}%  "
-                  f"null text {100 * r['null_gap']:+.2f}%")
+    print_gaps("oracle code", results)
     out = {"init": args.init, "steps": summary["step"], "scale": args.scale, "lr": args.lr,
            "given_frames_prob": args.given_frames_prob, "one_frame_share": args.one_frame_share,
            "items": args.items, "results": results}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..text.joint import unwrap_text_trained
 from .edm import KarrasDenoiser, SigmaSampler
 from .noise import assign_noise, item_generators, nearest_of_k_noise, training_noise
 from .sampling import _randn
@@ -63,8 +64,7 @@ class TextConditioned:
     gradients, on the batch's device; the objective then sees ``encoder_hidden_states``,
     ``encoder_attention_mask`` and (when ``use_pooled``) ``pooled_text``. Caption dropout for classifier-free
     guidance stays the wrapped objective's job. A model that trains its own text encoder
-    (:class:`~genmodels.text.TextTrainedModel`: it has ``encode_captions``) encodes the captions itself, with
-    gradients.
+    (:class:`~genmodels.text.TextTrainedModel`) has the captions encoded by that encoder, with gradients.
     """
 
     def __init__(self, objective, text_encoder, *, use_pooled: bool = True):
@@ -75,9 +75,9 @@ class TextConditioned:
         if captions is None:
             raise KeyError("a text-conditioned objective needs batch['caption'] (a list of strings)")
         device = batch["pixel_values"].device
-        joint = getattr(getattr(model, "module", model), "encode_captions", None)
-        if joint is not None:
-            tokens, mask, pooled = joint(list(captions))
+        trained = unwrap_text_trained(model)[1]
+        if trained is not None:
+            tokens, mask, pooled = trained.encode(list(captions))
         else:
             if next(self.text_encoder.parameters()).device != device:
                 self.text_encoder.to(device)

@@ -186,9 +186,9 @@ class CLIPTextEncoder(ModelMixin, ConfigMixin):
                 else pooled @ self.text_projection
         return x, mask, F.normalize(pooled, dim=-1)
 
-    @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Prompts → (tokens ``[B, L, width]``, mask ``[B, L]`` bool, pooled ``[B, embed_dim]``), on the encoder's
-        device, in its dtype."""
+        device, in its dtype. The encoder is frozen, so this builds no autograd graph; one made trainable
+        (:class:`~genmodels.text.TextTrainedModel`) passes gradients through it."""
         ids = self.tokenize(prompts).to(self.ln_final.weight.device)
         return self(ids)

@@ -5,7 +5,7 @@ or relation as nearly the same tokens ("moving left" / "moving right": pooled co
 CLIP), and a frozen encoder then hides that word from the generator however long the generator trains. Wrapping
 both in :class:`TextTrainedModel` lets the generator's own loss shape the text side: the training loop optimises,
 averages (EMA) and checkpoints the pair as one module, and :class:`~genmodels.diffusion.objectives.TextConditioned`
-encodes the captions through the wrapped encoder with gradients (``encode_captions``).
+encodes the captions through the wrapped encoder (found by :func:`unwrap_text_trained`), with gradients.
 
 The pair saves as an ordinary pipeline (the transformer and its own fine-tuned ``text_encoder``), so nothing
 downstream needs to know it was trained jointly.
@@ -44,11 +44,6 @@ class TextTrainedModel(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.transformer(*args, **kwargs)
-
-    def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(tokens, mask, pooled)`` as :meth:`CLIPTextEncoder.encode`, with gradients when they are enabled."""
-        ids = self.text_encoder.tokenize(list(captions)).to(self.text_encoder.ln_final.weight.device)
-        return self.text_encoder(ids)
 
     def param_groups(self, base_lr: float, weight_decay: float = 0.0) -> list[dict]:
         """The transformer's groups, then one group for the text encoder at ``base_lr · text_lr_scale``

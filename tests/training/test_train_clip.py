@@ -256,7 +256,7 @@ def test_text_trained_model_groups_and_state_split():
     assert unwrap_text_trained(pair) == (transformer, encoder)
     assert unwrap_text_trained(transformer) == (transformer, None)
     ids = encoder.tokenize(["a red circle moves left"])
-    tokens, _, pooled = pair.encode_captions(["a red circle moves left"])
+    tokens, _, pooled = unwrap_text_trained(pair)[1].encode(["a red circle moves left"])
     (tokens.sum() + pooled.sum()).backward()
     assert encoder.token_embedding.weight.grad[ids[0]].abs().sum() > 0
     parts = TextTrainedModel.split_state_dict(pair.state_dict())
