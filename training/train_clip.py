@@ -26,6 +26,18 @@ of matching bags of words; ``--init FOLDER`` fine-tunes an existing CLIP folder 
 rewarded; its held-out figures are exact-pair retrieval and ``true_vs_reversed_direction`` (own caption scored
 above the same caption with the direction reversed); with ``--hard-negatives`` each clip's reversed-direction
 caption is its hard negative.
+
+``--word-loss W`` adds W × a bag-of-words loss: a linear head on the normalised text embedding (the pooled
+vector a generator's adaLN reads) predicts which word tokens the caption holds (a yes/no question per word of
+the tokenizer's vocabulary, binary cross-entropy; the head is a cosine classifier with a fixed scale, so the
+words must differ by real angles). The contrastive loss alone leaves
+words the image tower does not tell apart (direction of motion, "left of" / "right of") at one pooled vector;
+this asks the text side for every word. The head is a training aid and is not saved. ``--lock-image`` freezes
+the image tower (LiT-style), so the text embedding stays in the image embedding space the run started from.
+``metrics.json`` reports ``caption_sensitivity`` (``genmodels/text/sensitivity.py``: pooled cosine and token
+change per kind of one-word caption change) and, with ``--init``, ``pooled_cosine_to_init``: the mean cosine
+between the trained and the initial text embedding of the fixed evaluation prompts (how far a generator
+conditioned on the initial encoder would have to follow).
 """
 
 from __future__ import annotations
@@ -83,6 +95,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="share of each batch taken from --extra-pairs")
     p.add_argument("--eval-extra", default=None, metavar="NPZ",
                    help="held-out generator-style pairs: true_vs_false_caption on them is reported too")
+    p.add_argument("--word-loss", type=float, default=0.0, metavar="W",
+                   help="weight of the bag-of-words loss on the text embedding (0: off)")
+    p.add_argument("--word-head-lr", type=float, default=3e-2,
+                   help="peak LR of the bag-of-words head (a fresh probe, far from a fine-tune's LR)")
+    p.add_argument("--word-head-scale", type=float, default=20.0,
+                   help="the bag-of-words head's fixed logit scale (cosine classifier; smaller asks the text "
+                        "tower for larger angles between words)")
+    p.add_argument("--lock-image", action="store_true",
+                   help="freeze the image tower (train the text side only, LiT-style); needs --init")
     p.add_argument("--evaluate-only", action="store_true",
                    help="print the held-out figures of the --init CLIP (and --eval-extra) and exit; writes nothing")
     return p.parse_args(argv)
@@ -259,6 +280,67 @@ def hard_negative_loss(model, tokenizer, image_features, text_features, captions
                   + F.cross_entropy(scale * text_features @ image_features.T, target))
 
 
+def word_targets(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Which word tokens (not ``<start>``, ``<end>`` or padding) each caption holds: ``[B, vocab_size]`` of 0/1."""
+    eot = ids.argmax(dim=-1)  # <end> has the largest id
+    positions = torch.arange(ids.shape[1], device=ids.device)[None, :]
+    words = ((positions > 0) & (positions < eot[:, None])).float()
+    counts = torch.zeros(ids.shape[0], vocab_size, device=ids.device).scatter_add_(1, ids, words)
+    return (counts > 0).float()
+
+
+class WordHead(torch.nn.Module):
+    """A cosine classifier for the bag-of-words loss: logit_w = scale · cos(f, u_w) + b_w for every word w of
+    the vocabulary. The fixed scale bounds how much a small feature change can move a logit, so the text tower
+    must separate words by a real angle; an unconstrained linear probe reads a 0.999-cosine difference by
+    growing its weights, and the tower then keeps "left" and "right" at one vector (measured)."""
+
+    def __init__(self, dim: int, vocab_size: int, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.directions = torch.nn.Parameter(torch.randn(vocab_size, dim) * 0.01)
+        self.bias = torch.nn.Parameter(torch.full((vocab_size,), -math.log(vocab_size)))  # ~one word per caption
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.nn.functional.normalize(features, dim=-1) \
+            @ torch.nn.functional.normalize(self.directions, dim=-1).T + self.bias
+
+
+def word_loss(head: WordHead, text_features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Bag-of-words loss: binary cross-entropy of ``head(text_features)`` against :func:`word_targets`, summed
+    over the vocabulary and averaged over captions. Every word is its own yes/no question, so two words the
+    text tower maps to one vector cost ~ln 2 nats on every caption holding either, however long the caption
+    and however rare the word (a softmax over the caption's words was tried first: it dilutes a rare word's
+    share by the caption's length and left "left" / "right" merged)."""
+    logits = head(text_features)
+    targets = word_targets(ids, logits.shape[-1])
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / len(ids)
+
+
+def eval_prompts() -> list[str]:
+    """The fixed evaluation prompts of the shapes and moving-shapes worlds (what the generators are scored on)."""
+    from genmodels.eval.shapes_oracle import EVAL_SET_PATH as SHAPES
+    from genmodels.eval.video_oracle import EVAL_SET_PATH as VIDEO
+
+    return [json.loads(line)["prompt"] for path in (SHAPES, VIDEO) for line in path.read_text().splitlines()
+            if line.strip()]
+
+
+@torch.no_grad()
+def text_metrics(model, model_cfg: dict, init_encoder=None) -> dict:
+    """``caption_sensitivity`` of the trained text tower and, given the initial one, ``pooled_cosine_to_init``."""
+    from genmodels.text import CLIPTextEncoder
+    from genmodels.text.sensitivity import caption_sensitivity
+
+    encoder = CLIPTextEncoder.from_clip(model, model_cfg)
+    out = {"caption_sensitivity": caption_sensitivity(encoder)}
+    if init_encoder is not None:
+        prompts = eval_prompts()
+        cosine = (encoder.encode(prompts)[2] * init_encoder.encode(prompts)[2]).sum(-1)
+        out["pooled_cosine_to_init"] = round(float(cosine.mean()), 4)
+    return out
+
+
 def save_open_clip_folder(model, model_cfg: dict, metrics: dict, out_dir: Path) -> Path:
     """Write open_clip's local-folder layout; the folder appears complete or not at all."""
     with replace_dir_atomic(out_dir) as tmp:
@@ -289,6 +371,14 @@ def main(argv=None) -> dict:
                          f"--image-size {args.image_size}")
     if not 0 <= args.extra_fraction <= 1:
         raise SystemExit(f"--extra-fraction must lie in [0, 1], got {args.extra_fraction}")
+    if args.word_loss < 0 or not math.isfinite(args.word_loss):
+        raise SystemExit(f"--word-loss must be a finite number ≥ 0, got {args.word_loss}")
+    if not args.word_head_scale > 0:
+        raise SystemExit(f"--word-head-scale must be > 0, got {args.word_head_scale}")
+    if not args.word_head_lr > 0:
+        raise SystemExit(f"--word-head-lr must be > 0, got {args.word_head_lr}")
+    if args.lock_image and not args.init:
+        raise SystemExit("--lock-image needs --init FOLDER (a trained image tower to keep)")
     if args.data == "moving_shapes" and (args.extra_pairs or args.eval_extra):
         raise SystemExit("--extra-pairs and --eval-extra are for --data shapes")
     extra, eval_extra = None, None
@@ -317,15 +407,30 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--init {init}: not a CLIP folder ({err})") from err
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
     if args.evaluate_only:
-        metrics = {"evaluated": str(args.init), **held_out_metrics(model, tokenizer, args, eval_extra)}
+        metrics = {"evaluated": str(args.init), **held_out_metrics(model, tokenizer, args, eval_extra),
+                   **text_metrics(model, model_cfg)}
         print(json.dumps(metrics, indent=2))
         return metrics
+    init_encoder = None
+    if args.init:
+        from genmodels.text import CLIPTextEncoder
+
+        init_encoder = CLIPTextEncoder.from_clip(model, model_cfg)
+    if args.lock_image:
+        model.visual.requires_grad_(False)
     loss_fn = open_clip.ClipLoss()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98),
-                                  eps=1e-6)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in trained if not (p.ndim >= 2 and "embedding" not in n)]
+    head = None
+    if args.word_loss:
+        head = WordHead(model_cfg["embed_dim"], model.vocab_size, args.word_head_scale)
+    groups = [{"params": decay, "weight_decay": args.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if head is not None:
+        groups.append({"params": list(head.parameters()), "weight_decay": 0.0,
+                       "lr_scale": args.word_head_lr / args.lr})
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     if args.data == "moving_shapes":
         from genmodels.data.moving_shapes import FilmstripDataset
 
@@ -349,16 +454,26 @@ def main(argv=None) -> dict:
             if step >= args.max_steps or (args.max_minutes and time.monotonic() - start > 60 * args.max_minutes):
                 break
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, args)
+                group["lr"] = lr_at(step, args) * group["lr_scale"]
             if extra:
                 batch = mix_in(batch, extra, args.extra_fraction, np.random.default_rng((args.seed, step, 1)))
-            image_features = model.encode_image(batch["pixel_values"], normalize=True)
-            text_features = model.encode_text(tokenizer(batch["caption"]), normalize=True)
+            if args.lock_image:
+                model.visual.eval()
+                with torch.no_grad():
+                    image_features = model.encode_image(batch["pixel_values"], normalize=True)
+            else:
+                image_features = model.encode_image(batch["pixel_values"], normalize=True)
+            ids = tokenizer(batch["caption"])
+            text_features = model.encode_text(ids, normalize=True)
             if args.hard_negatives:
                 negatives = false_captions(batch, args.data, np.random.default_rng((args.seed, step)))
                 loss = hard_negative_loss(model, tokenizer, image_features, text_features, negatives)
             else:
                 loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            contrastive = loss
+            if head is not None:
+                words = word_loss(head, text_features, ids)
+                loss = contrastive + args.word_loss * words
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -368,7 +483,9 @@ def main(argv=None) -> dict:
             step += 1
             bar.update()
             if step % args.log_every == 0 or step == 1:
-                record = {"step": step, "loss": loss.item(), "logit_scale": model.logit_scale.exp().item(),
+                record = {"step": step, "loss": loss.item(), "contrastive_loss": contrastive.item(),
+                          **({"word_loss": words.item()} if head is not None else {}),
+                          "logit_scale": model.logit_scale.exp().item(),
                           "lr": optimizer.param_groups[0]["lr"], "minutes": (time.monotonic() - start) / 60}
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
                 log.write(json.dumps(record) + "\n")
@@ -381,7 +498,11 @@ def main(argv=None) -> dict:
     log.close()
     metrics = {"steps": step, "batch_size": args.batch_size, "minutes": (time.monotonic() - start) / 60,
                "final_loss": loss.item(), "parameters": sum(p.numel() for p in model.parameters()),
-               **held_out_metrics(model, tokenizer, args, eval_extra)}
+               **held_out_metrics(model, tokenizer, args, eval_extra), **text_metrics(model, model_cfg, init_encoder)}
+    if head is not None:
+        metrics.update(word_loss_weight=args.word_loss, final_word_loss=words.item())
+    if args.lock_image:
+        metrics["lock_image"] = True
     if extra:
         metrics.update(extra_pairs=args.extra_pairs, extra_fraction=args.extra_fraction)
     save_open_clip_folder(model, model_cfg, metrics, out_dir)
