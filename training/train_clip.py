@@ -27,13 +27,13 @@ rewarded; its held-out figures are exact-pair retrieval and ``true_vs_reversed_d
 above the same caption with the direction reversed); with ``--hard-negatives`` each clip's reversed-direction
 caption is its hard negative.
 
-``--word-loss W`` adds W × a bag-of-words loss: a linear head on the normalised text embedding (the pooled
-vector a generator's adaLN reads) predicts which word tokens the caption holds (a yes/no question per word of
-the tokenizer's vocabulary, binary cross-entropy; the head is a cosine classifier with a fixed scale, so the
-words must differ by real angles). The contrastive loss alone leaves
-words the image tower does not tell apart (direction of motion, "left of" / "right of") at one pooled vector;
-this asks the text side for every word. The head is a training aid and is not saved. ``--lock-image`` freezes
-the image tower (LiT-style), so the text embedding stays in the image embedding space the run started from.
+``--word-loss W`` adds W × a bag-of-words loss: a head on the normalised text embedding (the pooled vector a
+generator's adaLN reads) predicts which word tokens the caption holds (a yes/no question per word of the
+tokenizer's vocabulary, binary cross-entropy; the head is a cosine classifier with a fixed scale, so the words
+must differ by real angles). The contrastive loss alone leaves words the image tower does not tell apart
+(direction of motion, "left of" / "right of") at one pooled vector; this asks the text side for every word.
+The head is a training aid and is not saved. ``--lock-image`` freezes the image tower (LiT-style), so the text
+embedding stays in the image embedding space the run started from.
 ``metrics.json`` reports ``caption_sensitivity`` (``genmodels/text/sensitivity.py``: pooled cosine and token
 change per kind of one-word caption change) and, with ``--init``, ``pooled_cosine_to_init``: the mean cosine
 between the trained and the initial text embedding of the fixed evaluation prompts (how far a generator

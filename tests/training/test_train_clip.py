@@ -97,7 +97,7 @@ def test_the_word_loss_separates_words_the_contrastive_loss_merges(tiny_clip, tm
     """Fine-tune the tiny CLIP's text tower with the bag-of-words loss, image tower locked: shape swaps and
     relation swaps ("to the left of" / "to the right of") move apart (pooled cosine falls), the word loss
     falls, the image tower is bit-identical, and metrics report how far the text embedding moved."""
-    folder, before = tiny_clip
+    folder, _ = tiny_clip
     config = folder.parent / "clip.json"
     common = ["--config", str(config), "--image-size", "32", "--batch-size", "16", "--eval-pairs", "20",
               "--threads", "1", "--init", str(folder), "--lock-image"]
