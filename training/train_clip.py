@@ -319,11 +319,10 @@ def word_loss(head: WordHead, text_features: torch.Tensor, ids: torch.Tensor) ->
 
 def eval_prompts() -> list[str]:
     """The fixed evaluation prompts of the shapes and moving-shapes worlds (what the generators are scored on)."""
-    from genmodels.eval.shapes_oracle import EVAL_SET_PATH as SHAPES
-    from genmodels.eval.video_oracle import EVAL_SET_PATH as VIDEO
+    from genmodels.eval.shapes_oracle import load_eval_set
+    from genmodels.eval.video_oracle import load_video_eval_set
 
-    return [json.loads(line)["prompt"] for path in (SHAPES, VIDEO) for line in path.read_text().splitlines()
-            if line.strip()]
+    return [item["prompt"] for item in load_eval_set() + load_video_eval_set()]
 
 
 @torch.no_grad()
@@ -458,10 +457,8 @@ def main(argv=None) -> dict:
             if extra:
                 batch = mix_in(batch, extra, args.extra_fraction, np.random.default_rng((args.seed, step, 1)))
             if args.lock_image:
-                model.visual.eval()
-                with torch.no_grad():
-                    image_features = model.encode_image(batch["pixel_values"], normalize=True)
-            else:
+                model.visual.eval()  # the held-out metrics put the whole model back in train mode
+            with torch.set_grad_enabled(not args.lock_image):
                 image_features = model.encode_image(batch["pixel_values"], normalize=True)
             ids = tokenizer(batch["caption"])
             text_features = model.encode_text(ids, normalize=True)
