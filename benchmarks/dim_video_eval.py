@@ -13,6 +13,9 @@ Continuation: for the same prompts, a ground-truth clip of the prompt's spec (``
 seed) gives its first ``--given`` frames; the model generates the rest. Reported: the fraction of clips whose
 given frames come back bit-identical (target 1.0) and the oracle scores of the continued clips.
 
+``--negative still`` / ``reversed``: guidance steers away from the prompt with its objects standing still / its
+directions reversed instead of from the null text (the pipeline's ``negative_prompt``).
+
 ``--first-frame-pass``: text to video in two passes (the pipeline's ``first_frame_pass``: a clip, then its first
 frame animated again as a continuation; twice the network evaluations).
 """
@@ -52,21 +55,43 @@ def load(model: str):
 
 
 def generate(pipe, items: list[dict], *, steps: int, guidance: float, batch: int, frames: int,
-             given: np.ndarray | None = None, desc: str = "clips", first_frame_pass: bool = False) -> np.ndarray:
+             given: np.ndarray | None = None, desc: str = "clips", first_frame_pass: bool = False,
+             negatives: list[str | None] | None = None) -> np.ndarray:
     """Clips ``[N, F, H, W, 3]`` uint8 for ``items`` (prompt i with a generator seeded by its seed); ``given``
-    ``[N, K, H, W, 3]``: first frames to continue, one clip per item."""
+    ``[N, K, H, W, 3]``: first frames to continue, one clip per item; ``negatives``: one negative prompt (or
+    None, the null text) per item."""
     out = []
     with tqdm(total=len(items), desc=desc, unit="clip") as bar:
         for start in range(0, len(items), batch):
             chunk = items[start:start + batch]
             gens = [torch.Generator().manual_seed(int(item["seed"])) for item in chunk]
             first = None if given is None else given[start:start + batch]
+            negative = None if negatives is None else negatives[start:start + batch]
             result = pipe([item["prompt"] for item in chunk], num_frames=frames, num_inference_steps=steps,
                           guidance_scale=guidance, generator=gens, first_frames=first,
-                          first_frame_pass=first_frame_pass)
+                          first_frame_pass=first_frame_pass, negative_prompt=negative)
             out.append(result.frames)
             bar.update(len(chunk))
     return np.concatenate(out)
+
+
+def negative_prompts(items: list[dict], kind: str) -> list[str | None] | None:
+    """Per item: None for every item ("null": plain guidance), the prompt with its objects standing still
+    ("still", :func:`~genmodels.data.moving_shapes.motion_negative`; None when nothing moves), or with its
+    directions reversed ("reversed"; None when it names none)."""
+    from genmodels.data.moving_shapes import motion_negative, reverse_direction
+
+    if kind == "null":
+        return None
+    if kind == "still":
+        return [motion_negative(item["prompt"]) for item in items]
+    return [None if reverse_direction(item["prompt"]) == item["prompt"] else reverse_direction(item["prompt"])
+            for item in items]
+
+
+def describe_breakdown(breakdown: dict) -> str:
+    return f"{breakdown['n']} — " + ", ".join(f"{k.replace('_', ' ')} {breakdown[k]:.3f}" for k in
+                                               ("correct", "wrong_direction", "static", "untracked"))
 
 
 def rates(report: dict) -> dict:
@@ -94,7 +119,7 @@ def save_grid(path: str, rows: list[tuple[str, np.ndarray]], scale: int = 4) -> 
 
 def main(argv=None) -> dict:
     from genmodels.data.moving_shapes import clip_for_spec
-    from genmodels.eval.video_oracle import evaluate, load_video_eval_set
+    from genmodels.eval.video_oracle import evaluate, load_video_eval_set, motion_breakdown
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="TextToVideoPipeline folder (default: %(default)s)")
@@ -108,6 +133,9 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-text-to-video", action="store_true", help="only the continuation test")
     p.add_argument("--first-frame-pass", action="store_true",
                    help="text to video in two passes: a clip, then its first frame animated again")
+    p.add_argument("--negative", choices=["null", "still", "reversed"], default="null",
+                   help="what guidance steers away from: the null text, the prompt with its objects standing "
+                        "still, or with its directions reversed")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", help="write the results here (atomically)")
     p.add_argument("--grid", help="PNG of the first clips (text to video, then continuation)")
@@ -121,21 +149,24 @@ def main(argv=None) -> dict:
     specs = [{**item["spec"], "frames": frames} for item in items]
     pipe = load(args.model)
     result: dict = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "frames": frames,
-                    "first_frame_pass": args.first_frame_pass, "prompts": len(items),
+                    "first_frame_pass": args.first_frame_pass, "negative": args.negative, "prompts": len(items),
                     "threads": torch.get_num_threads(), "targets": TARGETS}
 
     rows = []
     if not args.skip_text_to_video:
         t0 = time.perf_counter()
         clips = generate(pipe, items, steps=args.steps, guidance=args.guidance, batch=args.batch, frames=frames,
-                         desc="text-to-video", first_frame_pass=args.first_frame_pass)
+                         desc="text-to-video", first_frame_pass=args.first_frame_pass,
+                         negatives=negative_prompts(items, args.negative))
         seconds = time.perf_counter() - t0
         t2v = rates(evaluate(clips, specs))
         t2v["seconds_per_clip"] = round(seconds / len(items), 3)
+        t2v["motion_breakdown"] = motion_breakdown(clips, specs)
         t2v["pass"] = {k: t2v[k] >= v for k, v in TARGETS.items()}
         result["text_to_video"] = t2v
         print(f"text to video ({len(items)} prompts): " + ", ".join(f"{k} {t2v[k]:.3f}" for k in
                                                                       ("object", "motion", "identity", "all")))
+        print("  objects that should move: " + describe_breakdown(t2v["motion_breakdown"]))
         for cat, r in t2v.get("per_category", {}).items():
             print(f"  {cat}: " + ", ".join(f"{k} {r[k]:.3f}" for k in ("object", "motion", "identity", "all")
                                            if k in r))
@@ -147,15 +178,17 @@ def main(argv=None) -> dict:
                           for item, spec in zip(items, specs)])
         given = truth[:, : args.given]
         cont = generate(pipe, items, steps=args.steps, guidance=args.guidance, batch=args.batch, frames=frames,
-                        given=given, desc="continuation")
+                        given=given, desc="continuation", negatives=negative_prompts(items, args.negative))
         exact = float(np.mean([np.array_equal(c[: args.given], g) for c, g in zip(cont, given)]))
         report = rates(evaluate(cont, specs))
+        report["motion_breakdown"] = motion_breakdown(cont, specs)
         report.update(given=args.given, given_frames_exact=exact,
                       truth_oracle=rates(evaluate(truth, specs))["all"])
         result["continuation"] = report
         print(f"continuation (first {args.given} of {frames} frames given): given frames bit-identical in "
               f"{exact:.3f} of clips; " + ", ".join(f"{k} {report[k]:.3f}" for k in
                                                       ("object", "motion", "identity", "all")))
+        print("  objects that should move: " + describe_breakdown(report["motion_breakdown"]))
         rows += [(f"continued from {args.given}: {item['prompt']}", clip)
                  for item, clip in zip(items[:2] + items[30:32], list(cont[:2]) + list(cont[30:32]))]
 

@@ -532,6 +532,27 @@ def reverse_direction(caption: str) -> str:
     return _DIRECTION_WORD.sub(lambda m: REVERSED_DIRECTIONS[m.group(1)], caption)
 
 
+_MOVING_FINITE = re.compile(rf"\b({_alternation(p for m in MOTIONS if m != 'still' for p in _FINITE[m])})\b")
+_MOVING_PARTICIPLE = re.compile(
+    rf"\b({_alternation(p for m in MOTIONS if m != 'still' for p in _PARTICIPLE[m])})\b")
+
+
+def still_caption(caption: str) -> str:
+    """The caption with every object standing still ("a red circle moves left and a blue square moving up" →
+    "a red circle stays still and a blue square standing still"): a negative prompt that steers a clip away
+    from not moving. ``VideoCaptionError`` when ``caption`` is outside the grammar."""
+    parse_video_caption(caption)
+    text = normalise_caption(caption)
+    return _MOVING_PARTICIPLE.sub("standing still", _MOVING_FINITE.sub("stays still", text))
+
+
+def motion_negative(caption: str) -> str | None:
+    """The negative prompt that steers ``caption``'s clip away from not moving: :func:`still_caption` when some
+    object moves, None (the null text) when none does. ``VideoCaptionError`` outside the grammar."""
+    still = still_caption(caption)
+    return None if still == normalise_caption(caption) else still
+
+
 def filmstrip(clip: torch.Tensor) -> torch.Tensor:
     """A clip ``[C, F, H, W]`` (F ≥ 4) as one ``[C, 2H, 2W]`` image: frames 0, F/4, F/2 and 3F/4 in reading
     order (top left, top right, bottom left, bottom right), so a still-image encoder sees the motion."""

@@ -191,6 +191,19 @@ def track_object(detections: Sequence[Sequence[Detected]], description: dict, si
     return track
 
 
+def track_displacement(track: list[Detected | None]) -> tuple[float, float] | None:
+    """The least-squares displacement ``(dx, dy)`` in pixels of a track's centre over the no-bounce window,
+    frames 0 .. F // 2 (slope times F // 2); None with fewer than ``MIN_MOTION_POINTS`` tracked frames there."""
+    window = free_steps(len(track))
+    points = [(t, d.cx, d.cy) for t, d in enumerate(track) if d is not None and t <= window]
+    if len(points) < MIN_MOTION_POINTS:
+        return None
+    t, xy = np.array([p[0] for p in points], dtype=float), np.array([p[1:] for p in points])
+    slope = ((t - t.mean())[:, None] * (xy - xy.mean(0))).sum(0) / ((t - t.mean()) ** 2).sum()
+    dx, dy = slope * window
+    return float(dx), float(dy)
+
+
 def _motion_ok(track: list[Detected | None], motion: str, side: int) -> bool:
     points = [(t, d.cx, d.cy) for t, d in enumerate(track) if d is not None]
     if motion == "still":
@@ -198,14 +211,10 @@ def _motion_ok(track: list[Detected | None], motion: str, side: int) -> bool:
             return False
         xy = np.array([p[1:] for p in points])
         return bool(np.hypot(*(xy - np.median(xy, 0)).T).max() <= STILL_MAX_FRACTION * side)
-    window = free_steps(len(track))
-    points = [p for p in points if p[0] <= window]
-    if len(points) < MIN_MOTION_POINTS:
+    moved = track_displacement(track)
+    if moved is None:
         return False
-    t, xy = np.array([p[0] for p in points], dtype=float), np.array([p[1:] for p in points])
-    slope = ((t - t.mean())[:, None] * (xy - xy.mean(0))).sum(0) / ((t - t.mean()) ** 2).sum()
-    dx, dy = slope * window
-    ux, uy = DIRECTIONS[motion]
+    (dx, dy), (ux, uy) = moved, DIRECTIONS[motion]
     along, across = dx * ux + dy * uy, abs(dx * uy) + abs(dy * ux)
     return bool(along >= MOTION_MIN_FRACTION * side and along > across)
 
@@ -275,6 +284,31 @@ def evaluate(clips, specs: Sequence[dict | str], value_range: tuple[float, float
             result["counts"][category] = len(mine)
     result["n"], result["scores"] = len(scores), scores
     return result
+
+
+def motion_breakdown(clips, specs: Sequence[dict | str], value_range: tuple[float, float] = (0, 255)) -> dict:
+    """Where motion fails: for every described object that should move, how its track moved over the no-bounce
+    window. Fractions of those objects: "untracked" (fewer than ``MIN_MOTION_POINTS`` tracked frames there),
+    "static" (displacement below ``MOTION_MIN_FRACTION`` of the side), "wrong_direction" (moved that far, but
+    not as the motion rule wants), "correct" (the rule holds); and "n", the objects counted (0: all rates 0)."""
+    counts = dict.fromkeys(("untracked", "static", "wrong_direction", "correct"), 0)
+    for clip, spec in zip(clips, specs, strict=True):
+        analysis = analyse_clip(clip, spec, value_range)
+        spec = check_video_spec(parse_video_caption(spec) if isinstance(spec, str) else spec)
+        for obj, track in zip(spec["objects"], analysis.tracks):
+            if obj["motion"] == "still":
+                continue
+            moved = track_displacement(track)
+            if moved is None:
+                counts["untracked"] += 1
+            elif _motion_ok(track, obj["motion"], analysis.side):
+                counts["correct"] += 1
+            elif np.hypot(*moved) < MOTION_MIN_FRACTION * analysis.side:
+                counts["static"] += 1
+            else:
+                counts["wrong_direction"] += 1
+    n = sum(counts.values())
+    return {**{k: v / n if n else 0.0 for k, v in counts.items()}, "n": n}
 
 
 def evaluate_folder(folder: str | Path) -> dict:

@@ -97,6 +97,23 @@ def check_prompts(prompt) -> list[str]:
     return list(prompts)
 
 
+def check_negative_prompts(negative_prompt, batch: int) -> list[str | None] | None:
+    """None, one non-blank negative prompt for every prompt, or a list of ``batch`` entries, each a non-blank
+    string or None (that prompt keeps the null text) → a list of ``batch`` entries, or None when all are None."""
+    if negative_prompt is None:
+        return None
+    if isinstance(negative_prompt, str):
+        negative_prompt = [negative_prompt] * batch
+    if not isinstance(negative_prompt, (list, tuple)) or len(negative_prompt) != batch:
+        raise ValueError(f"negative_prompt must be a string or a list of {batch} (one per prompt), got "
+                         f"{negative_prompt!r:.80}")
+    for n in negative_prompt:
+        if n is not None and (not isinstance(n, str) or not n.strip()):
+            raise ValueError(f"negative_prompt entries must be non-blank strings or None (the null text), got {n!r}")
+    negatives = list(negative_prompt)
+    return None if all(n is None for n in negatives) else negatives
+
+
 def check_guidance(guidance_scale, generator, batch: int) -> None:
     """Guidance in [0, MAX_GUIDANCE]; a generator list must have one generator per prompt."""
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float, np.floating)) \
@@ -203,11 +220,19 @@ class TextToImagePipeline(DiffusionPipeline):
             pooled = None
         return tokens, mask, pooled
 
-    def prepare_text(self, prompts: list[str], guided: bool, device, dtype, encoded=None):
+    def prepare_text(self, prompts: list[str], guided: bool, device, dtype, encoded=None,
+                     negative: list[str] | None = None):
         """Encode the prompts once (or take ``encoded``, :meth:`encode_prompt`'s result) and precompute the
         blocks' text states: (TextContext, pooled | None). With ``guided`` the batch is doubled, the null text
-        first (classifier-free guidance, one batched call)."""
+        first (classifier-free guidance, one batched call); ``negative`` (one per prompt, None for the null
+        text) takes the null text's place, so guidance steers away from it: v = v_neg + w·(v_text − v_neg)."""
         transformer = self.transformer
+        if guided and negative is not None:  # one encoder call, so both halves pad to the same length
+            first = [p if n is None else n for n, p in zip(negative, prompts)]  # None: the null text
+            tokens, text_mask, pooled = self.encode_prompt(first + list(prompts), device, dtype)
+            drop = torch.tensor([n is None for n in negative] + [False] * len(prompts))
+            tokens, text_mask, pooled = transformer.apply_text_dropout(tokens, text_mask, pooled, drop)
+            return transformer.cross_attention_states(tokens, text_mask), pooled
         tokens, text_mask, pooled = encoded or self.encode_prompt(prompts, device, dtype)
         if guided:
             drop = torch.ones(len(prompts), dtype=torch.bool)

@@ -22,7 +22,13 @@ from diffusers.utils import BaseOutput
 import genmodels.dim  # noqa: F401  (diffusers loads components only from imported modules)
 import genmodels.text.clip  # noqa: F401
 from genmodels.diffusion.flow import cfg_velocity, sample_flow_scheduler
-from genmodels.pipelines.text_to_image import ProgressFn, TextToImagePipeline, _check_size, image_to_array
+from genmodels.pipelines.text_to_image import (
+    ProgressFn,
+    TextToImagePipeline,
+    _check_size,
+    check_negative_prompts,
+    image_to_array,
+)
 
 MAX_FRAMES = 64  # per clip, generated or given
 FrameInput = np.ndarray | Sequence[PIL.Image.Image | np.ndarray]
@@ -114,6 +120,7 @@ class TextToVideoPipeline(TextToImagePipeline):
         width: int | None = None,
         guidance_interval: tuple[float, float] | None = None,
         first_frame_pass: bool = False,
+        negative_prompt: str | list[str] | None = None,
     ) -> TextToVideoOutput:
         """Generate one clip per prompt, or continue ``first_frames``: ``[K, H, W, 3]`` uint8 (or a list of K
         frames) given to every prompt, or ``[B, K, H, W, 3]``, one clip per prompt.
@@ -123,6 +130,10 @@ class TextToVideoPipeline(TextToImagePipeline):
         with ``guidance_interval=(t_lo, t_hi)`` (w = 1 elsewhere). ``callback(step, steps)`` fires after every
         step. Raises ``ValueError`` on bad input and ``FloatingPointError`` on NaN / inf.
 
+        ``negative_prompt`` (one for all prompts, or one per prompt with None for the null text) replaces the
+        null text in guidance: v = v_neg + w·(v_text − v_neg). :func:`~genmodels.data.moving_shapes.motion_negative`
+        gives a prompt's negative that steers its clip away from standing still.
+
         ``first_frame_pass`` (text to video in two passes, image then animation): a whole clip is sampled, only
         its first frame is kept, and the other frames are sampled again as a continuation of it, so the
         motion is drawn with the object already placed; twice the network evaluations.
@@ -130,6 +141,7 @@ class TextToVideoPipeline(TextToImagePipeline):
         prompts, given, frames, height, width = self.check_video_inputs(
             prompt, num_frames, num_inference_steps, guidance_scale, first_frames, output_type, height, width,
             generator, guidance_interval)
+        negatives = check_negative_prompts(negative_prompt, len(prompts))
         if first_frame_pass:
             if given is not None:
                 raise ValueError("first_frame_pass draws the first frame itself; give no first_frames")
@@ -138,7 +150,8 @@ class TextToVideoPipeline(TextToImagePipeline):
             if frames < 2:
                 raise ValueError("first_frame_pass needs a clip of at least 2 frames")
             common = dict(num_frames=frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          generator=generator, height=height, width=width, guidance_interval=guidance_interval)
+                          generator=generator, height=height, width=width, guidance_interval=guidance_interval,
+                          negative_prompt=negatives)
             passes = []
             for n in range(2):
                 def on_step(i: int, total: int, offset: int = n * num_inference_steps) -> None:
@@ -153,7 +166,7 @@ class TextToVideoPipeline(TextToImagePipeline):
         device, dtype = self._execution_device, transformer.dtype
         batch = len(prompts)
         guided = guidance_scale != 1
-        context, pooled = self.prepare_text(prompts, guided, device, dtype)
+        context, pooled = self.prepare_text(prompts, guided, device, dtype, negative=negatives)
 
         model_kwargs = {}
         known = frame_mask = None

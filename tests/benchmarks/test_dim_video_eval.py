@@ -41,3 +41,21 @@ def test_continuation_only_from_one_given_frame(model):
 def test_skipping_both_tests_is_refused(model):
     with pytest.raises(SystemExit, match="nothing to evaluate"):
         dim_video_eval.main(["--model", model, "--skip-text-to-video", "--skip-continuation"])
+
+
+def test_negative_prompts_per_item_and_in_a_run(model):
+    from genmodels.eval.video_oracle import load_video_eval_set
+
+    items = load_video_eval_set()
+    still = dim_video_eval.negative_prompts(items, "still")
+    reverse = dim_video_eval.negative_prompts(items, "reversed")
+    assert dim_video_eval.negative_prompts(items, "null") is None
+    for item, s, r in zip(items, still, reverse):
+        motions = [o["motion"] for o in item["spec"]["objects"]]
+        assert (s is None) == all(m == "still" for m in motions)
+        assert (r is None) == all(m == "still" for m in motions)
+        if s is not None:
+            assert "still" in s and s != item["prompt"]
+    result = dim_video_eval.main(["--model", model, "--limit", "2", "--steps", "2", "--skip-continuation",
+                                  "--negative", "still", "--threads", "1"])
+    assert result["negative"] == "still" and result["text_to_video"]["n"] == 2

@@ -349,3 +349,24 @@ def test_filmstrip_puts_four_frames_in_reading_order():
     assert torch.equal(item["pixel_values"][:, 32:, :32], source["pixel_values"][:, 4])
     with pytest.raises(MovingShapesError, match="even side"):
         FilmstripDataset("val", 63)
+
+
+def test_still_caption_and_motion_negative():
+    from genmodels.data.moving_shapes import (
+        VideoCaptionError,
+        motion_negative,
+        parse_video_caption,
+        still_caption,
+    )
+
+    two = "A video of a red circle moving to the left and a blue square moving upwards."
+    assert still_caption(two) == "a video of a red circle standing still and a blue square standing still"
+    assert still_caption("a green triangle goes right while a red square stays still") == \
+        "a green triangle stays still while a red square stays still"
+    spec = parse_video_caption(still_caption(two))
+    assert [o["motion"] for o in spec["objects"]] == ["still", "still"]
+    assert [o["shape"] for o in spec["objects"]] == ["circle", "square"]
+    assert motion_negative("a red circle is moving down") == "a red circle stays still"
+    assert motion_negative("a green circle standing still") is None  # nothing moves: keep the null text
+    with pytest.raises(VideoCaptionError, match="outside the moving-shapes caption grammar"):
+        still_caption("a dog runs left")

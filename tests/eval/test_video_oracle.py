@@ -26,6 +26,7 @@ from genmodels.eval.video_oracle import (
     load_video_eval_set,
     main,
     make_video_eval_set,
+    motion_breakdown,
     read_clip,
     score_clip,
     to_clip_uint8,
@@ -136,6 +137,22 @@ def test_opposite_or_perpendicular_or_no_motion_fails_motion():
     still = single(motion="still")
     assert score_clip(still, spec_of("a red circle stays still")) == ALL_TRUE
     assert not any(score_clip(still, spec_of(f"a red circle moves {m}"))["motion"] for m in OPPOSITE)
+
+
+def test_motion_breakdown_tells_static_from_wrong_direction_from_untracked():
+    right, still = single(motion="right"), single(motion="still")
+    blank = np.zeros_like(right)
+    specs = [spec_of("a red circle moves right"), spec_of("a red circle moves left"),
+             spec_of("a red circle moves right"), spec_of("a red circle moves right"),
+             spec_of("a red circle stays still")]  # the still object is not counted
+    result = motion_breakdown([right, right, still, blank, still], specs)
+    assert result == {"correct": 0.25, "wrong_direction": 0.25, "static": 0.25, "untracked": 0.25, "n": 4}
+    assert motion_breakdown([still], [spec_of("a red circle stays still")])["n"] == 0
+
+
+def test_ground_truth_motion_breakdown_is_nearly_all_correct(truth):
+    result = motion_breakdown([c.frames for c in truth], [c.spec for c in truth])
+    assert result["n"] >= 150 and result["correct"] >= 0.98
 
 
 def test_motion_of_the_second_object_is_checked_too():

@@ -83,6 +83,39 @@ def test_guidance_interval_over_all_steps_or_none():
     assert np.abs(run(guidance_scale=4.0, guidance_interval=(0.0, 0.6)) - full).max() > 1
 
 
+def test_negative_prompt_takes_the_null_texts_place_in_guidance():
+    pipe = _pipe()
+    prompts = ["a red circle moves left", "a blue square moves up"]
+
+    def run(**kwargs):
+        return pipe(prompts, num_inference_steps=3, generator=_gens(3, 4), **kwargs).frames.astype(int)
+
+    plain, unguided = run(guidance_scale=4.0), run(guidance_scale=1.0)
+    # v_neg + w·(v_text − v_neg) with the prompt itself as the negative is v_text, whatever w
+    assert np.abs(run(guidance_scale=4.0, negative_prompt=prompts) - unguided).max() <= 1
+    still = run(guidance_scale=4.0, negative_prompt="a red circle stays still")
+    assert np.abs(still - plain).max() > 1 and np.abs(still - unguided).max() > 1
+    # None keeps the null text for that prompt only; one encoder call covers negatives and prompts
+    calls = pipe.text_encoder.calls
+    mixed = run(guidance_scale=4.0, negative_prompt=[None, "a blue square stays still"])
+    assert pipe.text_encoder.calls == calls + 1
+    assert np.abs(mixed[0] - plain[0]).max() <= 1 and np.abs(mixed[1] - plain[1]).max() > 1
+    assert np.array_equal(run(guidance_scale=4.0, negative_prompt=[None, None]), plain)
+
+
+@pytest.mark.parametrize("negative, match", [
+    ("", "non-blank strings"),
+    (["a red circle stays still", "x"], "list of 1"),
+    ([3], "non-blank strings"),
+    (7, "must be a string or a list"),
+])
+def test_bad_negative_prompts_raise_before_any_work(negative, match):
+    pipe = _pipe()
+    with pytest.raises(ValueError, match=match):
+        pipe("a red circle moves left", num_inference_steps=2, negative_prompt=negative)
+    assert pipe.text_encoder.calls == 0
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(prompt=""), "prompt is empty"),
     (dict(num_frames=0), "num_frames must be a positive integer"),
