@@ -46,6 +46,7 @@ class TrainConfig:
     output_dir: str
     max_steps: int = 1000
     max_minutes: float | None = None  # stop (and save) after this much training wall time
+    stop_at_step: int | None = None  # stop (and save) at this step; the LR schedule still runs to max_steps
     batch_size: int = 16  # per process, per micro-step
     grad_accum: int = 1
     lr: float = 5e-4  # at base_batch_size; scaled by lr_scaling to the real total batch
@@ -342,6 +343,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
         return base_lrs[0] * factor
 
     decay_factor(0, cfg.max_steps, cfg.warmup_steps, cfg.lr_decay, decay_start=cfg.decay_start)  # bad config: fail now
+    if cfg.stop_at_step is not None and not 1 <= cfg.stop_at_step <= cfg.max_steps:
+        raise ValueError(f"stop_at_step must be in 1..max_steps ({cfg.max_steps}), got {cfg.stop_at_step}")
     ema = InversePowerEMA(model, power=cfg.ema_power, max_decay=cfg.ema_max_decay)
 
     if len(train_dataset) < cfg.batch_size * accelerator.num_processes:
@@ -374,7 +377,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     noise_scale, small_sq = GradientNoiseScale(), None
     model.train()
     out_of_time = False
-    while state["step"] < cfg.max_steps and not out_of_time:
+    last_step = cfg.max_steps if cfg.stop_at_step is None else cfg.stop_at_step
+    while state["step"] < last_step and not out_of_time:
         skip = state["samples_in_epoch"] // global_micro_batch
         epoch_iter = accelerator.skip_first_batches(loader, skip) if skip else loader
         # accelerate's loaders push their own epoch counter into the sampler when iterated: set theirs.
@@ -431,9 +435,10 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
             out_of_time = cfg.max_minutes is not None and accelerator.reduce(
                 torch.tensor(float(time.perf_counter() - t_start > 60 * cfg.max_minutes),
                              device=accelerator.device), "max").item() > 0
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
+            stop_here = out_of_time or (cfg.stop_at_step is not None and step >= cfg.stop_at_step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_here:
                 save_checkpoint(accelerator, out, step, dict(state), ema, cfg.checkpoints_total_limit)
-            if step >= cfg.max_steps or out_of_time:
+            if step >= cfg.max_steps or stop_here:
                 break
         else:
             state["epoch"] += 1

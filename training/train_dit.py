@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--max-minutes", type=float, default=None, help="stop and save after this much wall time")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="stop and save at this step while the LR schedule still runs to --max-steps (replays a run "
+                        "that a time limit stopped; --resume latest without it goes on)")
     p.add_argument("--batch-size", type=int, default=16, help="per process and micro-step")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate at --base-batch-size")

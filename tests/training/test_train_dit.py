@@ -161,3 +161,32 @@ def test_lamb_scales_each_update_by_the_trust_ratio():
     opt.step()
     # first Adam step: update = sign(g) (norm 2); ‖w‖ = 4 → trust 2 → each weight moves by lr·2 = 0.2
     assert torch.allclose(w.detach(), torch.tensor([1.8, 2.2, 1.8, 2.2]), atol=1e-4)
+
+
+def test_stop_at_step_saves_there_and_resumes_into_the_same_run(tmp_path, corpus_cache):
+    env = _env(corpus_cache)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    common = ("--checkpoints-total-limit", "5", "--lr-decay", "cooldown", "--decay-start", "2")
+    subprocess.run(_train_cmd(straight, *common), env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(_train_cmd(stopped, *common, "--stop-at-step", "3"), env=env, check=True, capture_output=True,
+                   timeout=600)
+    assert [s for s, _ in list_checkpoints(stopped)] == [2, 3]
+    assert json.loads((stopped / "summary.json").read_text())["step"] == 3
+    assert (stopped / "pipeline" / "model_index.json").exists()
+    # run again with the same stop: nothing more is trained
+    subprocess.run(_train_cmd(stopped, *common, "--stop-at-step", "3", "--resume", "latest"), env=env, check=True,
+                   capture_output=True, timeout=600)
+    assert [s for s, _ in list_checkpoints(stopped)] == [2, 3]
+    # resumed without the stop, the run continues on the schedule of --max-steps and ends where the straight run did
+    subprocess.run(_train_cmd(stopped, *common, "--resume", "latest"), env=env, check=True, capture_output=True,
+                   timeout=600)
+    for name in ("model.safetensors", "ema.safetensors"):
+        ta, tb = load_file(str(straight / "checkpoint-8" / name)), load_file(str(stopped / "checkpoint-8" / name))
+        assert all((ta[key] == tb[key]).all() for key in ta), name
+
+
+def test_stop_at_step_outside_the_run_is_refused(tmp_path, corpus_cache):
+    result = subprocess.run(_train_cmd(tmp_path / "bad", "--stop-at-step", "9"), env=_env(corpus_cache),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "stop_at_step must be in 1..max_steps (8)" in result.stderr
+    assert not list_checkpoints(tmp_path / "bad")
