@@ -221,7 +221,7 @@ class TextToImagePipeline(DiffusionPipeline):
         return tokens, mask, pooled
 
     def prepare_text(self, prompts: list[str], guided: bool, device, dtype, encoded=None,
-                     negative: list[str] | None = None):
+                     negative: list[str | None] | None = None):
         """Encode the prompts once (or take ``encoded``, :meth:`encode_prompt`'s result) and precompute the
         blocks' text states: (TextContext, pooled | None). With ``guided`` the batch is doubled, the null text
         first (classifier-free guidance, one batched call); ``negative`` (one per prompt, None for the null

@@ -120,7 +120,7 @@ class TextToVideoPipeline(TextToImagePipeline):
         width: int | None = None,
         guidance_interval: tuple[float, float] | None = None,
         first_frame_pass: bool = False,
-        negative_prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str | None] | None = None,
     ) -> TextToVideoOutput:
         """Generate one clip per prompt, or continue ``first_frames``: ``[K, H, W, 3]`` uint8 (or a list of K
         frames) given to every prompt, or ``[B, K, H, W, 3]``, one clip per prompt.
