@@ -268,13 +268,15 @@ def evaluate(clips, specs: Sequence[dict | str], value_range: tuple[float, float
     """Scores of ``clips`` (a sequence of clips, or one array ``[N, ...]``) against ``specs``, one per clip.
 
     Returns ``{key: rate for key in SCORE_KEYS, "per_category": {category: {key: rate}}, "counts": {category:
-    clips}, "n": clips, "scores": [per-clip score dicts]}``; categories without clips are left out.
+    clips}, "n": clips, "scores": [per-clip score dicts], "motion_breakdown": (as :func:`motion_breakdown`)}``;
+    categories without clips are left out.
     """
     specs = [check_video_spec(parse_video_caption(s) if isinstance(s, str) else s) for s in specs]
     clips = list(clips)
     if len(clips) != len(specs) or not specs:
         raise ValueError(f"need one spec per clip and at least one clip, got {len(clips)} clips, {len(specs)} specs")
-    scores = [score_clip(clip, spec, value_range) for clip, spec in zip(clips, specs, strict=True)]
+    analyses = [analyse_clip(clip, spec, value_range) for clip, spec in zip(clips, specs, strict=True)]
+    scores = [a.scores for a in analyses]
     result = {key: float(np.mean([s[key] for s in scores])) for key in SCORE_KEYS}
     result["per_category"], result["counts"] = {}, {}
     for category in CATEGORIES:
@@ -283,6 +285,7 @@ def evaluate(clips, specs: Sequence[dict | str], value_range: tuple[float, float
             result["per_category"][category] = {key: float(np.mean([s[key] for s in mine])) for key in SCORE_KEYS}
             result["counts"][category] = len(mine)
     result["n"], result["scores"] = len(scores), scores
+    result["motion_breakdown"] = _breakdown(analyses, specs)
     return result
 
 
@@ -290,11 +293,15 @@ def motion_breakdown(clips, specs: Sequence[dict | str], value_range: tuple[floa
     """Where motion fails: for every described object that should move, how its track moved over the no-bounce
     window. Fractions of those objects: "untracked" (fewer than ``MIN_MOTION_POINTS`` tracked frames there),
     "static" (displacement below ``MOTION_MIN_FRACTION`` of the side), "wrong_direction" (moved that far, but
-    not as the motion rule wants), "correct" (the rule holds); and "n", the objects counted (0: all rates 0)."""
+    not as the motion rule wants), "correct" (the rule holds); and "n", the objects counted (0: all rates 0).
+    :func:`evaluate` reports the same under "motion_breakdown"."""
+    specs = [check_video_spec(parse_video_caption(s) if isinstance(s, str) else s) for s in specs]
+    return _breakdown([analyse_clip(c, s, value_range) for c, s in zip(clips, specs, strict=True)], specs)
+
+
+def _breakdown(analyses: Sequence[ClipAnalysis], specs: Sequence[dict]) -> dict:
     counts = dict.fromkeys(("untracked", "static", "wrong_direction", "correct"), 0)
-    for clip, spec in zip(clips, specs, strict=True):
-        analysis = analyse_clip(clip, spec, value_range)
-        spec = check_video_spec(parse_video_caption(spec) if isinstance(spec, str) else spec)
+    for analysis, spec in zip(analyses, specs, strict=True):
         for obj, track in zip(spec["objects"], analysis.tracks):
             if obj["motion"] == "still":
                 continue
