@@ -14,6 +14,9 @@
    HART's schedule (cache at the third-last scale, prune 50 % at the second-last and 75 % at the last): per-scale
    wall time of the sampler with and without pruning (medians), the speedup on the pruned scales and overall.
    Fresh weights; the score change of pruning is measured on the trained model by ``benchmarks/var_eval.py``.
+4. ``--fastvar-model FOLDER``: the same per-scale FastVAR timing on a trained VARPipeline at its own resolution
+   and schedule (e.g. assets/shapes-var128), pruning by ``--fastvar-spec`` (default HART's: 50 % of the
+   second-last scale, 75 % of the last); ``--only-trained`` skips sections 1–3.
 """
 
 from __future__ import annotations
@@ -138,6 +141,31 @@ def fastvar_speed(side: int, repeats: int) -> dict:
             "speedup_overall": sum(base) / sum(pruned), "base_total_s": sum(base), "fastvar_total_s": sum(pruned)}
 
 
+def trained_fastvar_speed(folder: str, spec: str, repeats: int) -> dict:
+    """Section 4: per-scale times with and without pruning on a trained pipeline (one image, CFG)."""
+    from benchmarks.var_eval import load_var_pipeline
+
+    pipe = load_var_pipeline(folder)
+    model, vae = pipe.transformer.float().eval(), pipe.vqvae.float().eval()
+    fastvar = FastVARConfig.parse(spec)
+    fv = fastvar.resolved(model.num_scales, len(model.blocks))
+    base = per_scale_times(model, vae, None, repeats)
+    pruned = per_scale_times(model, vae, fastvar, repeats)
+    scales = sorted(fv.prune)
+    return {"model": folder, "side": vae.config.sample_size, "patch_nums": list(model.patch_nums), "spec": spec,
+            "pruned_scales": scales, "ratios": [fv.prune[k] for k in scales], "cache_scale": fv.cache_scale,
+            "base_per_scale_s": base, "fastvar_per_scale_s": pruned,
+            "speedup_pruned_scales": sum(base[k] for k in scales) / sum(pruned[k] for k in scales),
+            "speedup_overall": sum(base) / sum(pruned), "base_total_s": sum(base), "fastvar_total_s": sum(pruned)}
+
+
+def print_fastvar(label: str, r: dict) -> None:
+    pruned = [r["patch_nums"][k] for k in r["pruned_scales"]]
+    print(f"FastVAR {label} (prune {r['ratios']} at scales {pruned}): "
+          f"pruned scales {r['speedup_pruned_scales']:.2f}× faster, overall {r['speedup_overall']:.2f}× "
+          f"({r['base_total_s'] * 1000:.0f} → {r['fastvar_total_s'] * 1000:.0f} ms)")
+
+
 def plot_memory(mem: dict, path: str) -> None:
     import matplotlib
 
@@ -166,10 +194,24 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
+    p.add_argument("--fastvar-model", default=None, help="a trained VARPipeline folder for section 4")
+    p.add_argument("--fastvar-spec", default="-2:0.5,-1:0.75", help="pruning for section 4 (scale:ratio pairs)")
+    p.add_argument("--only-trained", action="store_true", help="run section 4 only")
     args = p.parse_args(argv)
+    if args.only_trained and not args.fastvar_model:
+        p.error("--only-trained needs --fastvar-model")
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"threads": torch.get_num_threads(), "image_64": {}}
+    report = {"threads": torch.get_num_threads()}
+    if args.fastvar_model:
+        r = report["fastvar_trained"] = trained_fastvar_speed(args.fastvar_model, args.fastvar_spec,
+                                                              args.fastvar_repeats)
+        print_fastvar(f"{r['side']}×{r['side']}, {args.fastvar_model}", r)
+    if args.only_trained:
+        if args.json:
+            write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        return report
+    report["image_64"] = {}
     if (Path(args.model) / "model_index.json").is_file():
         from benchmarks.var_eval import load_var_pipeline
 
@@ -190,10 +232,7 @@ def main(argv=None) -> dict:
     for side in (128, 256):
         r = fastvar_speed(side, args.fastvar_repeats)
         report["fastvar"].append(r)
-        pruned = [r["patch_nums"][k] for k in r["pruned_scales"]]
-        print(f"FastVAR {side}×{side} (prune {r['ratios']} at scales {pruned}): "
-              f"pruned scales {r['speedup_pruned_scales']:.2f}× faster, overall {r['speedup_overall']:.2f}× "
-              f"({r['base_total_s'] * 1000:.0f} → {r['fastvar_total_s'] * 1000:.0f} ms)")
+        print_fastvar(f"{side}×{side}", r)
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return report

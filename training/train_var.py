@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from genmodels.data.shapes import ShapesDataset  # noqa: E402
 from genmodels.var.objective import VARObjective  # noqa: E402
-from genmodels.var.var import VARTransformer  # noqa: E402
+from genmodels.var.var import VARTransformer, adapt_scale_schedule  # noqa: E402
 from genmodels.var.vqvae import MultiScaleVQVAE  # noqa: E402
 from training.loop import TrainConfig, Training, start_script, train  # noqa: E402
 from training.train_dit import load_text_encoder  # noqa: E402
@@ -37,7 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vqvae", required=True, help="a MultiScaleVQVAE folder (training/train_vqvae.py)")
     p.add_argument("--text-encoder", required=True, help="open_clip folder (assets/clip-shapes) or diffusers folder")
-    p.add_argument("--config", default="shapes", help="'shapes', 'tiny' or a JSON file of VARTransformer args")
+    p.add_argument("--config", default="shapes",
+                   help="'shapes', 'shapes128', 'tiny' or a JSON file of VARTransformer args")
+    p.add_argument("--init", default=None, metavar="FOLDER",
+                   help="start from a trained transformer (a VARPipeline folder or its transformer/ folder); its "
+                        "position and level tables are adapted when --config has another scale schedule")
     p.add_argument("--attention", choices=["softmax", "linear"], default=None, help="override the config's")
     p.add_argument("--cross-attn", choices=["crosswkv", "softmax", "none"], default=None)
     p.add_argument("--output-dir", required=True)
@@ -68,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(args) -> dict:
-    if args.config in ("shapes", "tiny"):
+    if args.config in ("shapes", "shapes128", "tiny"):
         cfg = getattr(VARTransformer, f"{args.config}_config")()
     else:
         try:
@@ -80,6 +84,27 @@ def model_config(args) -> dict:
     if args.cross_attn:
         cfg["cross_attn"] = args.cross_attn
     return cfg
+
+
+def load_init_weights(model: VARTransformer, folder: str) -> None:
+    """Copy a trained transformer's weights (safetensors) into ``model``; widths must match, the scale schedule
+    may differ (:func:`~genmodels.var.var.adapt_scale_schedule`)."""
+    root = Path(folder)
+    sub = root / "transformer" if (root / "transformer" / "config.json").is_file() else root
+    if not (sub / "config.json").is_file():
+        raise SystemExit(f"--init {folder}: no transformer config.json there")
+    try:
+        trained = VARTransformer.from_pretrained(str(sub), use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"cannot load the transformer {sub}: {err}") from err
+    state = trained.state_dict()
+    if tuple(trained.patch_nums) != tuple(model.patch_nums):
+        state = adapt_scale_schedule(state, trained.patch_nums, model.patch_nums)
+    own = model.state_dict()
+    wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    if wrong:
+        raise SystemExit(f"--init {folder} does not fit --config: {len(wrong)} tensors differ, e.g. {wrong[:3]}")
+    model.load_state_dict({k: state[k].float() for k in own})
 
 
 def make_sample_fn(vqvae, text_encoder):
@@ -122,6 +147,8 @@ def build(args: argparse.Namespace) -> Training:
     text_encoder = load_text_encoder(args.text_encoder).eval().requires_grad_(False)
     torch.manual_seed(args.seed)
     model = VARTransformer(**model_config(args))
+    if args.init:
+        load_init_weights(model, args.init)
     if model.config.text_dim != text_encoder.width or model.pooled_dim != text_encoder.embed_dim:
         raise SystemExit(f"the text encoder gives {text_encoder.width}-wide tokens and a {text_encoder.embed_dim}-wide "
                          f"pooled vector; the model expects {model.config.text_dim} and {model.pooled_dim}")

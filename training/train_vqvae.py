@@ -40,7 +40,11 @@ from training.train_clip import lr_at  # noqa: E402  (warm-up, then cosine decay
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--config", default="shapes", help="'shapes', 'tiny' or a JSON file of MultiScaleVQVAE args")
+    p.add_argument("--config", default="shapes",
+                   help="'shapes', 'shapes128', 'tiny' or a JSON file of MultiScaleVQVAE args")
+    p.add_argument("--init", default=None, metavar="FOLDER",
+                   help="start from a trained MultiScaleVQVAE of the same network (e.g. the 64² tokenizer for "
+                        "--config shapes128: the convolutions and codebook do not depend on the image size)")
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training wall time")
     p.add_argument("--batch-size", type=int, default=32)
@@ -58,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(name: str) -> dict:
-    if name in ("shapes", "tiny"):
+    if name in ("shapes", "shapes128", "tiny"):
         return getattr(MultiScaleVQVAE, f"{name}_config")()
     path = Path(name)
     try:
@@ -107,6 +111,20 @@ def tokenizer_metrics(vae: MultiScaleVQVAE, n: int, seed: int = 0, batch_size: i
     }
 
 
+def load_init_weights(vae: MultiScaleVQVAE, folder: str) -> None:
+    """Copy a trained tokenizer's weights (safetensors) into ``vae``; every weight must match in shape. The
+    per-scale code-usage statistics (``quantize.usage``, one row per scale) start afresh."""
+    try:
+        trained = MultiScaleVQVAE.from_pretrained(folder, use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"cannot load the VQ-VAE --init {folder}: {err}") from err
+    state, own = trained.state_dict(), vae.state_dict()
+    wrong = [k for k in own if k != "quantize.usage" and (k not in state or state[k].shape != own[k].shape)]
+    if wrong:
+        raise SystemExit(f"--init {folder} does not fit --config: {len(wrong)} tensors differ, e.g. {wrong[:3]}")
+    vae.load_state_dict({k: state[k].float() for k in own if k != "quantize.usage"}, strict=False)
+
+
 def save_checkpoint(vae: MultiScaleVQVAE, optimizer, folder: Path, step: int) -> None:
     """Weights (safetensors), optimizer state and step, replacing ``folder`` atomically."""
     with replace_dir_atomic(folder) as tmp:
@@ -119,8 +137,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.max_steps < 1 or args.batch_size < 1 or args.eval_images < 1:
-        raise SystemExit("need --max-steps ≥ 1, --batch-size ≥ 1 and --eval-images ≥ 1")
+    if args.max_steps < (0 if args.init else 1) or args.batch_size < 1 or args.eval_images < 1:
+        raise SystemExit("need --max-steps ≥ 1 (≥ 0 with --init: evaluate and save the initial weights), "
+                         "--batch-size ≥ 1 and --eval-images ≥ 1")
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(args.output_dir)
@@ -131,6 +150,8 @@ def main(argv=None) -> dict:
         step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
     else:
         vae = MultiScaleVQVAE(**model_config(args.config))
+        if args.init:
+            load_init_weights(vae, args.init)
     vae.to(device).train()
     decay = [p for n, p in vae.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in vae.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]

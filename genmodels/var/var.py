@@ -336,6 +336,11 @@ class VARTransformer(ModelMixin, ConfigMixin, TextConditioning):
                     head_dim=64, mlp_ratio=4.0, attention="softmax", text_dim=64, pooled_text_dim=64,
                     cross_attn="crosswkv", cross_head_dim=64)
 
+    @classmethod
+    def shapes128_config(cls) -> dict:
+        """``shapes_config`` for ``MultiScaleVQVAE.shapes128_config`` (128×128, scales 1 … 11, 16)."""
+        return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16)}
+
     @property
     def num_scales(self) -> int:
         return len(self.patch_nums)
@@ -431,6 +436,29 @@ class VARTransformer(ModelMixin, ConfigMixin, TextConditioning):
                     record = fastvar_cache[i]
             x = block.step(x, cond, text, state, cache[i], prune, record)
         return self._head(x, cond)
+
+
+def adapt_scale_schedule(state: dict[str, torch.Tensor], old_patch_nums: Sequence[int],
+                         new_patch_nums: Sequence[int]) -> dict[str, torch.Tensor]:
+    """A ``VARTransformer`` state dict trained on ``old_patch_nums`` made loadable for ``new_patch_nums`` (e.g. a
+    64² model warm-starting a 128² one). Only the per-scale tables depend on the schedule: each new scale takes
+    the level embedding of the old scale nearest in side (the larger on a tie) and that scale's position grid,
+    copied when the sides match and bilinearly resized otherwise. Everything else is returned unchanged."""
+    old, new = check_patch_nums(old_patch_nums), check_patch_nums(new_patch_nums)
+    pos, lvl = state["pos_embed"], state["lvl_embed.weight"]
+    if pos.shape[1] != sum(p * p for p in old) or lvl.shape[0] != len(old):
+        raise ValueError(f"the state dict's position table ({pos.shape[1]} rows) and level table ({lvl.shape[0]}) "
+                         f"do not match the schedule {list(old)}")
+    starts = [sum(p * p for p in old[:k]) for k in range(len(old))]
+    grids, levels = [], []
+    for p in new:
+        j = min(range(len(old)), key=lambda k: (abs(old[k] - p), -old[k]))
+        grid = pos[0, starts[j]:starts[j] + old[j] ** 2].T.reshape(1, -1, old[j], old[j])
+        if old[j] != p:
+            grid = F.interpolate(grid.float(), size=(p, p), mode="bilinear", align_corners=False).to(pos.dtype)
+        grids.append(grid.reshape(-1, p * p).T)
+        levels.append(lvl[j])
+    return {**state, "pos_embed": torch.cat(grids)[None].contiguous(), "lvl_embed.weight": torch.stack(levels)}
 
 
 # sampling
@@ -545,5 +573,5 @@ def sample_var(model: VARTransformer, quantizer: MultiScaleQuantizer, *, encoder
     return VARSample(ids=ids, f_hat=f_hat, passes=last)
 
 
-__all__ = ["FastVARConfig", "VARSample", "VARTransformer", "block_causal_mask", "cfg_ramp", "filter_logits",
-           "pivotal_tokens", "resize_mask", "sample_var"]
+__all__ = ["FastVARConfig", "VARSample", "VARTransformer", "adapt_scale_schedule", "block_causal_mask", "cfg_ramp",
+           "filter_logits", "pivotal_tokens", "resize_mask", "sample_var"]

@@ -131,6 +131,12 @@ class MultiScaleVQVAE(ModelMixin, ConfigMixin):
         return dict(block_out_channels=(16, 32, 64, 128), layers_per_block=1, latent_channels=32,
                     vocab_size=512, patch_nums=(1, 2, 3, 4, 6, 8), sample_size=64)
 
+    @classmethod
+    def shapes128_config(cls) -> dict:
+        """Shapes world at 128×128: the same network (weights interchangeable with ``shapes_config``), f = 8
+        (16×16 latent), scales (1, 2, 3, 4, 6, 8, 11, 16) = 507 tokens."""
+        return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16), "sample_size": 128}
+
     @property
     def patch_nums(self) -> tuple[int, ...]:
         return self.quantize.patch_nums

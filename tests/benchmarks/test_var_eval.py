@@ -37,3 +37,20 @@ def test_var_eval_reports_oracle_fastvar_inpainting_outpainting_and_ceiling(fold
     assert entry["tokenizer_ceiling"]["original"] == 1.0
     assert json.loads(out.read_text())["var"]["attention"] == "softmax"
     assert (tmp_path / "g.png").is_file()
+
+
+def test_var_speed_times_fastvar_per_scale_on_a_trained_folder(folder, tmp_path):
+    from benchmarks import var_speed
+
+    report = var_speed.main(["--fastvar-model", str(folder), "--fastvar-spec=-1:0.5", "--only-trained",
+                             "--fastvar-repeats", "1", "--threads", "1", "--json", str(tmp_path / "s.json")])
+    r = report["fastvar_trained"]
+    k = len(r["patch_nums"])
+    assert r["pruned_scales"] == [k - 1] and r["ratios"] == [0.5] and r["cache_scale"] == k - 2
+    assert len(r["base_per_scale_s"]) == len(r["fastvar_per_scale_s"]) == k
+    assert all(t > 0 for t in r["base_per_scale_s"] + r["fastvar_per_scale_s"])
+    assert r["speedup_overall"] == pytest.approx(r["base_total_s"] / r["fastvar_total_s"])
+    assert set(report) == {"threads", "fastvar_trained"}  # sections 1–3 skipped
+    assert json.loads((tmp_path / "s.json").read_text())["fastvar_trained"]["spec"] == "-1:0.5"
+    with pytest.raises(SystemExit):
+        var_speed.main(["--only-trained"])

@@ -366,3 +366,35 @@ def test_bad_inputs_are_refused(vae):
         ids = vae.images_to_ids(torch.zeros(1, 3, 32, 32))
         sample_var(m, vae.quantize, encoder_hidden_states=tokens, encoder_attention_mask=mask, pooled_text=pooled,
                    known_ids=ids, known_mask=torch.ones(1, 2, 2, dtype=torch.bool))
+
+
+def test_adapt_scale_schedule_copies_shared_scales_and_resizes_new_ones():
+    from genmodels.var.var import adapt_scale_schedule
+
+    torch.manual_seed(0)
+    old = VARTransformer(**VARTransformer.tiny_config())  # scales 1, 2, 4
+    new = VARTransformer(**{**VARTransformer.tiny_config(), "patch_nums": (1, 2, 3, 4, 6)})
+    state = adapt_scale_schedule(old.state_dict(), old.patch_nums, new.patch_nums)
+    new.load_state_dict(state)  # strict: every table has the new shape
+    pos_old, pos_new = old.pos_embed[0], new.pos_embed[0]
+    # scales 1, 2 and 4 are copied row for row; 1 + 4 rows, then the 4×4 scale after the new 3×3 one
+    assert torch.equal(pos_new[:5], pos_old[:5])
+    assert torch.equal(pos_new[5 + 9:5 + 9 + 16], pos_old[5:21])
+    lvl_old, lvl_new = old.lvl_embed.weight, new.lvl_embed.weight
+    assert torch.equal(lvl_new[[0, 1, 3]], lvl_old)
+    # 3 is nearest to 2 and 4 alike: the larger wins; 6 takes the 4×4 scale's level and its resized grid
+    assert torch.equal(lvl_new[2], lvl_old[2]) and torch.equal(lvl_new[4], lvl_old[2])
+    grid4 = pos_old[5:21].T.reshape(1, -1, 4, 4)
+    want6 = torch.nn.functional.interpolate(grid4, size=(6, 6), mode="bilinear", align_corners=False)
+    assert torch.allclose(pos_new[30:66], want6.reshape(-1, 36).T)
+    # all other weights are the old ones, and the adapted model runs a full pass on the new schedule
+    assert torch.equal(new.head.weight, old.head.weight)
+    inputs = torch.randn(2, new.seq_len - 1, new.config.latent_channels)
+    text = torch.randn(2, 5, new.config.text_dim)
+    logits = new(inputs, encoder_hidden_states=text, pooled_text=torch.randn(2, new.config.pooled_text_dim))
+    assert logits.shape == (2, new.seq_len, new.config.vocab_size) and torch.isfinite(logits).all()
+    # the same schedule is the identity, and a state dict of another schedule is refused
+    same = adapt_scale_schedule(old.state_dict(), old.patch_nums, old.patch_nums)
+    assert all(torch.equal(same[k], v) for k, v in old.state_dict().items())
+    with pytest.raises(ValueError, match="do not match the schedule"):
+        adapt_scale_schedule(old.state_dict(), (1, 2, 3), new.patch_nums)

@@ -100,3 +100,50 @@ def test_train_var_refuses_a_mismatched_tokenizer(tiny_vqvae, tmp_path):
     with pytest.raises(SystemExit, match="not a MultiScaleVQVAE folder"):
         train_var.main(["--vqvae", str(tmp_path), "--text-encoder", str(clip_dir), "--output-dir",
                         str(tmp_path / "out"), "--max-steps", "1"])
+
+
+def test_a_larger_tokenizer_and_transformer_start_from_the_small_ones(tiny_vqvae, tmp_path):
+    """--init: the 32² tokenizer's weights serve 64² images on a longer schedule (--max-steps 0 only evaluates
+    and saves them), and a transformer trained on scales 1, 2, 4 starts a model on scales 1, 2, 4, 8."""
+    vae_dir, _ = tiny_vqvae
+    big = tmp_path / "big.json"
+    # three φ convolutions, as the 3-scale tokenizer has (share_phi = min(4, K) by default)
+    big.write_text(json.dumps({**MultiScaleVQVAE.tiny_config(), "sample_size": 64, "patch_nums": [1, 2, 4, 8],
+                               "share_phi": 3}))
+    metrics = train_vqvae.main(["--output-dir", str(tmp_path / "vae64"), "--config", str(big), "--init",
+                                str(vae_dir), "--max-steps", "0", "--eval-images", "8"])
+    assert metrics["steps"] == 0 and metrics["patch_nums"] == [1, 2, 4, 8]
+    small = MultiScaleVQVAE.from_pretrained(vae_dir, use_safetensors=True)
+    large = MultiScaleVQVAE.from_pretrained(tmp_path / "vae64", use_safetensors=True)
+    assert large.config.sample_size == 64
+    for name, tensor in small.state_dict().items():
+        if name != "quantize.usage":
+            assert torch.equal(large.state_dict()[name], tensor), name
+    with pytest.raises(SystemExit, match="--max-steps"):
+        train_vqvae.main(["--output-dir", str(tmp_path / "x"), "--config", "tiny", "--max-steps", "0"])
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps({**MultiScaleVQVAE.tiny_config(), "latent_channels": 16}))
+    with pytest.raises(SystemExit, match="does not fit"):
+        train_vqvae.main(["--output-dir", str(tmp_path / "x"), "--config", str(wide), "--init", str(vae_dir),
+                          "--max-steps", "0"])
+
+    from genmodels.var.var import VARTransformer
+
+    clip_dir = tmp_path / "clip"
+    CLIPTextEncoder(**CLIPTextEncoder.tiny_config()).save_pretrained(clip_dir, safe_serialization=True)
+    torch.manual_seed(1)
+    trained = VARTransformer(**VARTransformer.tiny_config())
+    trained.save_pretrained(tmp_path / "pipe" / "transformer", safe_serialization=True)
+    config = tmp_path / "var64.json"
+    config.write_text(json.dumps({**VARTransformer.tiny_config(), "patch_nums": [1, 2, 4, 8]}))
+    args = ["--vqvae", str(tmp_path / "vae64"), "--text-encoder", str(clip_dir), "--config", str(config),
+            "--output-dir", str(tmp_path / "out"), "--max-steps", "1"]
+    t = train_var.build(train_var.parse_args([*args, "--init", str(tmp_path / "pipe")]))
+    assert t.model.patch_nums == (1, 2, 4, 8)
+    assert torch.equal(t.model.head.weight, trained.head.weight)
+    assert torch.equal(t.model.pos_embed[0, :21], trained.pos_embed[0])  # scales 1, 2, 4 copied
+    with pytest.raises(SystemExit, match="no transformer config.json"):
+        train_var.build(train_var.parse_args([*args, "--init", str(tmp_path)]))
+    config.write_text(json.dumps({**VARTransformer.tiny_config(), "patch_nums": [1, 2, 4, 8], "width": 96}))
+    with pytest.raises(SystemExit, match="does not fit"):
+        train_var.build(train_var.parse_args([*args, "--init", str(tmp_path / "pipe")]))
