@@ -94,6 +94,16 @@ def evaluate_t2i(pipe, items, *, cfg, top_k, top_p, fastvar=None, desc="sampling
     return {**evaluate(images, [i["spec"] for i in items]), "seconds": seconds, "images": images}
 
 
+def paired_change(base: dict, other: dict) -> dict:
+    """The same prompts and seeds scored twice: prompts that pass only in ``base`` (lost) or only in ``other``
+    (gained), the standard error of the paired accuracy change, and how many images came out identical."""
+    a, b = np.asarray(base["correct"], bool), np.asarray(other["correct"], bool)
+    lost, gained, n = int((a & ~b).sum()), int((~a & b).sum()), len(a)
+    se = float(np.sqrt(max(lost + gained - (gained - lost) ** 2 / n, 0.0)) / n)
+    same = sum(bool(np.array_equal(x, y)) for x, y in zip(base["images"], other["images"]))
+    return {"lost": lost, "gained": gained, "paired_se": se, "identical_images": same}
+
+
 def evaluate_inpainting(pipe: VARPipeline, cases: Sequence[dict], *, cfg: float, top_k: int, top_p: float) -> dict:
     """Left half generated for the prompt; scored on the left half (see the module docstring)."""
     satisfied, changed_pixels, changed_tokens = [], 0, 0
@@ -197,9 +207,13 @@ def main(argv=None) -> dict:
                               desc=f"{label} fastvar")
             entry["fastvar"] = {"spec": args.fastvar, "overall": fr["overall"], "seconds": fr["seconds"],
                                 "overall_change": fr["overall"] - r["overall"],
-                                "speedup_end_to_end": r["seconds"] / fr["seconds"]}
+                                "speedup_end_to_end": r["seconds"] / fr["seconds"],
+                                "per_category": fr["per_category"], **paired_change(r, fr)}
+            f = entry["fastvar"]
             print(f"{label}: FastVAR {args.fastvar}: overall {r['overall']:.3f} -> {fr['overall']:.3f} "
-                  f"({fr['overall'] - r['overall']:+.3f}), sampling {r['seconds']:.1f} s -> {fr['seconds']:.1f} s")
+                  f"({fr['overall'] - r['overall']:+.3f}; {f['lost']} prompts lost, {f['gained']} gained, "
+                  f"paired s.e. of the accuracy change {f['paired_se']:.3f}; {f['identical_images']} of "
+                  f"{len(items)} images unchanged), sampling {r['seconds']:.1f} s -> {fr['seconds']:.1f} s")
         if args.ceiling:
             entry["tokenizer_ceiling"] = tokenizer_ceiling(pipe, args.ceiling)
             print(f"{label}: tokenizer ceiling {entry['tokenizer_ceiling']}")

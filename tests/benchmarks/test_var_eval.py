@@ -31,7 +31,9 @@ def test_var_eval_reports_oracle_fastvar_inpainting_outpainting_and_ceiling(fold
                             "--json", str(out), "--grid", str(tmp_path / "g.png")])
     entry = report["var"]
     assert entry["t2i"]["n"] == 6 and 0 <= entry["t2i"]["overall"] <= 1
-    assert entry["fastvar"]["spec"] == "-1:0.5"
+    fv = entry["fastvar"]
+    assert fv["spec"] == "-1:0.5" and 0 <= fv["identical_images"] <= 6 and fv["paired_se"] >= 0
+    assert fv["gained"] - fv["lost"] == round(6 * (fv["overall"] - entry["t2i"]["overall"]))  # one per category
     assert entry["inpaint"]["known_pixels_changed"] == 0 and entry["inpaint"]["known_tokens_changed"] == 0
     assert entry["outpaint"]["known_pixels_changed"] == 0 and entry["outpaint"]["ground_truth"] == 1.0
     assert entry["tokenizer_ceiling"]["original"] == 1.0
@@ -54,3 +56,16 @@ def test_var_speed_times_fastvar_per_scale_on_a_trained_folder(folder, tmp_path)
     assert json.loads((tmp_path / "s.json").read_text())["fastvar_trained"]["spec"] == "-1:0.5"
     with pytest.raises(SystemExit):
         var_speed.main(["--only-trained"])
+
+
+def test_paired_change_counts_discordant_prompts():
+    import numpy as np
+
+    img = [np.zeros((2, 2, 3)), np.ones((2, 2, 3)), np.zeros((2, 2, 3)), np.zeros((2, 2, 3))]
+    base = {"correct": [True, True, False, False], "images": img}
+    other = {"correct": [True, False, True, False], "images": [img[0], img[0], img[2], img[3]]}
+    r = var_eval.paired_change(base, other)
+    assert (r["lost"], r["gained"], r["identical_images"]) == (1, 1, 3)
+    assert r["paired_se"] == pytest.approx(np.sqrt(2) / 4)
+    same = var_eval.paired_change(base, base)
+    assert same == {"lost": 0, "gained": 0, "paired_se": 0.0, "identical_images": 4}
