@@ -8,6 +8,9 @@ uniform per-token cross-entropy; 10 % caption dropout trains the null text for C
 (:func:`training.loop.train`) brings AdamW (β = 0.9, 0.95), warm-up, gradient clipping, the EMA, atomic
 checkpoints with ``--resume latest``, logs and periodic sample grids. The final EMA weights are saved as a
 :class:`~genmodels.pipelines.var.VARPipeline` in ``OUTPUT_DIR/pipeline`` (transformer + tokenizer + text encoder).
+
+``--init FOLDER`` starts from a trained transformer, also one trained on a shorter scale schedule: the 128² model
+(``--config shapes128``, ``training/recipes/shapes_var128.sh``) starts from the shipped 64² one.
 """
 
 from __future__ import annotations
