@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # idle OpenMP threads sleep instead of spinning (small matmuls on a busy 2-core machine are 20-60x faster)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-fast test-slow lint bench assets-pianoroll assets-shapes assets-video assets-vqvae assets-var assets-var128 clean-venv
+.PHONY: demo test test-fast test-slow lint bench assets-pianoroll assets-shapes assets-video assets-vqvae assets-var var128 clean-venv
 
 # The venv is (re)installed when pyproject.toml changes; pip takes torch from the files on the machine.
 $(VENV)/.installed: pyproject.toml
@@ -62,6 +62,7 @@ assets-vqvae: $(VENV)/.installed
 assets-var: $(VENV)/.installed
 	PY=$(PY) training/recipes/shapes_var.sh
 
-# The 128×128 VAR, warm-started from the two 64² models (training/recipes/shapes_var128.sh; about an hour).
-assets-var128: $(VENV)/.installed
+# The 128×128 VAR FastVAR is measured on at a larger resolution, warm-started from the two 64² models
+# (training/recipes/shapes_var128.sh; about an hour; written to runs/, not shipped).
+var128: $(VENV)/.installed
 	PY=$(PY) training/recipes/shapes_var128.sh

@@ -6,8 +6,9 @@
 
 Text to image: ONE sample per prompt of the fixed evaluation set (240 prompts, 40 per category), each from
 the prompt's own seed, scored by ``genmodels.eval.shapes_oracle``; models side by side (e.g. softmax vs linear
-attention trained with the same budget). ``--fastvar SPEC`` scores every model a second time with FastVAR
-pruning (same seeds) and reports the change and the sampling time of both.
+attention trained with the same budget). ``--fastvar SPEC`` (repeatable) scores every model again with FastVAR
+pruning (same seeds) and reports the change, paired (samples lost and gained, its standard error), and the
+sampling time of both; ``--seeds-per-prompt K`` draws K samples per prompt to shrink that error.
 
 ``--inpaint K``: the text-guided inpainting cases of ``benchmarks/shapes_t2i_eval.py`` (one object in the right
 half, the left half generated, a prompt naming another colour and shape): reported are the fraction whose left
@@ -94,6 +95,9 @@ def evaluate_t2i(pipe, items, *, cfg, top_k, top_p, fastvar=None, desc="sampling
     return {**evaluate(images, [i["spec"] for i in items]), "seconds": seconds, "images": images}
 
 
+SEED_STRIDE = 100003  # --seeds-per-prompt: sample j of a prompt uses its seed + j · SEED_STRIDE
+
+
 def paired_change(base: dict, other: dict) -> dict:
     """The same prompts and seeds scored twice: prompts that pass only in ``base`` (lost) or only in ``other``
     (gained), the standard error of the paired accuracy change, and how many images came out identical."""
@@ -175,7 +179,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", choices=["eval", "val"], default="eval",
                    help="eval: the fixed evaluation set; val: validation-split captions (for choosing sampling "
                         "settings without touching the evaluation set)")
-    p.add_argument("--fastvar", default=None, help='FastVAR spec, e.g. "-1:0.5" (scale:ratio pairs)')
+    p.add_argument("--fastvar", action="append", default=None,
+                   help='FastVAR spec, e.g. "-1:0.5" (scale:ratio pairs; repeat to compare several against one '
+                        'unpruned run)')
+    p.add_argument("--seeds-per-prompt", type=int, default=1,
+                   help="samples per prompt: the prompt's seed, then seed + 100003·j (more samples shrink the "
+                        "sampling noise of FastVAR's paired score change)")
     p.add_argument("--inpaint", type=int, default=0, help="text-guided inpainting cases (0: skip)")
     p.add_argument("--outpaint", type=int, default=0, help="outpainting cases (0: skip)")
     p.add_argument("--ceiling", type=int, default=0, help="tokenizer round trips of N val scenes scored (0: skip)")
@@ -189,9 +198,13 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    fastvar = FastVARConfig.parse(args.fastvar) if args.fastvar else None
+    fastvars = [(spec, FastVARConfig.parse(spec)) for spec in args.fastvar or []]
+    if args.seeds_per_prompt < 1:
+        raise SystemExit("--seeds-per-prompt must be >= 1")
     items = load_eval_set() if args.split == "eval" else validation_items(args.per_category)
     items = select_items(items, args.per_category)
+    items = [{**item, "seed": int(item["seed"]) + SEED_STRIDE * j} for j in range(args.seeds_per_prompt)
+             for item in items]
     labels = model_labels(args.model)
     report, results = {"settings": {k: v for k, v in vars(args).items() if k not in ("json", "grid")}}, []
     for label, folder in zip(labels, args.model):
@@ -202,16 +215,17 @@ def main(argv=None) -> dict:
         results.append(r)
         entry["t2i"] = public(r)
         entry["t2i"].pop("correct", None)
-        if fastvar is not None:
+        if fastvars:
+            entry["fastvar"] = []
+        for spec, fastvar in fastvars:
             fr = evaluate_t2i(pipe, items, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, fastvar=fastvar,
-                              desc=f"{label} fastvar")
-            entry["fastvar"] = {"spec": args.fastvar, "overall": fr["overall"], "seconds": fr["seconds"],
-                                "overall_change": fr["overall"] - r["overall"],
-                                "speedup_end_to_end": r["seconds"] / fr["seconds"],
-                                "per_category": fr["per_category"], **paired_change(r, fr)}
-            f = entry["fastvar"]
-            print(f"{label}: FastVAR {args.fastvar}: overall {r['overall']:.3f} -> {fr['overall']:.3f} "
-                  f"({fr['overall'] - r['overall']:+.3f}; {f['lost']} prompts lost, {f['gained']} gained, "
+                              desc=f"{label} fastvar {spec}")
+            f = {"spec": spec, "overall": fr["overall"], "seconds": fr["seconds"],
+                 "overall_change": fr["overall"] - r["overall"], "speedup_end_to_end": r["seconds"] / fr["seconds"],
+                 "per_category": fr["per_category"], **paired_change(r, fr)}
+            entry["fastvar"].append(f)
+            print(f"{label}: FastVAR {spec}: overall {r['overall']:.3f} -> {fr['overall']:.3f} "
+                  f"({fr['overall'] - r['overall']:+.3f}; {f['lost']} samples lost, {f['gained']} gained, "
                   f"paired s.e. of the accuracy change {f['paired_se']:.3f}; {f['identical_images']} of "
                   f"{len(items)} images unchanged), sampling {r['seconds']:.1f} s -> {fr['seconds']:.1f} s")
         if args.ceiling:

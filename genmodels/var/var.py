@@ -102,13 +102,20 @@ class FastVARConfig:
 
     @classmethod
     def parse(cls, spec: str) -> FastVARConfig:
-        """``"-2:0.4,-1:0.5"`` (scale:ratio pairs), optionally ``";skip=1"`` and ``";cache=-3"``."""
+        """``"-2:0.4,-1:0.5"`` (scale:ratio pairs), optionally ``";skip=1"``, ``";cache=-3"`` and
+        ``";layers=1-4"`` (the first and last block that prune, as Infinity's schedule spares the outer ones)."""
         prune, kwargs = {}, {}
         for part in [p.strip() for p in spec.split(";") if p.strip()]:
             if part.startswith("skip="):
                 kwargs["skip_last"] = int(part[5:])
             elif part.startswith("cache="):
                 kwargs["cache_scale"] = int(part[6:])
+            elif part.startswith("layers="):
+                try:
+                    first, last = part[7:].split("-")
+                    kwargs["layers"] = (int(first), int(last))
+                except ValueError as err:
+                    raise ValueError(f"FastVAR spec {spec!r}: layers must be 'first-last', got {part!r}") from err
             else:
                 for pair in [q.strip() for q in part.split(",") if q.strip()]:
                     try:

@@ -27,13 +27,16 @@ def test_sampling_sweep_ranks_every_setting(folder, tmp_path):
 def test_var_eval_reports_oracle_fastvar_inpainting_outpainting_and_ceiling(folder, tmp_path):
     out = tmp_path / "r.json"
     report = var_eval.main(["--model", str(folder), "--per-category", "1", "--split", "val",
-                            "--fastvar=-1:0.5", "--inpaint", "2", "--outpaint", "2", "--ceiling", "4",
+                            "--fastvar=-1:0.5", "--fastvar=-1:0.75;layers=0-0", "--seeds-per-prompt", "2",
+                            "--inpaint", "2", "--outpaint", "2", "--ceiling", "4",
                             "--json", str(out), "--grid", str(tmp_path / "g.png")])
     entry = report["var"]
-    assert entry["t2i"]["n"] == 6 and 0 <= entry["t2i"]["overall"] <= 1
-    fv = entry["fastvar"]
-    assert fv["spec"] == "-1:0.5" and 0 <= fv["identical_images"] <= 6 and fv["paired_se"] >= 0
-    assert fv["gained"] - fv["lost"] == round(6 * (fv["overall"] - entry["t2i"]["overall"]))  # one per category
+    assert entry["t2i"]["n"] == 12 and 0 <= entry["t2i"]["overall"] <= 1  # 6 prompts × 2 seeds
+    assert [f["spec"] for f in entry["fastvar"]] == ["-1:0.5", "-1:0.75;layers=0-0"]
+    for fv in entry["fastvar"]:
+        assert 0 <= fv["identical_images"] <= 12 and fv["paired_se"] >= 0
+        # equal counts per category: the overall change is the net gain over all samples
+        assert fv["gained"] - fv["lost"] == round(12 * (fv["overall"] - entry["t2i"]["overall"]))
     assert entry["inpaint"]["known_pixels_changed"] == 0 and entry["inpaint"]["known_tokens_changed"] == 0
     assert entry["outpaint"]["known_pixels_changed"] == 0 and entry["outpaint"]["ground_truth"] == 1.0
     assert entry["tokenizer_ceiling"]["original"] == 1.0

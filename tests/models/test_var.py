@@ -313,6 +313,12 @@ def test_fastvar_config_validation_and_parse():
         FastVARConfig.parse("half")
     with pytest.raises(ValueError, match="skip_last"):
         FastVARConfig(skip_last=4).resolved(4, 3)
+    fv = FastVARConfig.parse("-1:0.5;layers=1-2;cache=1").resolved(4, 3)
+    assert fv.layers == (1, 2) and fv.cache_scale == 1 and fv.prune == {3: 0.5}
+    with pytest.raises(ValueError, match="first-last"):
+        FastVARConfig.parse("-1:0.5;layers=2")
+    with pytest.raises(ValueError, match="layers must be"):
+        FastVARConfig.parse("-1:0.5;layers=1-3").resolved(4, 3)
 
 
 @pytest.mark.parametrize("attention", ["softmax", "linear"])

@@ -147,3 +147,31 @@ def test_a_larger_tokenizer_and_transformer_start_from_the_small_ones(tiny_vqvae
     config.write_text(json.dumps({**VARTransformer.tiny_config(), "patch_nums": [1, 2, 4, 8], "width": 96}))
     with pytest.raises(SystemExit, match="does not fit"):
         train_var.build(train_var.parse_args([*args, "--init", str(tmp_path / "pipe")]))
+
+
+def test_extend_var_schedule_runs_a_trained_pipeline_on_a_longer_schedule(tmp_path):
+    from tests.search.helpers import tiny_var_pipeline
+    from training import extend_var_schedule
+
+    small = tiny_var_pipeline()
+    small.save_pretrained(tmp_path / "small")
+    small.vqvae.save_pretrained(tmp_path / "vq32", safe_serialization=True)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({**MultiScaleVQVAE.tiny_config(), "sample_size": 64, "patch_nums": [1, 2, 4, 8],
+                               "share_phi": 3}))
+    train_vqvae.main(["--output-dir", str(tmp_path / "vq64"), "--config", str(big), "--init", str(tmp_path / "vq32"),
+                      "--max-steps", "0", "--eval-images", "4"])
+    extend_var_schedule.main(["--model", str(tmp_path / "small"), "--vqvae", str(tmp_path / "vq64"),
+                              "--out", str(tmp_path / "big")])
+    pipe = load_pipeline(VARPipeline, tmp_path / "big")
+    assert pipe.transformer.patch_nums == (1, 2, 4, 8) and pipe.default_size == 64
+    assert torch.equal(pipe.transformer.head.weight, small.transformer.head.weight)
+    image = pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (64, 64, 3)
+    # a tokenizer with another codebook is refused, and nothing is written
+    torch.manual_seed(5)
+    MultiScaleVQVAE(**json.loads(big.read_text())).save_pretrained(tmp_path / "other", safe_serialization=True)
+    with pytest.raises(SystemExit, match="codebook"):
+        extend_var_schedule.main(["--model", str(tmp_path / "small"), "--vqvae", str(tmp_path / "other"),
+                                  "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Recipe for the 128×128 VAR (`make assets-var128`), the model FastVAR's score change is measured on at a larger
-# resolution (issue 7). Nothing is trained from scratch:
+# Recipe for the 128×128 VAR (`make var128`), the model FastVAR's score change is measured on at a larger
+# resolution (issue 7; not shipped: it lands in runs/). Nothing is trained from scratch:
 #   1. Tokenizer: the 64² tokenizer's weights (assets/shapes-vqvae; its convolutions and codebook do not depend on
 #      the image size) under MultiScaleVQVAE.shapes128_config (f = 8, 16×16 latent, scales 1, 2, 3, 4, 6, 8, 11,
 #      16 = 507 tokens); `train_vqvae.py --max-steps 0 --init` evaluates and saves it (VQ_STEPS > 0 fine-tunes).
 #   2. Transformer: the shipped 64² VAR (assets/shapes-var) with its position / level tables adapted to the longer
 #      schedule (genmodels.var.var.adapt_scale_schedule), trained STEPS steps on 128² scenes at batch BATCH.
 #   3. The last checkpoint's EMA exported as a pipeline in fp16 (loads as float32) as $ASSET_DIR (default
-#      assets/shapes-var128).
+#      runs/shapes-var128-fp16, the folder BENCHMARKS.md's figures were measured on).
 # THREADS=1 shares the 2 cores with another run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +22,7 @@ BATCH=${BATCH:-16}
 THREADS=${THREADS:-0}
 INIT=${INIT:-assets/shapes-var}
 CLIP_DIR=${CLIP_DIR:-assets/clip-shapes}
-ASSET_DIR=${ASSET_DIR:-assets/shapes-var128}
+ASSET_DIR=${ASSET_DIR:-runs/shapes-var128-fp16}
 export HF_HUB_OFFLINE=1
 
 if [[ ! -d "$VQ_DIR" ]]; then
@@ -49,4 +49,4 @@ PYEOF
 LATEST=$(ls -d "$RUN_DIR"/checkpoint-* | awk -F'checkpoint-' '{print $NF, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
 "$PY" training/export_pipeline.py --model var --config "$CONFIG" --vqvae "$VQ_DIR" --checkpoint "$LATEST" \
   --text-encoder "$CLIP_DIR" --out "$ASSET_DIR" --fp16
-echo "shipped $ASSET_DIR from $LATEST"
+echo "wrote $ASSET_DIR from $LATEST"
