@@ -1,14 +1,17 @@
 """How much a text-to-image model uses its caption: held-out flow error with the true caption, a wrong one, none.
 
     python benchmarks/text_dependence.py --model assets/shapes-sana [--model runs/other/pipeline ...] \\
-        [--items 64] [--times 0.3 0.6 0.9] [--threads 1] [--json benchmarks/results/text_dependence.json]
+        [--items 64] [--times 0.3 0.6 0.9] [--wrong shuffle|relation] [--threads 1] \\
+        [--json benchmarks/results/text_dependence.json]
 
 For ``--items`` validation-split shapes scenes x₀ (at the model's size), one noise ε per item (seed 1, the same for
 every model and time) and each time t: x_t = (1 − t)·x₀ + t·ε, and the mean squared error of the model's
 velocity against the flow target ε − x₀ with
 
 - **true**: the scene's own caption;
-- **wrong**: another scene's caption (item i gets item i + 1's);
+- **wrong**: another scene's caption (item i gets item i + 1's); with ``--wrong relation`` the scenes are all of
+  the position category and the wrong caption is the scene's own with its relation reversed ("left of" ↔ "right
+  of", "above" ↔ "below"): how much the relation word alone moves the prediction;
 - **null**: the null text the model learnt under caption dropout (the unconditional branch of its CFG).
 
 Reported per t: the three errors and the relative gaps (wrong − true) / true and (null − true) / true. A model
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,24 +37,41 @@ from benchmarks.shapes_t2i_eval import load_t2i_pipeline, model_labels  # noqa: 
 from genmodels.data.shapes import ShapesDataset  # noqa: E402
 from genmodels.io import write_text_atomic  # noqa: E402
 
+_OPPOSITE = {"to the left of": "to the right of", "to the right of": "to the left of",
+             "on the left of": "on the right of", "on the right of": "on the left of",
+             "left of": "right of", "right of": "left of", "above": "below", "below": "above", "under": "above"}
+_RELATION = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _OPPOSITE), key=len, reverse=True)) + r")\b")
+
+
+def reverse_relation(caption: str) -> str:
+    """The caption with its (first) relation phrase reversed: "a red circle to the left of a blue square" →
+    "a red circle to the right of a blue square"."""
+    out, n = _RELATION.subn(lambda m: _OPPOSITE[m.group(1)], caption, count=1)
+    if not n:
+        raise ValueError(f"no relation phrase in {caption!r}")
+    return out
+
 
 @torch.no_grad()
-def text_dependence(pipe, items: int = 64, times=(0.3, 0.6, 0.9), batch: int = 32) -> dict:
+def text_dependence(pipe, items: int = 64, times=(0.3, 0.6, 0.9), batch: int = 32, wrong: str = "shuffle") -> dict:
     """``{t: {"true", "wrong", "null", "wrong_gap", "null_gap"}}`` for ``pipe`` (see the module docstring)."""
     if items < 2:
         raise ValueError(f"items must be at least 2 (a wrong caption comes from another item), got {items}")
     if not all(0 < t <= 1 for t in times):
         raise ValueError(f"times must lie in (0, 1], got {list(times)}")
-    ds = ShapesDataset("val", size=pipe.default_size, length=items)
+    if wrong not in ("shuffle", "relation"):
+        raise ValueError(f"wrong must be 'shuffle' or 'relation', got {wrong!r}")
+    extra = {"categories": ("position",)} if wrong == "relation" else {}
+    ds = ShapesDataset("val", size=pipe.default_size, length=items, **extra)
     x0 = torch.stack([ds[i]["pixel_values"] for i in range(items)])
     captions = [ds[i]["caption"] for i in range(items)]
-    wrong = captions[1:] + captions[:1]
+    wrong_captions = [reverse_relation(c) for c in captions] if wrong == "relation" else captions[1:] + captions[:1]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     out = {}
     for t0 in times:
         x_t, target = (1 - t0) * x0 + t0 * noise, noise - x0
         errors = {}
-        for name, caps, w in (("true", captions, 1.0), ("wrong", wrong, 1.0), ("null", captions, 0.0)):
+        for name, caps, w in (("true", captions, 1.0), ("wrong", wrong_captions, 1.0), ("null", captions, 0.0)):
             total = 0.0
             for s in range(0, items, batch):
                 part = slice(s, s + batch)
@@ -70,22 +91,25 @@ def main(argv=None) -> dict:
     p.add_argument("--model", action="append", required=True, metavar="FOLDER", help="TextToImagePipeline folder")
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--times", type=float, nargs="+", default=[0.3, 0.6, 0.9])
+    p.add_argument("--wrong", choices=["shuffle", "relation"], default="shuffle",
+                   help="the wrong caption: another scene's, or (relation) the scene's own with the relation reversed")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", metavar="OUT")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"items": args.items, "times": args.times, "models": []}
+    report = {"items": args.items, "times": args.times, "wrong": args.wrong, "models": []}
     for folder, label in zip(args.model, model_labels(args.model), strict=True):
         try:
             pipe = load_t2i_pipeline(folder)
         except ValueError as err:  # UnsafeCheckpointError included: e.g. a VAR folder
             raise SystemExit(f"{folder}: not a text-to-image flow pipeline this script can read ({err})") from err
         pipe.set_progress_bar_config(disable=True)
-        result = text_dependence(pipe, args.items, args.times)
+        result = text_dependence(pipe, args.items, args.times, wrong=args.wrong)
         report["models"].append({"model": str(folder), "label": label,
                                  "per_time": {str(t): r for t, r in result.items()}})
-        print(f"{label}  (flow MSE on {args.items} validation scenes; gap = relative to the true caption)")
+        kind = "position scenes; wrong = relation reversed" if args.wrong == "relation" else "validation scenes"
+        print(f"{label}  (flow MSE on {args.items} {kind}; gap = relative to the true caption)")
         print(f"{'t':>5s} {'true':>8s} {'wrong':>8s} {'null':>8s} {'wrong gap':>10s} {'null gap':>9s}")
         for t, r in result.items():
             print(f"{t:5.2f} {r['true']:8.4f} {r['wrong']:8.4f} {r['null']:8.4f} {r['wrong_gap']:+10.1%} "

@@ -95,6 +95,26 @@ def test_text_dependence_reports_true_wrong_and_null_caption_errors(tiny_pipelin
         text_dependence.text_dependence(pipe, items=1)
     with pytest.raises(ValueError, match="times"):
         text_dependence.text_dependence(pipe, items=4, times=[0.0])
+    with pytest.raises(ValueError, match="wrong"):
+        text_dependence.text_dependence(pipe, items=4, wrong="other")
+
+
+def test_text_dependence_can_reverse_only_the_relation(tiny_pipeline, capsys):
+    from benchmarks import text_dependence
+
+    rev = text_dependence.reverse_relation
+    assert rev("a red circle to the left of a blue square") == "a red circle to the right of a blue square"
+    assert rev("there is a square on the right of a circle") == "there is a square on the left of a circle"
+    assert rev("a photo of a circle right of a triangle") == "a photo of a circle left of a triangle"
+    assert rev("a square under a circle") == "a square above a circle"
+    assert rev("a circle above a square") == "a circle below a square"
+    with pytest.raises(ValueError, match="no relation"):
+        rev("two red circles")
+    report = text_dependence.main(["--model", str(tiny_pipeline), "--items", "4", "--times", "0.5",
+                                   "--wrong", "relation"])
+    assert report["wrong"] == "relation" and "relation reversed" in capsys.readouterr().out
+    r = report["models"][0]["per_time"]["0.5"]
+    assert r["wrong"] != r["true"] and r["wrong_gap"] == pytest.approx((r["wrong"] - r["true"]) / r["true"])
 
 
 def test_batched_sampling_matches_one_pipeline_call_per_prompt(tiny_pipeline):
