@@ -15,7 +15,7 @@
    wall time of the sampler with and without pruning (medians), the speedup on the pruned scales and overall.
    Fresh weights; the score change of pruning is measured on the trained model by ``benchmarks/var_eval.py``.
 4. ``--fastvar-model FOLDER``: the same per-scale FastVAR timing on a trained VARPipeline at its own resolution
-   and schedule (e.g. assets/shapes-var128), pruning by ``--fastvar-spec`` (default HART's: 50 % of the
+   and schedule (e.g. runs/shapes-var128-fp16), pruning by ``--fastvar-spec`` (default HART's: 50 % of the
    second-last scale, 75 % of the last); ``--only-trained`` skips sections 1–3.
 """
 
