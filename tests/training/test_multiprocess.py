@@ -33,7 +33,10 @@ def _run(args: list[str], processes: int, cache: Path, port: int, config: str = 
         cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "training" / "configs" / f"{config}.yaml"),
                "--num_processes", str(processes), "--main_process_port", str(port), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the failing rank's own traceback is usually not in the tail (which ends with the launcher's and the other
+    # ranks' view of the crash): show every line that names an error as well
+    errors = [line for line in proc.stderr.splitlines() if "Error" in line or "error:" in line]
+    assert proc.returncode == 0, "\n".join(errors[:40]) + "\n--- stderr tail ---\n" + proc.stderr[-3000:]
 
 
 def _max_rel_diff(a: Path, b: Path) -> float:
