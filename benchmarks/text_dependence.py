@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -34,22 +33,8 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 
 from benchmarks.shapes_t2i_eval import load_t2i_pipeline, model_labels  # noqa: E402
-from genmodels.data.shapes import ShapesDataset  # noqa: E402
+from genmodels.data.shapes import ShapesDataset, reverse_relation  # noqa: E402
 from genmodels.io import write_text_atomic  # noqa: E402
-
-_OPPOSITE = {"to the left of": "to the right of", "to the right of": "to the left of",
-             "on the left of": "on the right of", "on the right of": "on the left of",
-             "left of": "right of", "right of": "left of", "above": "below", "below": "above", "under": "above"}
-_RELATION = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _OPPOSITE), key=len, reverse=True)) + r")\b")
-
-
-def reverse_relation(caption: str) -> str:
-    """The caption with its (first) relation phrase reversed: "a red circle to the left of a blue square" →
-    "a red circle to the right of a blue square"."""
-    out, n = _RELATION.subn(lambda m: _OPPOSITE[m.group(1)], caption, count=1)
-    if not n:
-        raise ValueError(f"no relation phrase in {caption!r}")
-    return out
 
 
 @torch.no_grad()

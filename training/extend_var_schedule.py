@@ -25,7 +25,7 @@ from genmodels.loading import load_pipeline  # noqa: E402
 from genmodels.pipelines.var import VARPipeline  # noqa: E402
 from genmodels.var.var import VARTransformer  # noqa: E402
 from genmodels.var.vqvae import MultiScaleVQVAE  # noqa: E402
-from training.train_var import load_init_weights  # noqa: E402
+from training.train_var import copy_weights  # noqa: E402
 
 
 def main(argv=None) -> Path:
@@ -46,7 +46,7 @@ def main(argv=None) -> Path:
         raise SystemExit(f"--vqvae {args.vqvae} does not hold the pipeline's codebook: the transformer's token ids "
                          "would mean other codes (make it with train_vqvae.py --init <the pipeline's tokenizer>)")
     model = VARTransformer(**{**config, "patch_nums": tuple(vqvae.patch_nums)})
-    load_init_weights(model, args.model)
+    copy_weights(model, pipe.transformer, args.model)
     out = VARPipeline(transformer=model, vqvae=vqvae, text_encoder=pipe.text_encoder.float())
     if args.fp16:
         out = out.to(torch.float16)

@@ -100,13 +100,19 @@ def load_init_weights(model: VARTransformer, folder: str) -> None:
         trained = VARTransformer.from_pretrained(str(sub), use_safetensors=True)
     except (OSError, ValueError) as err:
         raise SystemExit(f"cannot load the transformer {sub}: {err}") from err
+    copy_weights(model, trained, f"--init {folder}")
+
+
+def copy_weights(model: VARTransformer, trained: VARTransformer, source: str) -> None:
+    """``trained``'s weights into ``model`` (float32), the position / level tables adapted when the scale
+    schedules differ; SystemExit naming ``source`` when any other tensor does not fit."""
     state = trained.state_dict()
     if tuple(trained.patch_nums) != tuple(model.patch_nums):
         state = adapt_scale_schedule(state, trained.patch_nums, model.patch_nums)
     own = model.state_dict()
     wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if wrong:
-        raise SystemExit(f"--init {folder} does not fit --config: {len(wrong)} tensors differ, e.g. {wrong[:3]}")
+        raise SystemExit(f"{source} does not fit --config: {len(wrong)} tensors differ, e.g. {wrong[:3]}")
     model.load_state_dict({k: state[k].float() for k in own})
 
 

@@ -435,6 +435,23 @@ def _alternation(words) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
+# each relation phrase → the phrase at the same place for the opposite relation ("on the left of" → "on the right
+# of"; "under" → "above", the only phrase for above)
+_REVERSED_PHRASES = {
+    phrase: RELATION_PHRASES[OPPOSITE_RELATION[rel]][min(i, len(RELATION_PHRASES[OPPOSITE_RELATION[rel]]) - 1)]
+    for rel, phrases in RELATION_PHRASES.items() for i, phrase in enumerate(phrases)}
+_RELATION_PHRASE = re.compile(rf"\b({_alternation(_REVERSED_PHRASES)})\b")
+
+
+def reverse_relation(caption: str) -> str:
+    """The caption with its (first) relation phrase reversed: "a red circle to the left of a blue square" →
+    "a red circle to the right of a blue square"; ``ShapesError`` when it holds none."""
+    out, n = _RELATION_PHRASE.subn(lambda m: _REVERSED_PHRASES[m.group(1)], caption, count=1)
+    if not n:
+        raise ShapesError(f"no relation phrase in {caption!r}")
+    return out
+
+
 def _np_pattern(tag: str, plural: bool = False) -> str:
     """Regex of a noun phrase; groups ``{tag}size``, ``{tag}colour``, ``{tag}shape``, ``{tag}post``."""
     colours, shapes = _alternation(COLOURS), _alternation([s + "s" for s in SHAPES] if plural else SHAPES)
