@@ -130,14 +130,19 @@ def per_scale_times(model, vae, fastvar, repeats: int) -> list[float]:
 
 def fastvar_speed(side: int, repeats: int) -> dict:
     model, vae = scale_model(side)
-    fv = HART.resolved(model.num_scales, len(model.blocks))
+    return {"side": side, **pruning_speed(model, vae, HART, repeats)}
+
+
+def pruning_speed(model, vae, fastvar: FastVARConfig, repeats: int) -> dict:
+    """Per-scale medians without and with ``fastvar`` and the speed-ups on the pruned scales and overall."""
+    resolved = fastvar.resolved(model.num_scales, len(model.blocks))
     base = per_scale_times(model, vae, None, repeats)
-    pruned = per_scale_times(model, vae, HART, repeats)
-    scales = sorted(fv.prune)
-    on_pruned = sum(base[k] for k in scales) / sum(pruned[k] for k in scales)
-    return {"side": side, "patch_nums": list(model.patch_nums), "pruned_scales": scales,
-            "ratios": [fv.prune[k] for k in scales], "cache_scale": fv.cache_scale,
-            "base_per_scale_s": base, "fastvar_per_scale_s": pruned, "speedup_pruned_scales": on_pruned,
+    pruned = per_scale_times(model, vae, fastvar, repeats)
+    scales = sorted(resolved.prune)
+    return {"patch_nums": list(model.patch_nums), "pruned_scales": scales,
+            "ratios": [resolved.prune[k] for k in scales], "cache_scale": resolved.cache_scale,
+            "base_per_scale_s": base, "fastvar_per_scale_s": pruned,
+            "speedup_pruned_scales": sum(base[k] for k in scales) / sum(pruned[k] for k in scales),
             "speedup_overall": sum(base) / sum(pruned), "base_total_s": sum(base), "fastvar_total_s": sum(pruned)}
 
 
@@ -148,15 +153,8 @@ def trained_fastvar_speed(folder: str, spec: str, repeats: int) -> dict:
     pipe = load_var_pipeline(folder)
     model, vae = pipe.transformer.float().eval(), pipe.vqvae.float().eval()
     fastvar = FastVARConfig.parse(spec)
-    fv = fastvar.resolved(model.num_scales, len(model.blocks))
-    base = per_scale_times(model, vae, None, repeats)
-    pruned = per_scale_times(model, vae, fastvar, repeats)
-    scales = sorted(fv.prune)
-    return {"model": folder, "side": vae.config.sample_size, "patch_nums": list(model.patch_nums), "spec": spec,
-            "pruned_scales": scales, "ratios": [fv.prune[k] for k in scales], "cache_scale": fv.cache_scale,
-            "base_per_scale_s": base, "fastvar_per_scale_s": pruned,
-            "speedup_pruned_scales": sum(base[k] for k in scales) / sum(pruned[k] for k in scales),
-            "speedup_overall": sum(base) / sum(pruned), "base_total_s": sum(base), "fastvar_total_s": sum(pruned)}
+    return {"model": folder, "side": vae.config.sample_size, "spec": spec,
+            **pruning_speed(model, vae, fastvar, repeats)}
 
 
 def print_fastvar(label: str, r: dict) -> None:
