@@ -63,14 +63,14 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500  # 0: only at max_steps and when stopped early (max_minutes, stop_at_step)
     checkpoints_total_limit: int | None = 3
     sample_every: int = 0
     eval_every: int = 0
     eval_batches: int = 4  # held-out batches of batch_size (when eval_samples is 0)
     eval_samples: int = 0  # > 0: that many held-out items in batches of 16 with seed-0 noise, the same for any
     #                        batch size and seed, so held-out losses compare across runs
-    log_every: int = 10
+    log_every: int = 10  # 0: only the last step
     seed: int = 0
     resume: str | None = None
     mixed_precision: str | None = None  # no | fp16 | bf16; None: the accelerate config's (else no)
@@ -345,6 +345,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
     decay_factor(0, cfg.max_steps, cfg.warmup_steps, cfg.lr_decay, decay_start=cfg.decay_start)  # bad config: fail now
     if cfg.stop_at_step is not None and not 1 <= cfg.stop_at_step <= cfg.max_steps:
         raise ValueError(f"stop_at_step must be in 1..max_steps ({cfg.max_steps}), got {cfg.stop_at_step}")
+    for name in ("checkpoint_every", "log_every", "eval_every", "sample_every"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be ≥ 0 (0: off / only at the end), got {getattr(cfg, name)}")
     ema = InversePowerEMA(model, power=cfg.ema_power, max_decay=cfg.ema_max_decay)
 
     if len(train_dataset) < cfg.batch_size * accelerator.num_processes:
@@ -412,7 +415,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
             ema_step(accelerator, model, ema)
             step = state["step"]
             pbar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
+            if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.max_steps:
                 mean_loss = accelerator.gather(torch.stack(running).mean()[None]).mean().item()
                 running = []
                 last_log = {"step": step, "loss": mean_loss, "lr": current_lr,
@@ -436,7 +439,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, objective: Callable, train_d
                 torch.tensor(float(time.perf_counter() - t_start > 60 * cfg.max_minutes),
                              device=accelerator.device), "max").item() > 0
             stop_here = out_of_time or (cfg.stop_at_step is not None and step >= cfg.stop_at_step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stop_here:
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.max_steps or stop_here:
                 save_checkpoint(accelerator, out, step, dict(state), ema, cfg.checkpoints_total_limit)
             if step >= cfg.max_steps or stop_here:
                 break

@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vqvae", required=True, help="a MultiScaleVQVAE folder (training/train_vqvae.py)")
     p.add_argument("--text-encoder", required=True, help="open_clip folder (assets/clip-shapes) or diffusers folder")
     p.add_argument("--config", default="shapes",
-                   help="'shapes', 'shapes128', 'tiny' or a JSON file of VARTransformer args")
+                   help="'shapes', 'shapes128', 'shapes256', 'tiny' or a JSON file of VARTransformer args")
     p.add_argument("--init", default=None, metavar="FOLDER",
                    help="start from a trained transformer (a VARPipeline folder or its transformer/ folder); its "
                         "position and level tables are adapted when --config has another scale schedule")
@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(args) -> dict:
-    if args.config in ("shapes", "shapes128", "tiny"):
+    if args.config in ("shapes", "shapes128", "shapes256", "tiny"):
         cfg = getattr(VARTransformer, f"{args.config}_config")()
     else:
         try:

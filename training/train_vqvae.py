@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--config", default="shapes",
-                   help="'shapes', 'shapes128', 'tiny' or a JSON file of MultiScaleVQVAE args")
+                   help="'shapes', 'shapes128', 'shapes256', 'tiny' or a JSON file of MultiScaleVQVAE args")
     p.add_argument("--init", default=None, metavar="FOLDER",
                    help="start from a trained MultiScaleVQVAE of the same network (e.g. the 64² tokenizer for "
                         "--config shapes128: the convolutions and codebook do not depend on the image size)")
@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(name: str) -> dict:
-    if name in ("shapes", "shapes128", "tiny"):
+    if name in ("shapes", "shapes128", "shapes256", "tiny"):
         return getattr(MultiScaleVQVAE, f"{name}_config")()
     path = Path(name)
     try:

@@ -348,6 +348,11 @@ class VARTransformer(ModelMixin, ConfigMixin, TextConditioning):
         """``shapes_config`` for ``MultiScaleVQVAE.shapes128_config`` (128×128, scales 1 … 11, 16)."""
         return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16)}
 
+    @classmethod
+    def shapes256_config(cls) -> dict:
+        """``shapes_config`` for ``MultiScaleVQVAE.shapes256_config`` (256×256, scales 1 … 16, 23, 32)."""
+        return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16, 23, 32)}
+
     @property
     def num_scales(self) -> int:
         return len(self.patch_nums)

@@ -137,6 +137,11 @@ class MultiScaleVQVAE(ModelMixin, ConfigMixin):
         (16×16 latent), scales (1, 2, 3, 4, 6, 8, 11, 16) = 507 tokens."""
         return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16), "sample_size": 128}
 
+    @classmethod
+    def shapes256_config(cls) -> dict:
+        """The same network at 256×256: 32×32 latent, scales (1, 2, 3, 4, 6, 8, 11, 16, 23, 32) = 2,060 tokens."""
+        return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16, 23, 32), "sample_size": 256}
+
     @property
     def patch_nums(self) -> tuple[int, ...]:
         return self.quantize.patch_nums

@@ -1,7 +1,10 @@
-"""The loop's held-out loss: with ``eval_samples`` it scores the same items, noise and noise levels whatever the
-run's batch size and seed, and immiscible runs are scored with plain noise."""
+"""The training loop: its held-out loss with ``eval_samples`` scores the same items, noise and noise levels whatever
+the run's batch size and seed (immiscible runs are scored with plain noise); its 0 intervals mean "at the end"."""
 
 from __future__ import annotations
+
+import copy
+import json
 
 import pytest
 import torch
@@ -66,3 +69,20 @@ def test_immiscible_runs_are_scored_with_plain_noise(model):
     near = training_noise(x0, "knn", 8, generator=g)
     rand = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     assert (near - x0).flatten(1).norm(dim=1).mean() < (rand - x0).flatten(1).norm(dim=1).mean()
+
+
+def test_checkpoint_and_log_every_zero_mean_only_at_the_end(model, tmp_path):
+    """``checkpoint_every=0`` / ``log_every=0``: one checkpoint and one log line, at the last step (it used to divide
+    by zero after the first step); a negative interval is refused before any step."""
+    from training.checkpoint import list_checkpoints
+    from training.loop import train
+
+    cfg = TrainConfig(str(tmp_path / "run"), max_steps=3, batch_size=4, checkpoint_every=0, log_every=0)
+    train(cfg, copy.deepcopy(model).train(), _objective(), Rolls())
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")] == [3]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged if "loss" in e] == [3]
+    with pytest.raises(ValueError, match="checkpoint_every must be ≥ 0"):
+        train(TrainConfig(str(tmp_path / "bad"), max_steps=3, batch_size=4, checkpoint_every=-1), model,
+              _objective(), Rolls())
+    assert not list_checkpoints(tmp_path / "bad")
