@@ -10,7 +10,8 @@ checkpoints with ``--resume latest``, logs and periodic sample grids. The final 
 :class:`~genmodels.pipelines.var.VARPipeline` in ``OUTPUT_DIR/pipeline`` (transformer + tokenizer + text encoder).
 
 ``--init FOLDER`` starts from a trained transformer, also one trained on a shorter scale schedule: the 128² model
-(``--config shapes128``, ``training/recipes/shapes_var128.sh``) starts from the shipped 64² one.
+(``--config shapes128``, ``training/recipes/shapes_var_large.sh``) starts from the shipped 64² one, the 256² model
+from the 128² one.
 """
 
 from __future__ import annotations
