@@ -63,10 +63,9 @@ assets-var: $(VENV)/.installed
 	PY=$(PY) training/recipes/shapes_var.sh
 
 # The 128×128 and 256×256 VARs FastVAR is measured on at a larger resolution, each warm-started from the model one
-# size down (training/recipes/shapes_var_large.sh; about an hour and 80 minutes; written to runs/, not shipped).
+# size down (training/recipes/shapes_var_large.sh; about an hour and 70 minutes; written to runs/, not shipped).
 var128: $(VENV)/.installed
 	PY=$(PY) RES=128 training/recipes/shapes_var_large.sh
 
 var256: $(VENV)/.installed
 	PY=$(PY) RES=256 THREADS=2 training/recipes/shapes_var_large.sh
-
