@@ -76,8 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(args) -> dict:
-    if args.config in ("shapes", "shapes128", "shapes256", "tiny"):
-        cfg = getattr(VARTransformer, f"{args.config}_config")()
+    named = getattr(VARTransformer, f"{args.config}_config", None)  # shapes, shapes128, shapes256, tiny
+    if callable(named):
+        cfg = named()
     else:
         try:
             cfg = json.loads(Path(args.config).read_text())

@@ -62,8 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(name: str) -> dict:
-    if name in ("shapes", "shapes128", "shapes256", "tiny"):
-        return getattr(MultiScaleVQVAE, f"{name}_config")()
+    named = getattr(MultiScaleVQVAE, f"{name}_config", None)  # shapes, shapes128, shapes256, tiny
+    if callable(named):
+        return named()
     path = Path(name)
     try:
         cfg = json.loads(path.read_text())

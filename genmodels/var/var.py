@@ -38,6 +38,7 @@ from kernels import linear_attention
 from ..layers.crosswkv import CrossWKV
 from ..layers.dit import TextConditioning, TextContext, layer_norm, modulate
 from .quant import MultiScaleQuantizer, check_patch_nums, downsample
+from .vqvae import MultiScaleVQVAE
 
 ATTENTION_MODES = ("softmax", "linear")
 CROSS_ATTN_MODES = ("crosswkv", "softmax", "none")
@@ -345,13 +346,13 @@ class VARTransformer(ModelMixin, ConfigMixin, TextConditioning):
 
     @classmethod
     def shapes128_config(cls) -> dict:
-        """``shapes_config`` for ``MultiScaleVQVAE.shapes128_config`` (128×128, scales 1 … 11, 16)."""
-        return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16)}
+        """``shapes_config`` on the scale schedule of ``MultiScaleVQVAE.shapes128_config`` (128×128)."""
+        return {**cls.shapes_config(), "patch_nums": MultiScaleVQVAE.shapes128_config()["patch_nums"]}
 
     @classmethod
     def shapes256_config(cls) -> dict:
-        """``shapes_config`` for ``MultiScaleVQVAE.shapes256_config`` (256×256, scales 1 … 16, 23, 32)."""
-        return {**cls.shapes_config(), "patch_nums": (1, 2, 3, 4, 6, 8, 11, 16, 23, 32)}
+        """``shapes_config`` on the scale schedule of ``MultiScaleVQVAE.shapes256_config`` (256×256)."""
+        return {**cls.shapes_config(), "patch_nums": MultiScaleVQVAE.shapes256_config()["patch_nums"]}
 
     @property
     def num_scales(self) -> int:
