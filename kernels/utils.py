@@ -70,27 +70,6 @@ def decayed_pairs(
     return out.reshape(*lead, c, c)
 
 
-def unit_lower_inverse(a: torch.Tensor, base: int = 8) -> torch.Tensor:
-    """(I − A)⁻¹ for strictly lower-triangular A [..., C, C].
-
-    Blocks of ≤ ``base`` rows use forward substitution (row i: X_i = e_i + A_{i,<i} X_{<i}); larger ones
-    split in two halves, inverted together as one batch, and merge with X21 = X22 A21 X11 (the 2×2 block
-    inverse of a lower-triangular matrix; as stable as substitution, much faster than batched
-    ``solve_triangular`` on the CPU)."""
-    c = a.shape[-1]
-    if c > base and c % 2 == 0:
-        h = c // 2
-        x11, x22 = unit_lower_inverse(torch.stack([a[..., :h, :h], a[..., h:, h:]]), base).unbind(0)
-        x21 = x22 @ a[..., h:, :h] @ x11
-        top = torch.cat([x11, torch.zeros_like(x11)], dim=-1)
-        return torch.cat([top, torch.cat([x21, x22], dim=-1)], dim=-2)
-    eye = torch.eye(c, dtype=a.dtype, device=a.device).expand(a.shape)
-    x = eye[..., :1, :]
-    for i in range(1, c):
-        x = torch.cat([x, eye[..., i : i + 1, :] + a[..., i : i + 1, :i] @ x], dim=-2)
-    return x
-
-
 def segmented(fn, tensors: list[torch.Tensor], state: torch.Tensor, segment: int):
     """Run a causal op segment by segment along time (dim 2), carrying the state.
 

@@ -90,10 +90,24 @@ def test_bad_arguments_raise_value_error():
         delta_rule(r[0], log_w, k, v, a, b)
 
 
-@pytest.mark.parametrize("size", [1, 5, 16, 32, 64, 48])
-def test_unit_lower_inverse_matches_dense_inverse(size):
-    from kernels.utils import unit_lower_inverse
+@pytest.mark.parametrize("chunk", [8, 16, 64])
+def test_other_chunk_sizes_match_step_loop(chunk):
+    from kernels.delta_rule.chunk import delta_rule_torch
 
-    a = torch.randn(3, size, size, dtype=torch.float64).tril(-1) * 0.3
-    expected = torch.linalg.inv(torch.eye(size, dtype=torch.float64) - a)
-    assert rel_err(expected, unit_lower_inverse(a)) < 1e-12
+    inputs = _inputs(2, 2, 77, 8, 6, dtype=torch.float64)
+    s0 = torch.randn(2, 2, 8, 6, dtype=torch.float64)
+    with use_backend("naive"):
+        ref, s_ref = delta_rule(*inputs, initial_state=s0, return_state=True)
+    out, state = delta_rule_torch(*inputs, initial_state=s0, chunk=chunk)
+    assert rel_err(ref, out) < 1e-10 and rel_err(s_ref, state) < 1e-10
+
+
+def test_strong_decay_near_the_factorising_limit_stays_accurate():
+    """Decays whose span inside a chunk nears the factorising bound (e^{±Γ} up to ~e^{60}) stay exact in fp32."""
+    from kernels.utils import can_factorise
+
+    inputs = list(_inputs(1, 2, 64, 8, 8))
+    inputs[1] = torch.full_like(inputs[1], -1.8) * (0.9 + 0.1 * torch.rand_like(inputs[1]))  # span 52–58 per chunk
+    g_last = inputs[1].reshape(1, 2, 2, 32, 8).sum(3)
+    assert can_factorise(g_last) and float(-g_last.min()) > 50
+    assert_paths_agree(lambda *x: delta_rule(*x, return_state=True), *inputs, tol=5e-5)
