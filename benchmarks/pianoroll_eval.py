@@ -10,7 +10,7 @@ from the notes outside the mask):
   * pitch-class and note-duration histogram overlap of the filled region with the ground truth (1 = same),
     in-key ratio and onset-grid alignment of the filled notes;
   * the share of pixels and notes outside the mask left unchanged (must be 100%);
-  * mean notes generated in the mask for RePaint r = 1..4 (Pictures of MIDI: more resampling, more notes);
+  * mean notes generated in the mask for RePaint r = 1..4 (Pictures of MIDI claims more resampling, more notes);
   * wall time to inpaint 4 bars of a 16-bar roll with default steps, r = 2, one sample.
 Everything is seeded; the same command gives the same figures on the same machine.
 """

@@ -344,7 +344,7 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> P
             with gr.Column(scale=3):
                 with gr.Row():
                     repaint = gr.Slider(1, 10, value=2, step=1,
-                                        label="RePaint (larger = more notes, but crazier; slower)")
+                                        label="RePaint (resamples per step; slower)")
                     samples = gr.Slider(1, settings.max_samples, value=min(4, settings.max_samples), step=1,
                                         label="Number of samples (candidates to choose from)")
                 with gr.Row():

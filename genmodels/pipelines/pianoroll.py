@@ -2,8 +2,9 @@
 
 Mask semantics: ``mask`` ``[64, W]`` bool, **True = generate**, False = keep. The known region is
 re-imposed at every noise level and copied verbatim into the output, so outside the mask the result equals
-the input exactly (pixels and notes). ``repaint`` r resamples each step r times (RePaint), which raises the
-note density; the busyness selector generates ``num_samples`` candidates and returns the one at the chosen
+the input exactly (pixels and notes). ``repaint`` r resamples each step r times (RePaint; Pictures of MIDI
+says this raises the note density, which this model does not reproduce: see BENCHMARKS.md); the busyness
+selector generates ``num_samples`` candidates and returns the one at the chosen
 percentile of notes inside the mask (100 = busiest).
 
 Rolls wider than the model's training window are inpainted window by window (bar-aligned windows that cover

@@ -1,0 +1,38 @@
+"""The experiment sampler of benchmarks/repaint_variants.py reduces to the library's RePaint at jump 1."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from repaint_variants import jump_inpaint  # noqa: E402
+
+from genmodels.diffusion.sampling import get_sigmas_karras, sample_inpaint  # noqa: E402
+
+
+def _denoise(x, sigma):
+    """A smooth, input-dependent toy denoiser (shrinks toward a fixed pattern)."""
+    sigma = torch.as_tensor(sigma).reshape(-1, *([1] * (x.ndim - 1)))
+    target = torch.linspace(-1, 1, x[0].numel()).reshape(x.shape[1:])
+    return (x + sigma**2 * target) / (1 + sigma**2) + 0.05 * torch.tanh(x)
+
+
+def test_jump_one_is_the_library_sampler_and_jumps_keep_the_known_region():
+    known = torch.rand(2, 2, 8, 16) * 2 - 1
+    mask = torch.zeros(2, 2, 8, 16)
+    mask[..., 4:12] = 1
+    sigmas = get_sigmas_karras(6, 0.01, 80.0, 7.0)
+    for r in (1, 3):
+        lib = sample_inpaint(_denoise, known, mask, num_steps=6, repaint=r,
+                             generator=torch.Generator().manual_seed(3)).sample
+        mine = jump_inpaint(_denoise, known, mask, num_steps=6, repaint=r, jump=1, renoise=1.0, sigmas=sigmas,
+                            generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(mine, lib)
+    jumped = jump_inpaint(_denoise, known, mask, num_steps=6, repaint=2, jump=4, renoise=1.0, sigmas=sigmas,
+                          generator=torch.Generator().manual_seed(3))
+    assert torch.equal(jumped[..., :4], known[..., :4]) and torch.equal(jumped[..., 12:], known[..., 12:])
+    assert not torch.allclose(jumped, lib)
