@@ -84,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a unit denoises only the frames kept so far (VideoChunkGenerator(grow=True)); tree cost is "
                         "then counted in clip-equivalent NFE (NFE × frames / clip frames)")
     p.add_argument("--first-candidates", type=int, default=2, help="draws for the first unit of each root")
+    p.add_argument("--extend-steps", type=int, default=None,
+                   help="denoising steps of the tree's continuation units (default --steps); the first unit and "
+                        "best-of-N keep --steps")
     p.add_argument("--direction-weight", type=float, default=0.0,
                    help="weight of the clip-video verifier's direction term (default 0: the verifier cannot see "
                         "the direction of motion)")
@@ -105,8 +108,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.limit, args.steps, args.roots = min(args.limit or 2, 2), 2, [1, 2]
     if min(args.roots) < 1 or args.steps < 1 or args.batch_size < 1 or args.first_candidates < 1 \
-            or (args.per_category is not None and args.per_category < 1):
-        p.error("--roots, --steps, --batch-size, --first-candidates and --per-category must be at least 1")
+            or (args.per_category is not None and args.per_category < 1) \
+            or (args.extend_steps is not None and args.extend_steps < 1):
+        p.error("--roots, --steps, --batch-size, --first-candidates, --per-category and --extend-steps must be at "
+                "least 1")
     return args
 
 
@@ -115,14 +120,16 @@ def _folder(path: str) -> Path:
     return ROOT / folder if not folder.exists() and (ROOT / folder).exists() else folder
 
 
-def nominal_cost(config: TreeConfig, grow: tuple[int, int] | None = None) -> int:
+def nominal_cost(config: TreeConfig, grow: tuple[int, int] | None = None, extend_ratio: float = 1.0) -> int:
     """Pipeline calls (clips) of a tree whose median pruning keeps ceil(live / 2) at every judged depth; with
     ``grow = (frames_per_unit, num_frames)`` a call at depth d weighs (d + 1) · frames_per_unit / num_frames of a
-    clip (grown units) and the total is rounded up to whole clips."""
+    clip (grown units); calls after the first unit weigh ``extend_ratio`` more (their steps / a clip's steps).
+    The total is rounded up to whole clips."""
     live, calls = 1, 0.0
     for depth, (branches, candidates) in enumerate(zip(config.branches, config.candidates, strict=True)):
         live *= branches
         weight = 1.0 if grow is None else min((depth + 1) * grow[0], grow[1]) / grow[1]
+        weight *= extend_ratio if depth > 0 else 1.0
         calls += live * candidates * weight
         if depth in config.judge_depths:
             live = math.ceil(live / 2)
@@ -170,7 +177,8 @@ def reach_fraction(bon_nfe: list[int], bon_score: list[float], tof_nfe: list[flo
 def matched_clips(configs: dict[int, TreeConfig], settings: dict) -> dict[int, int]:
     """Each tree's nominal cost in clips (its matched best-of-N), grown units weighed when ``settings["grow"]``."""
     grow = (settings["frames_per_unit"], settings["frames"]) if settings.get("grow") else None
-    return {r: nominal_cost(c, grow) for r, c in configs.items()}
+    ratio = (settings.get("extend_steps") or settings["steps"]) / settings["steps"]
+    return {r: nominal_cost(c, grow, ratio) for r, c in configs.items()}
 
 
 def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConfig], settings: dict,
@@ -302,7 +310,8 @@ def main(argv=None) -> dict:
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
     units = math.ceil(frames / args.frames_per_unit)
     configs = {r: video_tree_config(r, units, args.first_candidates) for r in sorted(set(args.roots))}
-    matched = matched_clips(configs, {"frames_per_unit": args.frames_per_unit, "frames": frames, "grow": args.grow})
+    matched = matched_clips(configs, {"frames_per_unit": args.frames_per_unit, "frames": frames, "grow": args.grow,
+                                      "steps": args.steps, "extend_steps": args.extend_steps})
     pool = max(max(matched.values()), args.max_n or 0)
     ns = sorted({2**i for i in range(int(math.log2(pool)) + 1)} | set(matched.values()))
 
@@ -324,7 +333,8 @@ def main(argv=None) -> dict:
             record["best_of_n"][str(n)] = {"index": pick, **oracle[pick],
                                       "coverage": float(any(o["all"] for o in oracle[:n]))}
         for roots, config in configs.items():
-            gen = VideoChunkGenerator(pipe, item["prompt"], frames, args.frames_per_unit, grow=args.grow, **call)
+            gen = VideoChunkGenerator(pipe, item["prompt"], frames, args.frames_per_unit, grow=args.grow,
+                                      extend_steps=args.extend_steps, **call)
             result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
                                 tree_config=config, seed=seed)
             record["tree_of_frames"][str(roots)] = {"nfe": result.nfe, "clip_nfe": gen.clip_nfe,
@@ -337,7 +347,7 @@ def main(argv=None) -> dict:
     settings = {"model": args.model, "clip": args.clip, "prompts": len(items), "per_category": args.per_category,
                 "frames": frames, "steps": args.steps, "guidance": args.guidance,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
-                "first_candidates": args.first_candidates,
+                "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,
                 "direction_weight": args.direction_weight, "device": device, "verifier": verifier.name,
                 "verifier_repr": repr(verifier),
                 "seed_rule": "best-of-N candidate j: prompt seed + j; tree: seeds from the prompt seed on"}

@@ -84,11 +84,14 @@ class VideoChunkGenerator:
     ``grow=True``: each call denoises only the frames kept (``len(state) + frames_per_unit``), not the whole clip.
     ``clip_nfe`` accumulates the calls' NFE × denoised frames / ``num_frames`` (compute in whole-clip NFE; equal to
     the NFE without ``grow``).
+    ``extend_steps``: denoising steps of a continuation call (one given frames to continue), when it should differ
+    from ``num_inference_steps``: continuing is a temporal inpainting with most of the clip's content fixed, and
+    a tree can spend fewer steps there than on its first unit. The NFE counts whatever steps ran.
     ``call_kwargs``: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
     """
 
     def __init__(self, pipe, prompt: str, num_frames: int | None = None, frames_per_unit: int = 2,
-                 grow: bool = False, **call_kwargs):
+                 grow: bool = False, extend_steps: int | None = None, **call_kwargs):
         if not getattr(pipe, "accepts_generator_list", False):
             raise ValueError(f"{type(pipe).__name__} does not take one generator per clip, which the tree needs")
         self.pipe, self.prompt = pipe, prompt
@@ -104,11 +107,15 @@ class VideoChunkGenerator:
         self.frames_per_unit = int(frames_per_unit)
         self.num_units = math.ceil((self.num_frames - given) / self.frames_per_unit)
         self.grow = bool(grow)
+        if extend_steps is not None and (isinstance(extend_steps, bool) or not isinstance(extend_steps, int)
+                                         or extend_steps < 1):
+            raise ValueError(f"extend_steps must be a positive integer or None, got {extend_steps!r}")
+        self.extend_steps = extend_steps
         self.clip_nfe = 0.0
 
     def extra_repr(self) -> str:
         return (f"num_frames={self.num_frames}, frames_per_unit={self.frames_per_unit}, num_units={self.num_units}, "
-                f"grow={self.grow}")
+                f"grow={self.grow}, extend_steps={self.extend_steps}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -125,8 +132,11 @@ class VideoChunkGenerator:
 
     def _draw(self, first: np.ndarray | None, keep: int, seeds: list[int]) -> UnitBatch:
         frames = keep if self.grow else self.num_frames
+        kwargs = self.call_kwargs
+        if first is not None and self.extend_steps is not None:
+            kwargs = {**kwargs, "num_inference_steps": self.extend_steps}
         out = self.pipe([self.prompt] * len(seeds), num_frames=frames, first_frames=first,
-                        generator=generators(seeds), output_type="np", **self.call_kwargs)
+                        generator=generators(seeds), output_type="np", **kwargs)
         nfe = int(out.nfe) * len(seeds)
         self.clip_nfe += nfe * frames / self.num_frames
         return UnitBatch(states=[np.ascontiguousarray(clip[:keep]) for clip in out.frames], nfe=nfe)

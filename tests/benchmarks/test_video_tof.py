@@ -27,6 +27,10 @@ def test_nominal_cost_halves_the_live_branches_at_judged_depths():
     assert video_tof.nominal_cost(TreeConfig([1] * 4, [1] * 4)) == 4
     # grown units, 2 of 8 frames each: 8·¼ + 4·½ + 2·¾ + 1 = 6.5 → 7 clips
     assert video_tof.nominal_cost(video_tree_config(4, 4), grow=(2, 8)) == 7
+    # continuation units at half the steps: 8·¼ + (4·½ + 2·¾ + 1)·½ = 4.25 → 5 clips
+    assert video_tof.nominal_cost(video_tree_config(4, 4), grow=(2, 8), extend_ratio=0.5) == 5
+    assert video_tof.matched_clips({4: video_tree_config(4, 4)}, {"frames_per_unit": 2, "frames": 8, "grow": True,
+                                                                 "steps": 20, "extend_steps": 10}) == {4: 5}
 
 
 def test_reach_fraction_finds_the_first_tree_budget_at_best_of_ns_best():

@@ -114,6 +114,23 @@ def test_grown_units_denoise_only_the_frames_kept_and_cost_their_share(pipe):
     assert "grow=True" in repr(grown)
 
 
+def test_extend_steps_apply_to_continuations_only_and_are_counted(pipe):
+    gen = VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, grow=True, extend_steps=1, num_inference_steps=3)
+    first = gen.start(2, [0, 1])
+    assert first.nfe == 2 * 3  # the first unit keeps num_inference_steps
+    second = gen.extend(first.states[0], 2, [2, 3])
+    assert second.nfe == 2 * 1 and all(np.array_equal(s[:2], first.states[0]) for s in second.states)
+    assert gen.clip_nfe == pytest.approx((2 * 3 * 2 + 2 * 1 * 4) / FRAMES)
+    # the continuation is the pipeline's own 1-step continuation, not a 3-step one
+    one = pipe([PROMPT] * 2, num_frames=4, first_frames=first.states[0], num_inference_steps=1,
+               generator=generators([2, 3]), output_type="np").frames
+    assert all(np.array_equal(a, b) for a, b in zip(second.states, one))
+    assert "extend_steps=1" in repr(gen)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="extend_steps"):
+            VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, extend_steps=bad)
+
+
 def test_chunk_generator_with_a_primer_starts_by_continuing_it(pipe):
     primer = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     gen = VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, num_inference_steps=STEPS, first_frames=primer)
