@@ -57,6 +57,7 @@ from genmodels.search import (  # noqa: E402
     CLIPVideoVerifier,
     TreeConfig,
     VideoChunkGenerator,
+    motion_from_start_stage,
     plot_score_vs_nfe,
     run_search,
     sample_candidates,
@@ -87,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--extend-steps", type=int, default=None,
                    help="denoising steps of the tree's continuation units (default --steps); the first unit and "
                         "best-of-N keep --steps")
+    p.add_argument("--first-stage", choices=["start", "motion"], default="start",
+                   help="the verifier stage of the first unit: 'start' (Video-T1: scene only, CLIP terms) or "
+                        "'motion' (all terms, direction included; for first units long enough to show motion)")
     p.add_argument("--direction-weight", type=float, default=0.0,
                    help="weight of the clip-video verifier's direction term (default 0: the verifier cannot see "
                         "the direction of motion)")
@@ -336,7 +340,8 @@ def main(argv=None) -> dict:
             gen = VideoChunkGenerator(pipe, item["prompt"], frames, args.frames_per_unit, grow=args.grow,
                                       extend_steps=args.extend_steps, **call)
             result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
-                                tree_config=config, seed=seed)
+                                tree_config=config, seed=seed,
+                                stage_fn=motion_from_start_stage if args.first_stage == "motion" else None)
             record["tree_of_frames"][str(roots)] = {"nfe": result.nfe, "clip_nfe": gen.clip_nfe,
                                                "live_per_depth": result.tree.live_per_depth,
                                                "leaf_scores": result.scores.tolist(), "seconds": result.seconds,
@@ -348,6 +353,7 @@ def main(argv=None) -> dict:
                 "frames": frames, "steps": args.steps, "guidance": args.guidance,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,
+                "first_stage": args.first_stage,
                 "direction_weight": args.direction_weight, "device": device, "verifier": verifier.name,
                 "verifier_repr": repr(verifier),
                 "seed_rule": "best-of-N candidate j: prompt seed + j; tree: seeds from the prompt seed on"}

@@ -11,7 +11,7 @@ selection-accuracy curves. ``video`` holds the text-to-video adapters (generate 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,7 @@ from genmodels.search.tree_of_frames import (
     UnitBatch,
     UnitGenerator,
     default_stage,
+    motion_from_start_stage,
     prune_at_median,
     tree_of_frames,
 )
@@ -119,13 +120,15 @@ def _compare_by_cached_scores(verifier: Verifier, scores: np.ndarray, outputs: l
 def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapping | None = None,
                generate_fn: GenerateFn | None = None, n: int = 1, seeds: Sequence[int] | None = None,
                batch_size: int | None = None, unit_generator: UnitGenerator | None = None,
-               tree_config: TreeConfig | None = None, seed: int = 0) -> SearchResult:
+               tree_config: TreeConfig | None = None, seed: int = 0,
+               stage_fn: Callable[[int, int], str] | None = None) -> SearchResult:
     """Dispatch one search.
 
     - ``"none"``: one sample (``seeds[0]``, default ``seed``) from ``generate_fn``; scored when a verifier is given.
     - ``"best-of-n"``: ``n`` samples (``seeds``, default ``seed .. seed + n − 1``), the verifier's argmax.
     - ``"tournament"``: the same ``n`` samples, a knockout bracket judged by the verifier (``n − 1`` comparisons).
-    - ``"tree-of-frames"``: ``unit_generator`` searched with ``tree_config`` from ``seed``.
+    - ``"tree-of-frames"``: ``unit_generator`` searched with ``tree_config`` from ``seed`` (verifier stages from
+      ``stage_fn``, default :func:`default_stage`).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -134,7 +137,8 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
     if strategy == "tree-of-frames":
         if unit_generator is None or tree_config is None or verifier is None:
             raise ValueError("tree-of-frames needs unit_generator, tree_config and verifier")
-        tree = tree_of_frames(unit_generator, verifier, tree_config, context=context, seed=seed)
+        tree = tree_of_frames(unit_generator, verifier, tree_config, context=context, seed=seed,
+                              stage_fn=stage_fn or default_stage)
         return SearchResult(strategy, tree.output, tree.best, None, tree.leaf_scores, tree.nfe, None, 0,
                             time.perf_counter() - t0, tree=tree)
     if generate_fn is None:
@@ -186,6 +190,7 @@ __all__ = [
     "best_so_far",
     "coverage_curve",
     "default_stage",
+    "motion_from_start_stage",
     "direction_agreement",
     "fit_power_law",
     "generators",

@@ -67,6 +67,13 @@ def default_stage(depth: int, num_units: int) -> str:
     return "end" if depth >= num_units - 2 else "motion"
 
 
+def motion_from_start_stage(depth: int, num_units: int) -> str:
+    """:func:`default_stage` without ``"start"``: depth 0 is judged as ``"motion"`` (for first units long enough to
+    show motion, so the verifier's motion terms can act from the first choice and the first pruning on)."""
+    stage = default_stage(depth, num_units)
+    return "motion" if stage == "start" else stage
+
+
 def prune_at_median(scores: Sequence[float]) -> np.ndarray:
     """Indices (ascending) of the scores at or above their median: ties keep more; if none qualifies, the best."""
     scores = np.asarray(scores, dtype=np.float64)

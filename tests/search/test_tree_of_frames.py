@@ -15,6 +15,7 @@ from genmodels.search import (
     UnitGenerator,
     Verifier,
     default_stage,
+    motion_from_start_stage,
     prune_at_median,
     run_search,
     tree_of_frames,
@@ -107,6 +108,18 @@ def test_median_pruning(scores, kept):
 
 def test_stage_schedule():
     assert [default_stage(d, 6) for d in range(6)] == ["start", "motion", "motion", "motion", "end", "end"]
+    assert [motion_from_start_stage(d, 6) for d in range(6)] == ["motion"] * 4 + ["end", "end"]
+    assert [motion_from_start_stage(d, 2) for d in range(2)] == ["motion", "end"]
+
+
+def test_run_search_passes_the_stage_schedule_to_the_tree():
+    config = TreeConfig(branches=[2, 1], candidates=[2, 1], judge_depths={0})
+    seen = {}
+    for name, fn in (("default", None), ("motion", motion_from_start_stage)):
+        verifier = Recording(lambda s: sum(s))
+        run_search("tree-of-frames", verifier=verifier, unit_generator=ToyUnits(), tree_config=config, stage_fn=fn)
+        seen[name] = {stage for stage, depth, _ in verifier.stages if depth == 0}
+    assert seen == {"default": {"start"}, "motion": {"motion"}}
 
 
 def test_bad_config_is_refused():
