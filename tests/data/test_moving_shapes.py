@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -311,16 +310,8 @@ def test_malformed_specs_are_rejected(spec):
         check_video_spec(spec)
 
 
-def test_rendering_an_eight_frame_clip_takes_under_two_milliseconds():
-    make_clip(0)
-    best = float("inf")
-    for _ in range(3):  # the best of three runs: the machine is shared
-        start = time.perf_counter()
-        for i in range(200):
-            make_clip(i, seed=1)
-        best = min(best, (time.perf_counter() - start) / 200)
-    print(f"\n{best * 1e3:.3f} ms per 8-frame 32x32 clip")
-    assert best < 2e-3
+def test_clips_use_only_the_palette_colours():
+    # rendering speed is a benchmark (benchmarks/data_speed.py), not a test
     assert set(COLOURS) >= {o["colour"] for i in range(50) for o in make_clip(i).spec["objects"]}
 
 
