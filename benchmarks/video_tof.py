@@ -96,6 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the direction of motion)")
     p.add_argument("--max-n", type=int, default=None,
                    help="best-of-N pool per prompt (default: the largest tree's nominal cost in clips)")
+    p.add_argument("--reuse-pool", default=None, metavar="RESULT_JSON",
+                   help="take each prompt's best-of-N pool (verifier terms, oracle scores) from a saved run with the "
+                        "same model, clip verifier, steps, guidance, frames and direction weight instead of sampling "
+                        "it again (the pool is deterministic in its seeds); only the trees are run")
     p.add_argument("--batch-size", type=int, default=16, help="best-of-N clips per pipeline call")
     p.add_argument("--quick", action="store_true", help="2 prompts, 2 steps, roots 1 2 (a smoke run)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -294,6 +298,22 @@ def resummarize(args: argparse.Namespace) -> dict:
     return result
 
 
+POOL_KEYS = ("model", "clip", "steps", "guidance", "frames", "direction_weight")
+
+
+def saved_pools(path: str, settings: dict, pool: int) -> dict[str, dict]:
+    """Per prompt id, the saved run's pool record, after checking that the run drew the same pool."""
+    saved = json.loads(Path(path).read_text())
+    theirs = saved["settings"]
+    differ = [k for k in POOL_KEYS if theirs.get(k) != settings[k]]
+    if differ:
+        raise SystemExit(f"{path} drew its pool with other settings ({', '.join(differ)}); it cannot be reused")
+    records = {p["id"]: p for p in saved["per_prompt"]}
+    if any(len(p["oracle"]) < pool for p in records.values()):
+        raise SystemExit(f"{path} has fewer than {pool} candidates per prompt")
+    return records
+
+
 def main(argv=None) -> dict:
     from genmodels.eval.video_oracle import load_video_eval_set
     from genmodels.loading import load_pipeline
@@ -319,18 +339,31 @@ def main(argv=None) -> dict:
     pool = max(max(matched.values()), args.max_n or 0)
     ns = sorted({2**i for i in range(int(math.log2(pool)) + 1)} | set(matched.values()))
 
+    pool_settings = {"model": args.model, "clip": args.clip, "steps": args.steps, "guidance": args.guidance,
+                     "frames": frames, "direction_weight": args.direction_weight}
+    reused = saved_pools(args.reuse_pool, pool_settings, pool) if args.reuse_pool else None
     per_prompt = []
     t0 = time.perf_counter()
     for item in tqdm(items, desc="prompts", unit="prompt", disable=args.no_progress):
         context, spec, seed = {"prompt": item["prompt"]}, item["spec"], int(item["seed"])
-        generate = text_to_video_generate_fn(pipe, item["prompt"], num_frames=frames, **call)
-        cands = sample_candidates(generate, pool, [seed + j for j in range(pool)], args.batch_size)
-        terms = verifier.terms(cands.outputs, context)  # kept, so a saved pool can be re-weighted
-        scores = verifier.combine(terms)
-        oracle = [oracle_scores(c, spec) for c in cands.outputs]
+        if reused is not None:
+            if item["id"] not in reused:
+                raise SystemExit(f"{args.reuse_pool} has no pool for prompt {item['id']}")
+            old = reused[item["id"]]
+            scores, oracle = np.asarray(old["verifier_scores"][:pool]), old["oracle"][:pool]
+            terms_saved = {k: v[:pool] for k, v in old["verifier_terms"].items()}
+            nfe_per_clip = int(old["nfe_per_clip"])
+        else:
+            generate = text_to_video_generate_fn(pipe, item["prompt"], num_frames=frames, **call)
+            cands = sample_candidates(generate, pool, [seed + j for j in range(pool)], args.batch_size)
+            terms = verifier.terms(cands.outputs, context)  # kept, so a saved pool can be re-weighted
+            scores = verifier.combine(terms)
+            oracle = [oracle_scores(c, spec) for c in cands.outputs]
+            terms_saved = {k: v.tolist() for k, v in terms.items()}
+            nfe_per_clip = int(cands.nfe[0])
         record = {"id": item["id"], "category": item["category"], "prompt": item["prompt"], "seed": seed,
-                  "nfe_per_clip": int(cands.nfe[0]), "verifier_scores": scores.tolist(),
-                  "verifier_terms": {k: v.tolist() for k, v in terms.items()}, "oracle": oracle,
+                  "nfe_per_clip": nfe_per_clip, "verifier_scores": scores.tolist(),
+                  "verifier_terms": terms_saved, "oracle": oracle,
                   "best_of_n": {}, "tree_of_frames": {}}
         for n in ns:
             pick = int(np.argmax(scores[:n]))
@@ -353,7 +386,7 @@ def main(argv=None) -> dict:
                 "frames": frames, "steps": args.steps, "guidance": args.guidance,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,
-                "first_stage": args.first_stage,
+                "first_stage": args.first_stage, "pool_from": args.reuse_pool,
                 "direction_weight": args.direction_weight, "device": device, "verifier": verifier.name,
                 "verifier_repr": repr(verifier),
                 "seed_rule": "best-of-N candidate j: prompt seed + j; tree: seeds from the prompt seed on"}

@@ -102,6 +102,13 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
     assert list(reweighted) == ["0.0", "1.0"] and [r["n"] for r in reweighted["1.0"]] == [1, 2, 4, 5, 8]
     assert reweighted["0.0"] == [{"n": b["n"], **{k: b[k] for k in (*KEYS, "mean")}} for b in data["best_of_n"]]
     assert "re-selected from the same pool" in capsys.readouterr().out
+    # the saved pool reused: same best-of-N rows and (deterministic) trees, no pool sampled
+    args = ["--model", str(model), "--clip", str(clip), "--quick", "--device", "cpu", "--no-progress"]
+    reran = video_tof.main([*args, "--reuse-pool", str(out)])
+    assert reran["best_of_n"] == data["best_of_n"] and reran["tree_of_frames"] == data["tree_of_frames"]
+    assert reran["settings"]["pool_from"] == str(out)
+    with pytest.raises(SystemExit, match="guidance"):
+        video_tof.main([*args, "--reuse-pool", str(out), "--guidance", "3"])
 
 
 def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
