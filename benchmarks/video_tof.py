@@ -77,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="first N evaluation prompts (default all 60)")
     p.add_argument("--per-category", type=int, default=None,
                    help="the first K prompts of each category (single, two) instead of --limit")
+    p.add_argument("--skip-per-category", type=int, default=0,
+                   help="with --per-category: skip the first S prompts of each category (a set held out from a run "
+                        "on the first S)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--roots", type=int, nargs="+", default=[1, 2, 4, 8], help="tree roots, one tree per value")
@@ -117,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.limit, args.steps, args.roots = min(args.limit or 2, 2), 2, [1, 2]
     if min(args.roots) < 1 or args.steps < 1 or args.batch_size < 1 or args.first_candidates < 1 \
             or (args.per_category is not None and args.per_category < 1) \
-            or (args.extend_steps is not None and args.extend_steps < 1):
+            or (args.extend_steps is not None and args.extend_steps < 1) or args.skip_per_category < 0:
         p.error("--roots, --steps, --batch-size, --first-candidates, --per-category and --extend-steps must be at "
                 "least 1")
     return args
@@ -144,12 +147,13 @@ def nominal_cost(config: TreeConfig, grow: tuple[int, int] | None = None, extend
     return math.ceil(calls - 1e-9)
 
 
-def select_prompts(items: list[dict], limit: int | None = None, per_category: int | None = None) -> list[dict]:
-    """The first ``per_category`` items of each category (categories in order of appearance), then the first
+def select_prompts(items: list[dict], limit: int | None = None, per_category: int | None = None,
+                   skip: int = 0) -> list[dict]:
+    """Items ``skip .. skip + per_category`` of each category (categories in order of appearance), then the first
     ``limit`` of those."""
     if per_category is not None:
         items = [it for cat in dict.fromkeys(it["category"] for it in items)
-                 for it in [x for x in items if x["category"] == cat][:per_category]]
+                 for it in [x for x in items if x["category"] == cat][skip: skip + per_category]]
     return items[:limit]
 
 
@@ -329,7 +333,7 @@ def main(argv=None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     verifier = CLIPVideoVerifier.from_folder(_folder(args.clip), device=device,
                                              direction_weight=args.direction_weight)
-    items = select_prompts(load_video_eval_set(), args.limit, args.per_category)
+    items = select_prompts(load_video_eval_set(), args.limit, args.per_category, args.skip_per_category)
     frames = int(items[0]["spec"]["frames"])
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
     units = math.ceil(frames / args.frames_per_unit)
@@ -383,6 +387,7 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - t0
 
     settings = {"model": args.model, "clip": args.clip, "prompts": len(items), "per_category": args.per_category,
+                "skip_per_category": args.skip_per_category,
                 "frames": frames, "steps": args.steps, "guidance": args.guidance,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,

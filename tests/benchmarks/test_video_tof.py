@@ -61,8 +61,12 @@ def test_select_prompts_takes_the_first_of_each_category_in_order():
     assert [x["id"] for x in video_tof.select_prompts(items, limit=3, per_category=2)] == [0, 1, 2]
     assert [x["id"] for x in video_tof.select_prompts(items, limit=2)] == [0, 1]
     assert len(video_tof.select_prompts(items)) == 7
+    # a held-out set: the next two of each category ("a": 0 1 5; "b": 2 3 4 6)
+    assert [x["id"] for x in video_tof.select_prompts(items, per_category=2, skip=2)] == [5, 4, 6]
     with pytest.raises(SystemExit):
         video_tof.parse_args(["--per-category", "0"])
+    with pytest.raises(SystemExit):
+        video_tof.parse_args(["--per-category", "2", "--skip-per-category", "-1"])
 
 
 def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, capsys):
