@@ -1,7 +1,8 @@
 """Atomic ``checkpoint-N`` folders on top of ``accelerator.save_state`` / ``load_state``.
 
-A checkpoint is written into ``checkpoint-N.tmp-<pid>`` and renamed to ``checkpoint-N`` only when complete
-(``trainer_state.json`` is the last file written), so a killed run never leaves a half-written checkpoint
+A checkpoint is written into ``checkpoint-N.tmp-<pid>`` (the main process's pid, one folder for every rank) and
+renamed to ``checkpoint-N`` only when complete (``trainer_state.json`` is the last file written, after every rank
+has finished), so a killed run never leaves a half-written checkpoint
 that ``--resume latest`` could pick up. Folders leave the same way: a checkpoint being pruned (or replaced) is
 first renamed to a ``.tmp-`` name and only then deleted, so a kill mid-delete never leaves a ``checkpoint-N``
 that still has its ``trainer_state.json`` but lost its weights. A failed write (a full disk) removes the
@@ -108,7 +109,15 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
     """Write ``output_dir/checkpoint-<step>`` atomically; prune the oldest beyond ``total_limit``."""
     root = Path(output_dir)
     final = root / f"checkpoint-{step}"
-    tmp = root / f"checkpoint-{step}.tmp-{os.getpid()}"
+    # One folder for every rank, named after the main process: each rank's own pid would give each its own folder,
+    # and the main process, renaming only its own, would then delete the others' as stale (with their per-rank
+    # files, e.g. RNG states), possibly while they are still being written.
+    owner = [os.getpid()]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        owner = broadcast_object_list(owner)
+    tmp = root / f"checkpoint-{step}.tmp-{owner[0]}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -130,6 +139,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
                    "and continue with --resume latest")
         code = getattr(err, "errno", None)
         raise (CheckpointWriteError(code, message) if code else CheckpointWriteError(message)) from err
+    accelerator.wait_for_everyone()  # every rank's files are in tmp before it is renamed
     if accelerator.is_main_process:
         if final.exists():
             _discard(final)

@@ -102,6 +102,11 @@ def test_sana_two_processes_with_half_batch_match_one_process(sana_single, sana_
     _assert_same_training(sana_single, sana_ddp)
     summary = json.loads((sana_ddp / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["distributed_type"] == "MULTI_CPU"
+    # both ranks wrote into the one checkpoint folder (each rank's RNG state), and no temporary folder is left
+    for step in (2, 4):
+        assert {p.name for p in (sana_ddp / f"checkpoint-{step}").glob("random_states_*.pkl")} == {
+            "random_states_0.pkl", "random_states_1.pkl"}
+    assert not list(sana_ddp.glob("*.tmp-*"))
 
 
 def test_text_encoder_trained_with_the_model_under_ddp_matches_one_process(tiny_clip, tmp_path, cache):
