@@ -122,7 +122,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             or (args.per_category is not None and args.per_category < 1) \
             or (args.extend_steps is not None and args.extend_steps < 1) or args.skip_per_category < 0:
         p.error("--roots, --steps, --batch-size, --first-candidates, --per-category and --extend-steps must be at "
-                "least 1")
+                "least 1, --skip-per-category at least 0")
     return args
 
 
