@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +26,7 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.hdit_speed import median_time  # noqa: E402
 from kernels.delta_rule import chunk as current  # noqa: E402
 
 
@@ -40,16 +39,6 @@ def load_old_chunk(revision: str, folder: Path):
     (folder / "kernels").rename(folder / "kernels_then")
     sys.path.insert(0, str(folder))
     return importlib.import_module("kernels_then.delta_rule.chunk")
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None) -> None:
@@ -71,8 +60,8 @@ def main(argv=None) -> None:
             repeats = 9 if t <= 4096 else 3
             then, now = [], []
             for _ in range(2):  # alternate, so drift hits both
-                then.append(median_seconds(lambda x=x: old.delta_rule_torch(*x, initial_state=None), repeats))
-                now.append(median_seconds(lambda x=x: current.delta_rule_torch(*x, initial_state=None), repeats))
+                then.append(median_time(lambda x=x: old.delta_rule_torch(*x, initial_state=None), repeats))
+                now.append(median_time(lambda x=x: current.delta_rule_torch(*x, initial_state=None), repeats))
             print(f"T = {t:6d}: {args.against} {then[0] * 1e3:8.1f} / {then[1] * 1e3:8.1f} ms, now "
                   f"{now[0] * 1e3:8.1f} / {now[1] * 1e3:8.1f} ms, speed-up {sum(then) / sum(now):.2f}×", flush=True)
 
