@@ -2,7 +2,8 @@
 
 One public function per op, shapes ``[B, H, T, D]`` (``[B, H, Hgt, Wid, D]`` for 2-D neighborhoods), states
 and accumulators in float32. Each op has a naive reference, a fast PyTorch path and (on CUDA) a Triton
-kernel, chosen by :mod:`kernels.dispatch`; ``LINGEN_KERNELS=torch|triton|naive`` forces one.
+kernel; the delta rule also a compiled C kernel for CPU inference (:mod:`kernels.native`). :mod:`kernels.dispatch`
+chooses; ``LINGEN_KERNELS=torch|native|triton|naive`` forces one.
 """
 
 from .delta_rule import delta_rule

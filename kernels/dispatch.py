@@ -1,12 +1,14 @@
 """Backend selection for the operator core.
 
-Every op has up to three implementations registered here under the names ``naive`` (step loop or dense
+Every op has up to four implementations registered here under the names ``naive`` (step loop or dense
 mask: readable ground truth, float64-capable, for tests), ``torch`` (chunked / blocked PyTorch: the CPU
-default) and ``triton`` (GPU kernels, the CUDA default once registered).
+default), ``native`` (a compiled C kernel for CPU tensors, see :mod:`kernels.native`; the CPU default for the
+ops that have one, when it builds) and ``triton`` (GPU kernels, the CUDA default once registered).
 
 Selection order: the innermost :func:`use_backend` context, then the ``LINGEN_KERNELS`` environment variable
-(``torch``, ``triton`` or ``naive``), then automatic: ``triton`` for CUDA tensors when it is registered for
-the op and importable, else ``torch``.
+(``torch``, ``native``, ``triton`` or ``naive``), then automatic: ``triton`` for CUDA tensors when it is
+registered for the op and importable; for other tensors ``native`` when registered and available (an
+implementation may declare ``available()``), else ``torch``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-BACKENDS = ("naive", "torch", "triton")
+BACKENDS = ("naive", "torch", "native", "triton")
 
 _REGISTRY: dict[str, dict[str, Callable]] = {}
 _FORCED: list[str] = []
@@ -74,7 +76,18 @@ def select(op: str, device: torch.device) -> Callable:
             raise RuntimeError(f"backend {forced!r} is forced but has no implementation of {op!r}")
         if forced == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise RuntimeError("the triton backend needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU)")
+        if not usable(impls[forced]):
+            raise RuntimeError(f"backend {forced!r} is forced but unavailable for {op!r}: "
+                               f"{getattr(impls[forced], 'why_unavailable', lambda: 'unknown reason')()}")
         return impls[forced]
     if device.type == "cuda" and "triton" in impls and triton_available():
         return impls["triton"]
+    if device.type == "cpu" and "native" in impls and usable(impls["native"]):
+        return impls["native"]
     return impls["torch"]
+
+
+def usable(impl: Callable) -> bool:
+    """Whether ``impl`` can run here (``impl.available()`` when it declares one, else True)."""
+    check = getattr(impl, "available", None)
+    return True if check is None else bool(check())

@@ -7,7 +7,7 @@ import torch
 from .. import dispatch
 from ..triton_utils import input_caster, register_lazy
 from ..utils import compute_dtype
-from . import chunk, naive  # noqa: F401  (register the backends)
+from . import chunk, naive, native  # noqa: F401  (register the backends)
 
 # The Triton kernel registers only when triton is installed, and imports it at its first call.
 register_lazy("delta_rule", "kernels.delta_rule.triton", "delta_rule_triton")
