@@ -70,11 +70,11 @@ caption, and continues a clip from its first frames, which it keeps exactly. Mod
 ## Test-time search
 Each tab's "Test-time search" makes *N* candidates (seeds *S* … *S*+*N*−1) and keeps the one a verifier scores best
 (best-of-*N*) or wins a knockout tournament of pairs; every candidate is shown with its score, with the NFE and
-the wall time. The Video tab also offers Tree-of-Frames: *N* clips grown unit by unit by continuation, the weaker
-half of the branches pruned after the 2nd and 3rd units, the final clips shown. Verifiers: the CLIP score of the
-prompt (pictures; over frames, with temporal consistency, for clips, optionally with the prompt's direction of
-motion; CLIP folder `{settings.model_dir("clip")}`, {clip_status}) and busyness, in-key and onset-grid scores (piano
-rolls). The shapes oracle is the evaluator, never a verifier here.
+the wall time. The Video tab also offers Tree-of-Frames: *N* clips grown by continuation, the first half of
+each the best of 2 draws, the weaker half of the branches pruned after it, the final clips shown. Verifiers: the
+CLIP score of the prompt (pictures; over frames, with temporal consistency, for clips, optionally with the
+prompt's direction of motion; CLIP folder `{settings.model_dir("clip")}`, {clip_status}) and busyness, in-key
+and onset-grid scores (piano rolls). The shapes oracle is the evaluator, never a verifier here.
 
 ## Limits on this server
 MIDI uploads up to {settings.max_upload_bytes / 1e6:.0f} MB; pieces are cut to their first {settings.max_bars} bars;

@@ -45,6 +45,10 @@ DEFAULT_CLIP = ASSETS_DIR / "clip-shapes"
 SEARCHES = ("none", "best-of-n", "tournament", "tree-of-frames")
 IMAGE_VERIFIERS = ("clip", "oracle", "ensemble")
 VIDEO_VERIFIERS = ("clip-video", "clip-video-direction", "oracle")
+# tree-of-frames: how the first unit is judged (genmodels.search.TREE_FIRST_STAGES, not imported here: the CLI
+# imports torch only once a command needs it), and the options only that search takes
+TREE_FIRST_STAGE_CHOICES = ("motion", "start")
+TREE_OPTIONS = ("frames_per_unit", "grow_units", "extend_steps", "first_stage")
 MAX_CANDIDATES = 1024
 ORACLE_WARNING = ("the shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not what a "
                   "deployable search achieves; do not report it as a verifier result")
@@ -204,9 +208,11 @@ def _add_generate(sub) -> None:
         "Draw --n candidates per prompt (candidate j of prompt i uses seed SEED + i*N + j, so --n 1 reproduces the "
         "plain run), score them with --verifier and keep the best (best-of-n: the argmax; tournament: SANA-1.5's "
         "knockout bracket, N-1 comparisons). tree-of-frames (video models) grows each clip --frames-per-unit frames "
-        "at a time by continuation (Video-T1): N roots, the first unit the best of 2 draws, later units 1 draw, "
-        "the live branches pruned at the median at Video-T1's relative depths 4/16, 9/16, 13/16 of the units, the "
-        "best leaf kept; prompt i's tree draws its seeds from SEED + i*S on, S = the seeds the tree could use "
+        "at a time by continuation (Video-T1): N roots, the first unit the best of 2 draws, later units 1 draw "
+        "(continuations at --extend-steps), the live branches pruned at the median at Video-T1's relative depths "
+        "4/16, 9/16, 13/16 of the units, the best leaf kept (defaults: the configuration measured in BENCHMARKS.md: "
+        "two units, grown, continuations at 40% of --steps, the first unit judged on motion); prompt i's tree "
+        "draws its seeds from SEED + i*S on, S = the seeds the tree could use "
         "without pruning. The manifest records the seeds, every score, the NFE and the wall time; "
         "DIR/score_vs_nfe.png plots the best score against NFE.")
     s.add_argument("--search", choices=SEARCHES, default="none", help="search strategy (default: none)")
@@ -223,12 +229,18 @@ def _add_generate(sub) -> None:
     s.add_argument("--clip", default=str(DEFAULT_CLIP),
                    help="open_clip folder for the clip / ensemble / clip-video verifiers")
     s.add_argument("--frames-per-unit", type=int,
-                   help="tree-of-frames: frames added per tree level (default: a quarter of the frames to generate, "
-                        "rounded up: at most 4 levels)")
-    s.add_argument("--grow-units", action="store_true",
+                   help="tree-of-frames: frames added per tree level (default: half the frames to generate, rounded "
+                        "up: two levels, the first long enough to show motion)")
+    s.add_argument("--grow-units", action=argparse.BooleanOptionalAction, default=None,
                    help="tree-of-frames: each unit denoises only the frames its branch has so far (given frames + "
-                        "the new unit) instead of a whole clip; the manifest's clip_nfe counts the compute in "
-                        "whole-clip NFE")
+                        "the new unit) instead of a whole clip (default: on; --no-grow-units denoises whole clips); "
+                        "the manifest's clip_nfe counts the compute in whole-clip NFE")
+    s.add_argument("--extend-steps", type=int,
+                   help="tree-of-frames: denoising steps of a continuation (every unit after the first; default: 40%% "
+                        "of --steps, rounded up: 8 of 20)")
+    s.add_argument("--first-stage", choices=TREE_FIRST_STAGE_CHOICES,
+                   help="tree-of-frames: how the first unit is judged: motion (default: every verifier term, "
+                        "direction of motion included) or start (Video-T1: the scene only)")
     s.add_argument("--save-candidates", action="store_true",
                    help="also write every candidate, DIR/candidates/IIII-JJ.png (prompt I, candidate J); for clips "
                         "DIR/candidates/IIII-JJ.gif (tree-of-frames: the final leaves)")
@@ -328,7 +340,7 @@ def generate(args) -> list[dict]:
     fastvar = _check_var_options(args, cls, model_dir) if var else _refuse_var_options(args, cls, model_dir)
     if hasattr(cls, "check_video_inputs"):
         return _generate_video(args, cls, prompts, model_dir)
-    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale", "frames_per_unit", "grow_units")
+    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale", *TREE_OPTIONS)
     if getattr(args, "search", "none") == "tree-of-frames":
         video_only.insert(0, "--search tree-of-frames")
     if getattr(args, "verifier", None) in VIDEO_VERIFIERS and args.verifier not in IMAGE_VERIFIERS:
@@ -444,7 +456,7 @@ def _sampler_record(args, var: bool) -> dict:
 
 def _given(args, *names: str) -> list[str]:
     """The options among ``names`` (argparse destinations) that were given, spelled as flags."""
-    defaults = {"search": "none", "save_candidates": False, "grow_units": False}  # None (not given) for the others
+    defaults = {"search": "none", "save_candidates": False}  # None (not given) for the others
     return [f"--{name.replace('_', '-')}" for name in names
             if getattr(args, name, None) is not None and getattr(args, name) != defaults.get(name)]
 
@@ -467,14 +479,14 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
                        f"(clips are verified by {' or '.join(VIDEO_VERIFIERS)})")
     search = getattr(args, "search", "none")
     if search == "none":
-        needs_search = _given(args, "save_candidates", "frames_per_unit", "grow_units")
+        needs_search = _given(args, "save_candidates", *TREE_OPTIONS)
         if verifier is not None:
             needs_search.insert(0, f"--verifier {verifier}")
         if getattr(args, "n", None) not in (None, 1):
             needs_search.insert(0, f"--n {args.n}")
         if needs_search:
             raise CliError(f"{', '.join(needs_search)} need --search (best-of-n, tournament or tree-of-frames)")
-    elif search != "tree-of-frames" and (tree_only := _given(args, "frames_per_unit", "grow_units")):
+    elif search != "tree-of-frames" and (tree_only := _given(args, *TREE_OPTIONS)):
         raise CliError(f"{', '.join(tree_only)} takes --search tree-of-frames, not {search}")
     n = 1 if search == "none" else 4 if args.n is None else args.n
     if not 1 <= n <= MAX_CANDIDATES:
@@ -665,11 +677,16 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
     from genmodels.io import write_text_atomic
     from genmodels.pipelines.video_io import write_gif, write_mp4
     from genmodels.search import (
+        TREE_FIRST_STAGE,
+        TREE_FIRST_STAGES,
+        TREE_GROW_UNITS,
         VideoChunkGenerator,
         best_so_far,
         plot_score_vs_nfe,
         run_search,
         text_to_video_generate_fn,
+        tree_extend_steps,
+        tree_frames_per_unit,
         tree_seed_budget,
         video_tree_config,
     )
@@ -683,9 +700,14 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
     stride = n
     if tree:
         to_make = frames - (0 if first is None else len(first))
-        per_unit = -(-to_make // 4) if args.frames_per_unit is None else args.frames_per_unit
+        per_unit = tree_frames_per_unit(to_make) if args.frames_per_unit is None else args.frames_per_unit
         if not 1 <= per_unit <= to_make:
             raise CliError(f"--frames-per-unit must be in 1..{to_make} (the frames to generate), got {per_unit}")
+        extend_steps = tree_extend_steps(args.steps) if args.extend_steps is None else args.extend_steps
+        if extend_steps < 1:
+            raise CliError(f"--extend-steps must be at least 1, got {extend_steps}")
+        grow = TREE_GROW_UNITS if args.grow_units is None else args.grow_units
+        first_stage = TREE_FIRST_STAGE if args.first_stage is None else args.first_stage
         units = -(-to_make // per_unit)
         config = video_tree_config(n, units)
         stride = tree_seed_budget(config)
@@ -704,7 +726,8 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
     if first is not None:
         base["first_frames"] = str(args.first_frames)
     if tree:
-        base["tree"] = {"frames_per_unit": per_unit, "grow_units": bool(args.grow_units), "units": units,
+        base["tree"] = {"frames_per_unit": per_unit, "grow_units": grow, "extend_steps": extend_steps,
+                        "first_stage": first_stage, "units": units,
                         "branches": config.branches,
                         "candidates": config.candidates, "judge_depths": sorted(config.judge_depths)}
     records: list[dict] = []
@@ -713,11 +736,11 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         for index, prompt in enumerate(prompts):
             context = {"prompt": prompt}
             if tree:
-                gen = VideoChunkGenerator(pipe, prompt, frames, per_unit, grow=args.grow_units,
+                gen = VideoChunkGenerator(pipe, prompt, frames, per_unit, grow=grow, extend_steps=extend_steps,
                                           **{k: v for k, v in settings.items() if k != "num_frames"})
                 seed = args.seed + index * stride
                 result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
-                                    tree_config=config, seed=seed)
+                                    tree_config=config, seed=seed, stage_fn=TREE_FIRST_STAGES[first_stage])
                 bar.update(1)
             else:
                 generate = text_to_video_generate_fn(pipe, prompt, **settings)

@@ -113,14 +113,31 @@ def test_tournament_takes_n_minus_1_comparisons(video_model, clip_dir, tmp_path)
     assert r["comparisons"] == 3 and r["chosen"] == int(np.argmax(r["scores"]))
 
 
-def test_tree_of_frames_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_path):
+def test_tree_of_frames_defaults_are_the_measured_configuration(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--seed", 3) == 0
+    # 8 frames, 4 per unit: 2 units, grown; 2 roots × 2 first draws at --steps, judged on motion and pruned at
+    # depth 0; continuations at ceil(0.4 × 2) = 1 step; seeds ≤ 4 + 2
+    for i, r in enumerate(manifest(out)):
+        assert r["tree"] == {"frames_per_unit": 4, "grow_units": True, "extend_steps": 1, "first_stage": "motion",
+                             "units": 2, "branches": [2, 1], "candidates": [2, 1], "judge_depths": [0]}
+        assert r["first_seed"] == 3 + 6 * i
+        assert r["nfe_per_depth"] == [4 * STEPS, r["live_per_depth"][1] * 1]
+        # the first unit's 4 frames cost half a clip per call; a continuation denoises the whole 8 frames
+        assert r["clip_nfe"] == pytest.approx(r["nfe_per_depth"][0] / 2 + r["nfe_per_depth"][1])
+        assert read_frames(out / r["files"][1]).shape == (FRAMES, 32, 32, 3)
+
+
+def test_tree_of_frames_the_video_t1_way_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_path):
     out = tmp_path / "out"
     assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--seed", 3,
-                  "--save-candidates") == 0
+                  "--save-candidates", "--frames-per-unit", 2, "--no-grow-units", "--extend-steps", STEPS,
+                  "--first-stage", "start") == 0
     records = manifest(out)
-    # 8 frames, default 2 per unit: 4 units; 2 roots × 2 first draws, pruned at depths 1 and 2; seeds ≤ 4+2+2+2
+    # 8 frames, 2 per unit: 4 units; 2 roots × 2 first draws, pruned at depths 1 and 2; seeds ≤ 4+2+2+2
     for i, r in enumerate(records):
-        assert r["tree"] == {"frames_per_unit": 2, "grow_units": False, "units": 4, "branches": [2, 1, 1, 1],
+        assert r["tree"] == {"frames_per_unit": 2, "grow_units": False, "extend_steps": STEPS,
+                             "first_stage": "start", "units": 4, "branches": [2, 1, 1, 1],
                              "candidates": [2, 1, 1, 1], "judge_depths": [1, 2]}
         assert r["clip_nfe"] == r["nfe"]
         assert r["first_seed"] == 3 + 10 * i and r["seed"] is None
@@ -134,7 +151,7 @@ def test_tree_of_frames_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_
 def test_tree_of_frames_with_grown_units_costs_less_than_its_nfe(video_model, clip_dir, tmp_path):
     out = tmp_path / "out"
     assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--grow-units",
-                  prompts=PROMPTS[:1]) == 0
+                  "--frames-per-unit", 2, prompts=PROMPTS[:1]) == 0
     (r,) = manifest(out)
     assert r["tree"]["grow_units"] is True and r["nfe"] == sum(r["nfe_per_depth"])
     # depth d denoises 2·(d + 1) of 8 frames: compute in whole clips is NFE at depth d × (d + 1) / 4
@@ -178,6 +195,9 @@ def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
     ("n_without_search", "--n 3 need --search"),
     ("n_zero", "--n must be in"),
     ("frames_per_unit_too_large", "--frames-per-unit must be in 1..8"),
+    ("extend_steps_zero", "--extend-steps must be at least 1"),
+    ("extend_steps_without_tree", "--extend-steps takes --search tree-of-frames"),
+    ("first_stage_without_search", "--first-stage need --search"),
     ("oracle_outside_grammar", "--verifier oracle needs moving-shapes captions"),
     ("oracle_small_clips", "at least 24 pixels"),
     ("missing_clip", "not an open_clip folder"),
@@ -210,6 +230,12 @@ def test_search_errors_exit_2_and_write_nothing(video_model, image_model, clip_d
         extra += ["--n", 0]
     elif case == "frames_per_unit_too_large":
         extra = ["--search", "tree-of-frames", "--clip", clip_dir, "--frames-per-unit", 9]
+    elif case == "extend_steps_zero":
+        extra = ["--search", "tree-of-frames", "--clip", clip_dir, "--extend-steps", 0]
+    elif case == "extend_steps_without_tree":
+        extra += ["--extend-steps", 4]
+    elif case == "first_stage_without_search":
+        extra = ["--first-stage", "start"]
     elif case == "oracle_outside_grammar":
         extra, prompts = ["--search", "best-of-n", "--verifier", "oracle"], ["a cat"]
     elif case == "oracle_small_clips":

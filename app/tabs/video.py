@@ -46,8 +46,15 @@ from app.tabs.pianoroll import MAX_SEED, check_number
 from genmodels.pipelines.video_io import DEFAULT_FPS, MAX_FRAME_PIXELS, read_frames, write_gif, write_mp4
 from genmodels.search import run_search
 from genmodels.search.video import (
+    TREE_EXTEND_FRACTION,
+    TREE_FIRST_STAGE,
+    TREE_FIRST_STAGES,
+    TREE_GROW_UNITS,
+    TREE_UNITS,
     VideoChunkGenerator,
     text_to_video_generate_fn,
+    tree_extend_steps,
+    tree_frames_per_unit,
     tree_seed_budget,
     video_tree_config,
 )
@@ -56,10 +63,6 @@ MODEL = "video"
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
 MIN_FRAMES = 2
-TREE_UNITS = 4  # Tree-of-Frames: units per clip at most (each a quarter of the frames to make, rounded up)
-# Tree-of-Frames units denoise only the frames their branch has (cheaper; see BENCHMARKS.md for what it costs in
-# motion) when True, a whole clip each when False.
-TREE_GROW_UNITS = True
 EXAMPLE_PROMPTS = ("a red circle moves to the right", "a blue square moves down",
                    "a video of a green triangle moving up", "a yellow circle stays still",
                    "a red circle moves left and a blue square moves down")
@@ -242,9 +245,9 @@ class VideoTab:
         """A Tree-of-Frames search (``options.n`` roots; the module docstring), its seeds from ``seed`` on."""
         frames, given = call_kwargs.pop("num_frames"), call_kwargs["first_frames"]
         to_make = frames - (0 if given is None else len(given))
-        per_unit = -(-to_make // TREE_UNITS)
+        per_unit = tree_frames_per_unit(to_make)
         gen = VideoChunkGenerator(with_own_scheduler(pipe), prompt, frames, per_unit, grow=TREE_GROW_UNITS,
-                                  **call_kwargs)
+                                  extend_steps=tree_extend_steps(call_kwargs["num_inference_steps"]), **call_kwargs)
         config = video_tree_config(options.n, gen.num_units)
         budget = tree_seed_budget(config)
         if seed + budget - 1 > MAX_SEED:
@@ -255,7 +258,7 @@ class VideoTab:
         tracker = search.TreeProgress(progress, gen)
         gen.call_kwargs["callback"] = tracker.on_step
         found = run_search(search.TREE, verifier=judge, context={"prompt": prompt}, unit_generator=tracker,
-                           tree_config=config, seed=seed)
+                           tree_config=config, seed=seed, stage_fn=TREE_FIRST_STAGES[TREE_FIRST_STAGE])
         clip, steps = found.output, call_kwargs["num_inference_steps"]
         folder, mp4, gif = self._write(clip, f"tree-seed{seed}")
         stats = result_stats(clip, given=0 if given is None else len(given), steps=steps, nfe=found.nfe,
@@ -320,9 +323,10 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> V
                     height=150, elem_id="video-first-frames")
                 strategy, n, verifier = search.search_controls(
                     settings, search.VIDEO_VERIFIERS, "video", strategies=search.VIDEO_STRATEGIES,
-                    note=f"*Tree-of-Frames* grows N clips (the roots) {TREE_UNITS} units at most, each unit continuing "
-                    "its branch, and keeps the better half of the branches after the 2nd and 3rd units (Video-T1); "
-                    "about 1.6–2 times the compute of N plain clips (more, shorter denoiser calls), the final clips "
+                    note=f"*Tree-of-Frames* grows N clips (the roots) in {TREE_UNITS} units: the first half of each "
+                    "clip is the best of 2 draws, judged on motion too, the better half of the branches is kept, "
+                    f"and each survivor is continued to full length at {TREE_EXTEND_FRACTION:.0%} of the steps; "
+                    "about 1.2 times the compute of N plain clips (more, shorter denoiser calls), the final clips "
                     "shown. The *direction* verifier also reads the prompt's direction of motion.")
                 generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="video-generate")
             with gr.Column(scale=1):

@@ -71,6 +71,11 @@ from genmodels.search.verifiers import (
     normalise_scores,
 )
 from genmodels.search.video import (
+    TREE_EXTEND_FRACTION,
+    TREE_FIRST_STAGE,
+    TREE_FIRST_STAGES,
+    TREE_GROW_UNITS,
+    TREE_UNITS,
     CLIPVideoVerifier,
     VideoChunkGenerator,
     VideoOracleVerifier,
@@ -78,6 +83,8 @@ from genmodels.search.video import (
     object_description,
     pixel_path_consistency,
     text_to_video_generate_fn,
+    tree_extend_steps,
+    tree_frames_per_unit,
     tree_seed_budget,
     video_tree_config,
 )
@@ -215,5 +222,12 @@ __all__ = [
     "tree_of_frames",
     "tree_seed_budget",
     "video_tree_config",
+    "TREE_EXTEND_FRACTION",
+    "TREE_FIRST_STAGE",
+    "TREE_FIRST_STAGES",
+    "TREE_GROW_UNITS",
+    "TREE_UNITS",
+    "tree_extend_steps",
+    "tree_frames_per_unit",
     "within_problem_auc",
 ]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from genmodels.search.sampling import GenerateFn, generators
-from genmodels.search.tree_of_frames import TreeConfig, UnitBatch
+from genmodels.search.tree_of_frames import TreeConfig, UnitBatch, default_stage, motion_from_start_stage
 from genmodels.search.verifiers import CLIPScoreVerifier, Verifier
 
 ORACLE_KEYS = ("object", "motion", "identity")
@@ -150,6 +150,31 @@ class VideoChunkGenerator:
         if len(state) >= self.num_frames:
             raise ValueError(f"the clip is complete ({self.num_frames} frames); nothing left to extend")
         return self._draw(state, min(len(state) + self.frames_per_unit, self.num_frames), seeds[:n_candidates])
+
+
+# The Tree-of-Frames defaults of `lingen generate --search tree-of-frames` and the app's Video tab: the configuration
+# that reached best-of-N's best score at 0.30-0.60x of its compute in BENCHMARKS.md ("A first unit that shows
+# motion, judged on it"): two units (the first long enough to show motion, judged with the motion terms), units
+# denoising only their branch's frames, continuations at 40 % of the steps.
+TREE_UNITS = 2
+TREE_GROW_UNITS = True
+TREE_EXTEND_FRACTION = 0.4
+TREE_FIRST_STAGES = {"motion": motion_from_start_stage, "start": default_stage}
+TREE_FIRST_STAGE = "motion"
+
+
+def tree_frames_per_unit(to_make: int, units: int = TREE_UNITS) -> int:
+    """Frames per unit so that ``to_make`` frames take at most ``units`` units (rounded up)."""
+    if to_make < 1 or units < 1:
+        raise ValueError(f"to_make and units must be at least 1, got {to_make}, {units}")
+    return -(-to_make // units)
+
+
+def tree_extend_steps(steps: int, fraction: float = TREE_EXTEND_FRACTION) -> int:
+    """Denoising steps of a continuation: ``fraction`` of ``steps``, rounded up (8 of 20)."""
+    if steps < 1 or not 0 < fraction <= 1:
+        raise ValueError(f"steps must be at least 1 and fraction in (0, 1], got {steps}, {fraction}")
+    return max(1, math.ceil(fraction * steps))
 
 
 def video_tree_config(n: int, num_units: int, first_candidates: int = 2) -> TreeConfig:

@@ -336,20 +336,20 @@ def test_video_tree_of_frames_grows_units_prunes_and_keeps_the_best_leaf(client,
     match = TREE_LINE.search(line)
     assert match, line
     roots, units, per_unit = int(match[1]), int(match[2]), int(match[3])
-    assert (roots, units, per_unit, match[4]) == (3, VIDEO_FRAMES, 1, verifier)  # 4 frames to make: 4 units of 1
+    assert (roots, units, per_unit, match[4]) == (3, 2, 2, verifier)  # 4 frames to make: 2 units of 2
     live = [int(k) for k in match[5].split(" → ")]
-    assert len(live) == units and live[0] == 3 and live[1] < 3  # pruned at the median after the 2nd unit
+    assert len(live) == units and live[0] < 3 and live[1] == live[0]  # pruned at the median after the 1st unit
     assert len(gallery) == live[-1] == int(match[7])
     rows = [LEAF.match(item["caption"]) for item in gallery]
     assert all(rows), [item["caption"] for item in gallery]
     scores = [float(r[3]) for r in rows]
     chosen = [i for i, r in enumerate(rows) if r[1]]
     assert chosen == [int(np.argmax(scores))] == [int(match[6]) - 1]
-    # NFE: the first unit is the best of 2 draws per root, later units one draw per live branch, 2 steps each; a
-    # grown unit denoises only the frames its branch has (unit d: d + 1 of 4), so the compute is less
-    nfe = 2 * (2 * roots + sum(live[:-1]))
+    # NFE: the first unit is the best of 2 draws per root at the 2 steps, the continuation one draw per live branch
+    # at ceil(0.4 · 2) = 1 step; the first unit denoises 2 of the 4 frames, a continuation all 4
+    nfe = 2 * 2 * roots + 1 * live[0]
     assert int(match[8]) == nfe and f"{nfe} network evaluations" in stats
-    clip_nfe = 2 * (2 * roots * 1 + sum(k * (d + 2) for d, k in enumerate(live[:-1]))) / VIDEO_FRAMES
+    clip_nfe = 2 * 2 * roots * 2 / VIDEO_FRAMES + live[0]
     assert float(match[9]) == pytest.approx(clip_nfe / 2, abs=0.05)
     clip = read_frames(gif)
     assert clip.shape == (VIDEO_FRAMES, VIDEO_SIZE, VIDEO_SIZE, 3)
@@ -375,15 +375,15 @@ def test_video_tree_of_frames_reports_progress_unit_by_unit(search_settings):
     tab.generate("a blue square moves down", VIDEO_FRAMES, 2, 4.0, 0, None, "tree-of-frames", 2, "clip-video",
                  progress=lambda value, desc=None, **kw: descs.append(desc))
     seen = list(dict.fromkeys(descs))
-    assert seen[:4] == ["loading the model", "loading the verifier", "Tree-of-Frames: unit 1 of 4, branch 1",
-                        "Tree-of-Frames: unit 1 of 4, branch 2"]
-    assert "Tree-of-Frames: unit 2 of 4, branch 2" in seen and seen[-1].startswith("Tree-of-Frames: unit 4 of 4")
+    assert seen[:4] == ["loading the model", "loading the verifier", "Tree-of-Frames: unit 1 of 2, branch 1",
+                        "Tree-of-Frames: unit 1 of 2, branch 2"]
+    assert "Tree-of-Frames: unit 2 of 2, branch 1" in seen and seen[-1].startswith("Tree-of-Frames: unit 2 of 2")
 
 
 def test_a_tree_past_the_last_seed_is_refused_and_the_other_tabs_have_no_tree(client, search_settings):
-    # 3 roots over 4 units may draw 3·2 + 3 + 3 + 3 = 15 seeds
-    with pytest.raises(AppError, match=r"may use 15 seeds, 4294967290 to 4294967304; the seed must be at most "
-                                       r"4294967281"):
+    # 3 roots over 2 units may draw 3·2 + 3 = 9 seeds
+    with pytest.raises(AppError, match=r"may use 9 seeds, 4294967290 to 4294967298; the seed must be at most "
+                                       r"4294967287"):
         generate_video(client, "tree-of-frames", 3, "clip-video", seed=2**32 - 6)
     image = ImageTab(search_settings, ModelRegistry(search_settings))
     with pytest.raises(gr.Error, match="unknown search strategy 'tree-of-frames'"):
