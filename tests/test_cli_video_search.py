@@ -173,6 +173,21 @@ def test_tree_of_frames_continues_given_frames(video_model, clip_dir, tmp_path):
     assert np.array_equal(read_frames(out / r["files"][1])[:2], given)
 
 
+def test_tree_of_frames_with_one_frame_to_make_is_one_judged_unit(video_model, clip_dir, tmp_path):
+    given = clip_for_spec(parse_video_caption(PROMPTS[0]), seed=0).frames[:FRAMES - 1]
+    folder = tmp_path / "given"
+    folder.mkdir()
+    for t, frame in enumerate(given):
+        Image.fromarray(frame).save(folder / f"{t}.png")
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "tree-of-frames", "--n", 3, "--clip", clip_dir, "--first-frames",
+                  folder, "--verifier", "clip-video-direction", prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(out)
+    assert r["tree"]["units"] == 1 and r["tree"]["frames_per_unit"] == 1 and r["tree"]["judge_depths"] == []
+    assert len(r["scores"]) == 3 and r["nfe"] == 6 * STEPS  # 3 roots, each the best of 2 draws: 3 leaves
+    assert np.array_equal(read_frames(out / r["files"][1])[:FRAMES - 1], given)
+
+
 def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
     out = tmp_path / "out"
     assert search(video_model, out, "--search", "best-of-n", "--n", 2, "--verifier", "oracle") == 0

@@ -84,9 +84,10 @@ class VideoChunkGenerator:
     ``grow=True``: each call denoises only the frames kept (``len(state) + frames_per_unit``), not the whole clip.
     ``clip_nfe`` accumulates the calls' NFE × denoised frames / ``num_frames`` (compute in whole-clip NFE; equal to
     the NFE without ``grow``).
-    ``extend_steps``: denoising steps of a continuation call (one given frames to continue), when it should differ
-    from ``num_inference_steps``: continuing is a temporal inpainting with most of the clip's content fixed, and
-    a tree can spend fewer steps there than on its first unit. The NFE counts whatever steps ran.
+    ``extend_steps``: denoising steps of the units after the first (``extend``), when they should differ from
+    ``num_inference_steps``: continuing is a temporal inpainting with most of the clip's content fixed, and a tree
+    can spend fewer steps there than on its first unit. The first unit (``start``) keeps ``num_inference_steps``,
+    also when it continues given frames: it decides the clip's motion. The NFE counts whatever steps ran.
     ``call_kwargs``: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
     """
 
@@ -130,11 +131,9 @@ class VideoChunkGenerator:
         return {"frames": min(given + (depth + 1) * self.frames_per_unit, self.num_frames),
                 "num_frames": self.num_frames}
 
-    def _draw(self, first: np.ndarray | None, keep: int, seeds: list[int]) -> UnitBatch:
+    def _draw(self, first: np.ndarray | None, keep: int, seeds: list[int], steps: int | None = None) -> UnitBatch:
         frames = keep if self.grow else self.num_frames
-        kwargs = self.call_kwargs
-        if first is not None and self.extend_steps is not None:
-            kwargs = {**kwargs, "num_inference_steps": self.extend_steps}
+        kwargs = self.call_kwargs if steps is None else {**self.call_kwargs, "num_inference_steps": steps}
         out = self.pipe([self.prompt] * len(seeds), num_frames=frames, first_frames=first,
                         generator=generators(seeds), output_type="np", **kwargs)
         nfe = int(out.nfe) * len(seeds)
@@ -143,13 +142,15 @@ class VideoChunkGenerator:
 
     def start(self, n_candidates: int, seeds: list[int]) -> UnitBatch:
         if self.primer is not None:
-            return self.extend(self.primer, n_candidates, seeds)
+            keep = min(len(self.primer) + self.frames_per_unit, self.num_frames)
+            return self._draw(self.primer, keep, seeds[:n_candidates])
         return self._draw(None, self.frames_per_unit, seeds[:n_candidates])
 
     def extend(self, state: np.ndarray, n_candidates: int, seeds: list[int]) -> UnitBatch:
         if len(state) >= self.num_frames:
             raise ValueError(f"the clip is complete ({self.num_frames} frames); nothing left to extend")
-        return self._draw(state, min(len(state) + self.frames_per_unit, self.num_frames), seeds[:n_candidates])
+        return self._draw(state, min(len(state) + self.frames_per_unit, self.num_frames), seeds[:n_candidates],
+                          self.extend_steps)
 
 
 # The Tree-of-Frames defaults of `lingen generate --search tree-of-frames` and the app's Video tab: the configuration

@@ -126,6 +126,10 @@ def test_extend_steps_apply_to_continuations_only_and_are_counted(pipe):
                generator=generators([2, 3]), output_type="np").frames
     assert all(np.array_equal(a, b) for a, b in zip(second.states, one))
     assert "extend_steps=1" in repr(gen)
+    # given frames: the first unit continues them, still at num_inference_steps (it decides the motion)
+    primed = VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, grow=True, extend_steps=1, num_inference_steps=3,
+                                 first_frames=first.states[0])
+    assert primed.start(2, [0, 1]).nfe == 2 * 3
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="extend_steps"):
             VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, extend_steps=bad)
