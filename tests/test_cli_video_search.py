@@ -159,12 +159,19 @@ def test_tree_of_frames_with_grown_units_costs_less_than_its_nfe(video_model, cl
     assert r["clip_nfe"] < r["nfe"] and read_frames(out / r["files"][1]).shape == (FRAMES, 32, 32, 3)
 
 
-def test_tree_of_frames_continues_given_frames(video_model, clip_dir, tmp_path):
-    given = clip_for_spec(parse_video_caption(PROMPTS[0]), seed=0).frames[:2]  # few colours: a GIF keeps them
+def given_frames(tmp_path: Path, count: int) -> tuple[np.ndarray, Path]:
+    """The first ``count`` frames of a rendered clip of PROMPTS[0] (few colours: a GIF keeps them exactly), and a
+    folder holding them as PNGs in order, for --first-frames."""
+    given = clip_for_spec(parse_video_caption(PROMPTS[0]), seed=0).frames[:count]
     folder = tmp_path / "given"
     folder.mkdir()
     for t, frame in enumerate(given):
         Image.fromarray(frame).save(folder / f"{t}.png")
+    return given, folder
+
+
+def test_tree_of_frames_continues_given_frames(video_model, clip_dir, tmp_path):
+    given, folder = given_frames(tmp_path, 2)
     out = tmp_path / "out"
     assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--first-frames",
                   folder, "--frames-per-unit", 3, prompts=PROMPTS[:1]) == 0
@@ -174,11 +181,7 @@ def test_tree_of_frames_continues_given_frames(video_model, clip_dir, tmp_path):
 
 
 def test_tree_of_frames_with_one_frame_to_make_is_one_judged_unit(video_model, clip_dir, tmp_path):
-    given = clip_for_spec(parse_video_caption(PROMPTS[0]), seed=0).frames[:FRAMES - 1]
-    folder = tmp_path / "given"
-    folder.mkdir()
-    for t, frame in enumerate(given):
-        Image.fromarray(frame).save(folder / f"{t}.png")
+    given, folder = given_frames(tmp_path, FRAMES - 1)
     out = tmp_path / "out"
     assert search(video_model, out, "--search", "tree-of-frames", "--n", 3, "--clip", clip_dir, "--first-frames",
                   folder, "--verifier", "clip-video-direction", prompts=PROMPTS[:1]) == 0
