@@ -455,9 +455,10 @@ def _sampler_record(args, var: bool) -> dict:
 
 
 def _given(args, *names: str) -> list[str]:
-    """The options among ``names`` (argparse destinations) that were given, spelled as flags."""
+    """The options among ``names`` (argparse destinations) that were given, spelled as flags (``--no-x`` for a
+    boolean option given as off)."""
     defaults = {"search": "none", "save_candidates": False}  # None (not given) for the others
-    return [f"--{name.replace('_', '-')}" for name in names
+    return [f"--{'no-' if getattr(args, name) is False else ''}{name.replace('_', '-')}" for name in names
             if getattr(args, name, None) is not None and getattr(args, name) != defaults.get(name)]
 
 

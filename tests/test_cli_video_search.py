@@ -128,6 +128,12 @@ def test_tree_of_frames_defaults_are_the_measured_configuration(video_model, cli
         assert read_frames(out / r["files"][1]).shape == (FRAMES, 32, 32, 3)
 
 
+def test_the_cli_offers_the_first_stages_the_search_defines():
+    from genmodels.search import TREE_FIRST_STAGE, TREE_FIRST_STAGES
+
+    assert set(cli.TREE_FIRST_STAGE_CHOICES) == set(TREE_FIRST_STAGES) and TREE_FIRST_STAGE in TREE_FIRST_STAGES
+
+
 def test_tree_of_frames_the_video_t1_way_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_path):
     out = tmp_path / "out"
     assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--seed", 3,
@@ -209,6 +215,7 @@ def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
     ("grow_units_without_tree", "--grow-units takes --search tree-of-frames"),
     ("grow_units_without_search", "--grow-units need --search"),
     ("grow_units_on_image", "--grow-units take a text-to-video model"),
+    ("no_grow_units_without_tree", "--no-grow-units takes --search tree-of-frames"),
     ("verifier_without_search", "--verifier clip-video need --search"),
     ("n_without_search", "--n 3 need --search"),
     ("n_zero", "--n must be in"),
@@ -238,6 +245,8 @@ def test_search_errors_exit_2_and_write_nothing(video_model, image_model, clip_d
         extra += ["--grow-units"]
     elif case == "grow_units_without_search":
         extra = ["--grow-units"]
+    elif case == "no_grow_units_without_tree":
+        extra += ["--no-grow-units"]
     elif case == "grow_units_on_image":
         model, extra = image_model, ["--grow-units"]
     elif case == "verifier_without_search":
