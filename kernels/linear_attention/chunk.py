@@ -63,14 +63,32 @@ def causal_chunked(q, k, v, log_decay, s0, chunk: int = CHUNK):
     return out.reshape(b, h, -1, v.shape[-1])[:, :, :t], final
 
 
+# Tokens per output piece of a large block when no graph is recorded (see block_causal).
+BLOCK_PIECE = 2048
+
+
 def block_causal(q, k, v, block_sizes, s0):
-    state, outs, start = s0, [], 0
+    """Block-causal linear attention: block j reads the state after blocks 0..j (itself included).
+
+    When autograd records the call, each block's output is a product and the blocks are concatenated. Without a
+    graph (sampling) the outputs are written straight into one preallocated tensor, ``BLOCK_PIECE`` tokens at a
+    time, so a large block makes neither a block-sized temporary nor a concatenated copy: at 16k–64k tokens those
+    were page-faulted fresh memory, the part of the time that grew faster than T."""
+    recorded = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, s0))
+    state, start = s0, 0
+    out = None if recorded else q.new_empty(*q.shape[:3], v.shape[-1])
+    outs = []
     for size in block_sizes:
         sl = slice(start, start + size)
         state = state + k[:, :, sl].transpose(-1, -2) @ v[:, :, sl]
-        outs.append(q[:, :, sl] @ state)
+        if recorded:
+            outs.append(q[:, :, sl] @ state)
+        else:
+            for p in range(start, start + size, BLOCK_PIECE):
+                piece = slice(p, min(p + BLOCK_PIECE, start + size))
+                torch.matmul(q[:, :, piece], state, out=out[:, :, piece])
         start += size
-    return torch.cat(outs, dim=2), state
+    return (torch.cat(outs, dim=2) if recorded else out), state
 
 
 # Tokens per piece of the fused non-causal ReLU form: [B·H, 1024, 64] float32 pieces are 2 MB each (B = 1, H = 8),

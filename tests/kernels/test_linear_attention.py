@@ -67,6 +67,23 @@ def test_block_causal_equals_dense_attention_with_block_mask():
     assert rel_err(dense, linear_attention(q, k, v, block_sizes=blocks)) < 1e-12
 
 
+@pytest.mark.parametrize("piece", [1, 16, 2048])
+def test_block_causal_without_a_graph_writes_pieces_that_equal_the_dense_form(monkeypatch, piece):
+    """The no-grad path writes outputs BLOCK_PIECE tokens at a time into one tensor; pieces split blocks."""
+    from kernels.linear_attention import chunk
+
+    monkeypatch.setattr(chunk, "BLOCK_PIECE", piece)
+    blocks = [1, 4, 16, 43]
+    q, k, v = _qkv(2, 2, sum(blocks), 8, 5, dtype=torch.float64)
+    dense = ((q @ k.transpose(-1, -2)) * block_mask(blocks, q.device)) @ v
+    with use_backend("torch"):
+        out, state = linear_attention(q, k, v, block_sizes=blocks, return_state=True)
+        graph_out, graph_state = linear_attention(q.requires_grad_(), k, v, block_sizes=blocks, return_state=True)
+    assert graph_out.requires_grad and not out.requires_grad
+    assert rel_err(dense, out) < 1e-12 and rel_err(graph_out, out) < 1e-14
+    assert torch.equal(state, graph_state.detach())
+
+
 def test_blocks_of_one_equal_causal():
     q, k, v = _qkv(1, 2, 50, 8, 8, dtype=torch.float64)
     a = linear_attention(q, k, v, block_sizes=[1] * 50)
