@@ -21,6 +21,7 @@ so the percentages compare implementations, not hardware counters. flash-linear-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kernels import delta_rule, linear_attention, neighborhood_attention_2d, use_backend
+from kernels import delta_rule, dispatch, linear_attention, native, neighborhood_attention_2d, use_backend
 
 
 class PeakRSS:
@@ -124,11 +125,16 @@ def sequence_ops(b: int, h: int, d: int, device, dtype) -> dict[str, Callable[[i
             s *= 4
         return lambda: linear_attention(q, k, v, block_sizes=sizes)
 
-    def delta(t):
+    def delta(t, backend=None):
         q, k, v = qkv(t)
         kappa = F.normalize(torch.randn(b, h, t, d, device=device), dim=-1).to(dtype)
         log_w = (-0.6 * torch.rand(b, h, t, d, device=device)).to(dtype)
-        return lambda: delta_rule(q, log_w, k * 0.1, v, -kappa, kappa * 0.5)
+        k_small, a, bb = k * 0.1, -kappa, kappa * 0.5  # made once: the call times the op alone
+
+        def call():
+            with use_backend(backend) if backend else contextlib.nullcontext():
+                return delta_rule(q, log_w, k_small, v, a, bb)
+        return call
 
     def sdpa(t):
         q, k, v = qkv(t)
@@ -140,6 +146,7 @@ def sequence_ops(b: int, h: int, d: int, device, dtype) -> dict[str, Callable[[i
         "linear causal + per-head decay (SSD)": decayed,
         "linear block-causal (VAR scales)": blocks,
         "delta rule (RWKV-7)": delta,
+        "delta rule, chunked torch path": lambda t: delta(t, "torch"),
         "softmax attention (SDPA)": sdpa,
     }
 
@@ -153,6 +160,8 @@ def run(args) -> dict:
     lengths = [1024, 4096, 16384, 65536] if args.quick else [1024, 2048, 4096, 8192, 16384, 32768, 65536]
     ops = sequence_ops(args.batch, args.heads, args.dim, device, dtype)
     print(f"# kernels.bench on {device} ({results['threads']} threads), {results['shape']}, {args.dtype}")
+    print(f"# delta rule default backend: {dispatch.select('delta_rule', device).__name__} "
+          f"(native: {native.status('delta_rule')})")
     print(f"{'op':40s} {'T':>7s} {'median s':>10s} {'peak MiB':>9s}")
     for name, make in ops.items():
         rows = []
@@ -186,13 +195,13 @@ def run(args) -> dict:
         "per_pixel_spread": max(per_px) / statistics.median(per_px) - 1,
     }
 
-    # delta rule: chunked path vs the step loop at T = 1024
-    inputs = ops["delta rule (RWKV-7)"](1024)
-    with use_backend("torch"):
-        fast = measure(inputs, device, args.repeats, args.budget)["seconds"]
-    with use_backend("naive"):
-        loop = measure(inputs, device, 1, args.budget)["seconds"]
-    results["checks"]["delta rule speed-up vs step loop @1k"] = loop / fast
+    # delta rule: the CPU default (the native kernel when it builds) and the chunked path vs the step loop, T = 1024
+    results["delta_rule_default_backend"] = dispatch.select("delta_rule", device).__name__
+    loop = measure(ops["delta rule (RWKV-7)"](1024, "naive"), device, 1, args.budget)["seconds"]
+    for label, backend in (("delta rule speed-up vs step loop @1k", None),
+                           ("delta rule chunked torch speed-up vs step loop @1k", "torch")):
+        fast = measure(ops["delta rule (RWKV-7)"](1024, backend), device, args.repeats, args.budget)["seconds"]
+        results["checks"][label] = loop / fast
 
     def at(name, t):
         return next((r["seconds"] for r in results["ops"][name]["rows"] if r["T"] == t), None)
