@@ -32,8 +32,14 @@ it (target ≤ 0.6), null when the tree never reaches it, and marked degenerate 
 budget "reaches" it). The same headline on "mean" (the average of the object, motion
 and identity checks) is reported beside it, since a weak model can leave "all" at 0 for best-of-N.
 
-``--summarize RESULT.json`` re-prints (and with ``--json`` re-writes) a saved run's report from its per-prompt
-records, without a model.
+best-of-N is evaluated at every N from 1 to the pool's size (selection from the stored pool costs nothing), so
+"first reaches" is the first N that does, not the next power of two.
+
+``--summarize RESULT.json [MORE.json ...]`` re-prints (and with ``--json`` re-writes) a report from saved
+per-prompt records, without a model, re-selecting best-of-N at every N from each prompt's stored pool. Several
+files combine: records of the same prompt (same pool) merge their trees (e.g. a ``--roots 8`` run with
+``--reuse-pool`` beside the run it reused), records of other prompts are pooled into one report; the runs must
+share the pool and tree settings, and only the roots every prompt has are reported.
 """
 
 from __future__ import annotations
@@ -110,8 +116,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write the results here (atomically)")
     p.add_argument("--plot", default=None, help="PNG of mean oracle score vs NFE, both methods (atomically)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--summarize", default=None, metavar="RESULT_JSON",
-                   help="re-summarise a saved run's per-prompt records (no sampling)")
+    p.add_argument("--summarize", default=None, nargs="+", metavar="RESULT_JSON",
+                   help="re-summarise saved runs' per-prompt records (no sampling); several files combine: the same "
+                        "prompts' trees merge, other prompts pool")
     p.add_argument("--reweight", type=float, nargs="+", default=None, metavar="W",
                    help="with --summarize: best-of-N re-selected from the saved pool with the direction term at "
                         "each weight W (the pool's saved verifier terms; trees are not re-run)")
@@ -184,6 +191,17 @@ def reach_fraction(bon_nfe: list[int], bon_score: list[float], tof_nfe: list[flo
             "tree_of_frames_best": max(tof_score), "degenerate": degenerate,
             "fraction": fraction, "target": TARGET_FRACTION,
             "meets_target": None if fraction is None else bool(fraction <= TARGET_FRACTION)}
+
+
+def best_of_n_records(scores, oracle: list[dict], ns) -> dict[str, dict]:
+    """Per N: the verifier's pick among the first N of the pool (the first of equal scores), its oracle scores, and
+    whether any of the N passes every check (coverage)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    out = {}
+    for n in ns:
+        pick = int(np.argmax(scores[:n]))
+        out[str(n)] = {"index": pick, **oracle[pick], "coverage": float(any(o["all"] for o in oracle[:n]))}
+    return out
 
 
 def matched_clips(configs: dict[int, TreeConfig], settings: dict) -> dict[int, int]:
@@ -283,17 +301,50 @@ def print_reweighted(rows: dict[str, list[dict]], nfe_per_clip: int) -> None:
         print(f"{w:>8} | " + " ".join(f"{r['all']:>6.3f} / {r['mean']:.3f}" for r in row))
 
 
+TREE_KEYS = ("frames_per_unit", "grow", "units", "first_candidates", "extend_steps", "first_stage")
+
+
+def combine_saved(paths: list[str]) -> tuple[list[dict], dict[int, TreeConfig], dict, float]:
+    """Per-prompt records, tree configs, settings and seconds of one or more saved runs (``--summarize``)."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    settings = dict(runs[0]["settings"])
+    for path, run in zip(paths[1:], runs[1:]):
+        differ = [k for k in (*POOL_KEYS, *TREE_KEYS) if run["settings"].get(k) != settings.get(k)]
+        if differ:
+            raise SystemExit(f"{path} differs from {paths[0]} in {', '.join(differ)}; the runs cannot be combined")
+    configs: dict[int, TreeConfig] = {}
+    records: dict[str, dict] = {}
+    for path, run in zip(paths, runs):
+        for r, c in run["configs"].items():
+            configs[int(r)] = TreeConfig(c["branches"], c["candidates"], frozenset(c["judge_depths"]))
+        for p in run["per_prompt"]:
+            if p["id"] not in records:
+                records[p["id"]] = {**p, "tree_of_frames": dict(p["tree_of_frames"])}
+                continue
+            mine = records[p["id"]]
+            common = min(len(mine["oracle"]), len(p["oracle"]))
+            if mine["verifier_scores"][:common] != p["verifier_scores"][:common] or mine["seed"] != p["seed"]:
+                raise SystemExit(f"{path}: prompt {p['id']} has another pool than in an earlier file")
+            mine["tree_of_frames"].update(p["tree_of_frames"])
+    per_prompt = list(records.values())
+    roots = set.intersection(*(set(map(int, p["tree_of_frames"])) for p in per_prompt))
+    configs = {r: c for r, c in sorted(configs.items()) if r in roots}
+    settings.update(prompts=len(per_prompt), summarized_from=list(paths))
+    return per_prompt, configs, settings, float(sum(run["seconds"] for run in runs))
+
+
 def resummarize(args: argparse.Namespace) -> dict:
-    saved = json.loads(Path(args.summarize).read_text())
-    configs = {int(r): TreeConfig(c["branches"], c["candidates"], frozenset(c["judge_depths"]))
-               for r, c in saved["configs"].items()}
-    ns = sorted(int(n) for n in saved["per_prompt"][0]["best_of_n"])
-    result = summarize(saved["per_prompt"], ns, configs, saved["settings"], saved["seconds"])
-    print_report(result, saved["settings"].get("verifier_repr", saved["settings"].get("verifier", "?")))
+    per_prompt, configs, settings, seconds = combine_saved(args.summarize)
+    pool = min(len(p["oracle"]) for p in per_prompt)
+    ns = list(range(1, pool + 1))
+    for p in per_prompt:  # best-of-N at every N, from the stored pool
+        p["best_of_n"] = best_of_n_records(p["verifier_scores"], p["oracle"], ns)
+    result = summarize(per_prompt, ns, configs, settings, seconds)
+    print_report(result, settings.get("verifier_repr", settings.get("verifier", "?")))
     if args.reweight:
-        if "verifier_terms" not in saved["per_prompt"][0]:
-            raise SystemExit(f"{args.summarize} has no saved verifier terms (a run from before --reweight existed)")
-        result["reweighted_best_of_n"] = reweighted_best_of_n(saved["per_prompt"], ns, args.reweight)
+        if "verifier_terms" not in per_prompt[0]:
+            raise SystemExit(f"{args.summarize[0]} has no saved verifier terms (a run from before --reweight existed)")
+        result["reweighted_best_of_n"] = reweighted_best_of_n(per_prompt, ns, args.reweight)
         print_reweighted(result["reweighted_best_of_n"], result["nfe_per_clip"])
     if args.plot:
         plot_report(args.plot, result)
@@ -341,7 +392,7 @@ def main(argv=None) -> dict:
     matched = matched_clips(configs, {"frames_per_unit": args.frames_per_unit, "frames": frames, "grow": args.grow,
                                       "steps": args.steps, "extend_steps": args.extend_steps})
     pool = max(max(matched.values()), args.max_n or 0)
-    ns = sorted({2**i for i in range(int(math.log2(pool)) + 1)} | set(matched.values()))
+    ns = list(range(1, pool + 1))
 
     pool_settings = {"model": args.model, "clip": args.clip, "steps": args.steps, "guidance": args.guidance,
                      "frames": frames, "direction_weight": args.direction_weight}
@@ -368,11 +419,8 @@ def main(argv=None) -> dict:
         record = {"id": item["id"], "category": item["category"], "prompt": item["prompt"], "seed": seed,
                   "nfe_per_clip": nfe_per_clip, "verifier_scores": scores.tolist(),
                   "verifier_terms": terms_saved, "oracle": oracle,
-                  "best_of_n": {}, "tree_of_frames": {}}
-        for n in ns:
-            pick = int(np.argmax(scores[:n]))
-            record["best_of_n"][str(n)] = {"index": pick, **oracle[pick],
-                                      "coverage": float(any(o["all"] for o in oracle[:n]))}
+                  "tree_of_frames": {}}
+        record["best_of_n"] = best_of_n_records(scores, oracle, ns)
         for roots, config in configs.items():
             gen = VideoChunkGenerator(pipe, item["prompt"], frames, args.frames_per_unit, grow=args.grow,
                                       extend_steps=args.extend_steps, **call)

@@ -82,7 +82,7 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
     assert data["settings"]["units"] == 4 and data["nfe_per_clip"] == 2
     # roots 1: 2 + 1 + 1 + 1 = 5 clips; roots 2: 4 + 2 + 1 + 1 = 8 clips; the best-of-N pool holds 8
     assert data["configs"]["1"]["nominal_clips"] == 5 and data["configs"]["2"]["nominal_clips"] == 8
-    assert [b["n"] for b in data["best_of_n"]] == [1, 2, 4, 5, 8]
+    assert [b["n"] for b in data["best_of_n"]] == list(range(1, 9))  # every N of the pool
     assert [b["nfe"] for b in data["budgets"]] == [10, 16]
     assert [b["best_of_n"]["n"] for b in data["budgets"]] == [5, 8]
     for row in data["best_of_n"] + data["tree_of_frames"]:
@@ -101,9 +101,10 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
     assert plot.read_bytes()[:4] == b"\x89PNG"
     again = tmp_path / "again.json"
     resummed = video_tof.main(["--summarize", str(out), "--json", str(again)])
-    assert {k: v for k, v in resummed.items()} == data == json.loads(again.read_text())
+    assert resummed == json.loads(again.read_text()) and resummed["settings"]["summarized_from"] == [str(out)]
+    assert {k: v for k, v in resummed.items() if k != "settings"} == {k: v for k, v in data.items() if k != "settings"}
     reweighted = video_tof.main(["--summarize", str(out), "--reweight", "0", "1"])["reweighted_best_of_n"]
-    assert list(reweighted) == ["0.0", "1.0"] and [r["n"] for r in reweighted["1.0"]] == [1, 2, 4, 5, 8]
+    assert list(reweighted) == ["0.0", "1.0"] and [r["n"] for r in reweighted["1.0"]] == list(range(1, 9))
     assert reweighted["0.0"] == [{"n": b["n"], **{k: b[k] for k in (*KEYS, "mean")}} for b in data["best_of_n"]]
     assert "re-selected from the same pool" in capsys.readouterr().out
     # the saved pool reused: same best-of-N rows and (deterministic) trees, no pool sampled
@@ -113,6 +114,36 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
     assert reran["settings"]["pool_from"] == str(out)
     with pytest.raises(SystemExit, match="guidance"):
         video_tof.main([*args, "--reuse-pool", str(out), "--guidance", "3"])
+
+
+def test_saved_runs_combine_trees_of_the_same_prompts_and_pool_other_prompts(tmp_path):
+    oracle = [{"object": 1.0, "motion": float(j == 3), "identity": 1.0, "all": float(j == 3)} for j in range(16)]
+
+    def run(ids, roots, **settings):
+        tree = {"nfe": 8, "clip_nfe": 8.0, "object": 1.0, "motion": 1.0, "identity": 1.0, "all": 1.0}
+        per_prompt = [{"id": i, "seed": 7, "nfe_per_clip": 2, "verifier_scores": [0.1, 0.3, 0.2, 0.9] + [0.0] * 12,
+                       "oracle": oracle, "best_of_n": {}, "tree_of_frames": {str(r): tree for r in roots}}
+                      for i in ids]
+        base = {"model": "m", "clip": "c", "steps": 2, "guidance": 4.0, "frames": 8, "direction_weight": 0.0,
+                "frames_per_unit": 4, "grow": True, "units": 2, "first_candidates": 2, "extend_steps": None,
+                "first_stage": "motion", "verifier": "clip-video"}
+        return {"settings": {**base, **settings}, "seconds": 1.0, "per_prompt": per_prompt,
+                "configs": {str(r): {"branches": [r, 1], "candidates": [2, 1], "judge_depths": [0]} for r in roots}}
+
+    paths = []
+    for name, data in (("a", run(["p1", "p2"], [1, 2])), ("b", run(["p1", "p2"], [4])), ("c", run(["p3"], [1, 4])),
+                       ("d", run(["p4"], [1], guidance=3.0))):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(data))
+    merged = video_tof.main(["--summarize", str(paths[0]), str(paths[1])])
+    assert merged["settings"]["prompts"] == 2 and [t["roots"] for t in merged["tree_of_frames"]] == [1, 2, 4]
+    # best-of-N re-selected at every N from the pool: the verifier picks index 1, then 3 (which passes) at N = 4
+    assert [b["n"] for b in merged["best_of_n"]] == list(range(1, 17))
+    assert [b["all"] for b in merged["best_of_n"]] == [0.0] * 3 + [1.0] * 13
+    pooled = video_tof.main(["--summarize", str(paths[0]), str(paths[1]), str(paths[2])])
+    assert pooled["settings"]["prompts"] == 3 and [t["roots"] for t in pooled["tree_of_frames"]] == [1, 4]
+    with pytest.raises(SystemExit, match="guidance"):
+        video_tof.main(["--summarize", str(paths[0]), str(paths[3])])
 
 
 def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
