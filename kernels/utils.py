@@ -78,8 +78,16 @@ def segmented(fn, tensors: list[torch.Tensor], state: torch.Tensor, segment: int
     t = tensors[0].shape[2]
     if t <= segment:
         return fn(*tensors, state)
-    outs = []
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (*tensors, state)):
+        outs = []
+        for s in range(0, t, segment):
+            out, state = fn(*(x[:, :, s : s + segment] for x in tensors), state)
+            outs.append(out)
+        return torch.cat(outs, dim=2), state
+    whole = None  # without a graph: each segment's output copied into one tensor, no list and no concatenation
     for s in range(0, t, segment):
         out, state = fn(*(x[:, :, s : s + segment] for x in tensors), state)
-        outs.append(out)
-    return torch.cat(outs, dim=2), state
+        if whole is None:
+            whole = out.new_empty(*out.shape[:2], t, *out.shape[3:])
+        whole[:, :, s : s + segment] = out
+    return whole, state

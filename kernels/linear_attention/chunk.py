@@ -41,10 +41,11 @@ def causal_chunked(q, k, v, log_decay, s0, chunk: int = CHUNK):
     b, h, t, dk = q.shape
     q, k, v = (to_chunks(pad_time(x, chunk), chunk) for x in (q, k, v))
     if log_decay is None:
-        scores = (q @ k.transpose(-1, -2)).tril()
+        scores = (q @ k.transpose(-1, -2)).tril_()  # in place: matmul's backward does not need its output
         ds = k.transpose(-1, -2) @ v
         prev, final = _carry(s0, None, ds)
-        out = scores @ v + q @ prev
+        out = torch.baddbmm((q @ prev).flatten(0, 2), scores.flatten(0, 2), v.flatten(0, 2))  # q S + scores v
+        out = out.view(*q.shape[:-1], v.shape[-1])
     else:
         g = to_chunks(pad_time(log_decay, chunk), chunk).cumsum(3)  # [B,H,N,C] or [B,H,N,C,K]
         last = g[:, :, :, -1:]

@@ -84,6 +84,26 @@ def test_block_causal_without_a_graph_writes_pieces_that_equal_the_dense_form(mo
     assert torch.equal(state, graph_state.detach())
 
 
+@pytest.mark.parametrize("decay", [False, True])
+def test_causal_segments_with_and_without_a_graph_equal_the_step_reference(monkeypatch, decay):
+    """Sequences longer than SEGMENT run segment by segment (outputs concatenated with a graph, copied into one
+    tensor without); both equal the step reference, also where a segment is shorter than a chunk."""
+    from kernels.linear_attention import chunk
+
+    monkeypatch.setattr(chunk, "SEGMENT", 64)
+    q, k, v = _qkv(2, 2, 64 * 3 + 20, 8, 5, dtype=torch.float64)
+    g = -torch.rand(2, 2, q.shape[2], dtype=torch.float64) * 0.2 if decay else None
+    with use_backend("naive"):
+        ref, s_ref = linear_attention(q, k, v, causal=True, log_decay=g, return_state=True)
+    with use_backend("torch"):
+        out, state = linear_attention(q, k, v, causal=True, log_decay=g, return_state=True)
+        graph_out, graph_state = linear_attention(q.requires_grad_(), k, v, causal=True, log_decay=g,
+                                                  return_state=True)
+    assert graph_out.requires_grad and not out.requires_grad
+    assert rel_err(ref, out) < 1e-12 and rel_err(s_ref, state) < 1e-12
+    assert rel_err(out, graph_out) < 1e-14 and rel_err(state, graph_state) < 1e-14
+
+
 def test_blocks_of_one_equal_causal():
     q, k, v = _qkv(1, 2, 50, 8, 8, dtype=torch.float64)
     a = linear_attention(q, k, v, block_sizes=[1] * 50)
