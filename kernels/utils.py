@@ -70,6 +70,11 @@ def decayed_pairs(
     return out.reshape(*lead, c, c)
 
 
+def records_graph(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records an op on ``tensors`` (grad mode on and any of them requiring grad)."""
+    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
+
+
 def segmented(fn, tensors: list[torch.Tensor], state: torch.Tensor, segment: int):
     """Run a causal op segment by segment along time (dim 2), carrying the state.
 
@@ -78,7 +83,7 @@ def segmented(fn, tensors: list[torch.Tensor], state: torch.Tensor, segment: int
     t = tensors[0].shape[2]
     if t <= segment:
         return fn(*tensors, state)
-    if torch.is_grad_enabled() and any(x.requires_grad for x in (*tensors, state)):
+    if records_graph(*tensors, state):
         outs = []
         for s in range(0, t, segment):
             out, state = fn(*(x[:, :, s : s + segment] for x in tensors), state)

@@ -15,6 +15,7 @@ import torch
 
 from .. import native
 from ..dispatch import register
+from ..utils import records_graph
 from .chunk import delta_rule_torch
 
 _LIB = "delta_rule"
@@ -60,7 +61,7 @@ def forward(r, log_w, k, v, a, b, initial_state=None):
 def delta_rule_native(r, log_w, k, v, a, b, *, initial_state):
     """Native backend of :func:`kernels.delta_rule`: the fused kernel without grad, the chunked path with it."""
     tensors = [r, log_w, k, v, a, b, initial_state]
-    wants_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
+    wants_grad = records_graph(*tensors)
     plain = all(x is None or (x.dtype == torch.float32 and x.device.type == "cpu") for x in tensors)
     if wants_grad or not plain:
         return delta_rule_torch(r, log_w, k, v, a, b, initial_state=initial_state)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..dispatch import register
-from ..utils import can_factorise, decayed_pairs, pad_time, segmented, to_chunks
+from ..utils import can_factorise, decayed_pairs, pad_time, records_graph, segmented, to_chunks
 
 CHUNK = 64
 SEGMENT = 2048
@@ -75,7 +75,7 @@ def block_causal(q, k, v, block_sizes, s0):
     graph (sampling) the outputs are written straight into one preallocated tensor, ``BLOCK_PIECE`` tokens at a
     time, so a large block makes neither a block-sized temporary nor a concatenated copy: at 16k–64k tokens those
     were page-faulted fresh memory, the part of the time that grew faster than T."""
-    recorded = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, s0))
+    recorded = records_graph(q, k, v, s0)
     state, start = s0, 0
     out = None if recorded else q.new_empty(*q.shape[:3], v.shape[-1])
     outs = []
