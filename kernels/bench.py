@@ -5,10 +5,12 @@
     python -m kernels.bench --json out.json
     python -m kernels.bench --device cuda --dtype bf16 --batch 4 --heads 16   # GPU: Triton vs torch vs SDPA
 
-For every op it prints the median wall time of several runs and the peak resident memory above the
+For every op it prints the median wall time of several rounds and the peak resident memory above the
 baseline, next to ``scaled_dot_product_attention`` measured in the same run while one call stays under
 ``--sdpa-budget`` seconds, then fits the log-log slope of time vs T between 4k and 64k tokens (≈ 1 for a
 linear-time op, ≈ 2 for softmax attention). Neighborhood attention is measured per pixel over square maps.
+The sizes of one op are timed in interleaved rounds (:func:`measure_series`), so a slow spell of a shared
+machine does not bend the slope.
 
 With ``--device cuda`` it instead times every op's Triton and PyTorch paths and ``scaled_dot_product_attention``
 with ``triton.testing.do_bench`` (forward only), and reports achieved TFLOP/s and GB/s next to two ceilings
@@ -68,26 +70,56 @@ class PeakRSS:
         self.peak = max(self.peak, self.rss() - self.base)
 
 
-def measure(fn: Callable[[], object], device: torch.device, repeats: int, budget: float) -> dict:
-    """Median seconds over ``repeats`` calls (one warm-up; fewer repeats when a call is slow) and peak MiB."""
+def measure_series(fns: list[Callable[[], object]], device: torch.device, repeats: int, budget: float,
+                   min_sample: float = 0.05, stop: Callable[[float], bool] | None = None) -> list[dict]:
+    """Median seconds per call and peak MiB for each of ``fns`` (one op at growing sizes), measured in
+    interleaved rounds.
+
+    Each function is warmed up once, in order; ``stop(first_call_seconds)`` may end the series there (the
+    sizes after it are not measured). Then ``repeats`` rounds each time every function once, so a slow spell
+    of a shared machine falls on all sizes alike instead of on whichever size was being measured, and the
+    fitted slope stays put. Each sample of a call shorter than a second starts with one untimed call, so it is
+    timed warm (caches and allocator as in a loop of same-size calls), not cold after a larger size's call; a
+    cold 64² neighborhood-attention call right after a 512² one took twice its warm time. A sample of a call
+    shorter than ``min_sample`` seconds times enough back-to-back calls to last that long. A function whose
+    rounds would take more than ``budget`` seconds gets fewer."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        first = time.perf_counter() - t0
-    times = [first]
-    n = repeats if first * repeats < budget else max(1, int(budget / max(first, 1e-9)))
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() - base) if device.type == "cuda" else mem.peak
-    return {"seconds": statistics.median(times[1:] if len(times) > 1 else times), "peak_mib": peak / 2**20}
+    warm = []
+    for fn in fns:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            first = time.perf_counter() - t0
+        peak = (torch.cuda.max_memory_allocated() - base) if device.type == "cuda" else mem.peak
+        warm.append((first, peak))
+        if stop is not None and stop(first):
+            break
+    calls = [max(1, math.ceil(min_sample / max(first, 1e-9))) for first, _ in warm]
+    rounds = [repeats if first * repeats < budget else max(1, int(budget / max(first, 1e-9))) for first, _ in warm]
+    times: list[list[float]] = [[] for _ in warm]
+    for r in range(max(rounds, default=0)):
+        for i, fn in enumerate(fns[:len(warm)]):
+            if r >= rounds[i]:
+                continue
+            if warm[i][0] < 1.0:
+                fn()
+                sync()
+            t0 = time.perf_counter()
+            for _ in range(calls[i]):
+                fn()
+            sync()
+            times[i].append((time.perf_counter() - t0) / calls[i])
+    return [{"seconds": statistics.median(ts), "peak_mib": peak / 2**20, "samples": len(ts), "calls": n}
+            for ts, (_, peak), n in zip(times, warm, calls)]
+
+
+def measure(fn: Callable[[], object], device: torch.device, repeats: int, budget: float) -> dict:
+    """One function's median seconds and peak MiB, measured as :func:`measure_series` measures a size."""
+    return measure_series([fn], device, repeats, budget)[0]
 
 
 def loglog_slope(points: list[tuple[int, float]], lo: int, hi: int) -> float | None:
@@ -164,30 +196,34 @@ def run(args) -> dict:
           f"(native: {native.status('delta_rule')})")
     print(f"{'op':40s} {'T':>7s} {'median s':>10s} {'peak MiB':>9s}")
     for name, make in ops.items():
-        rows = []
-        for t in lengths:
-            is_sdpa = name.startswith("softmax")
-            if is_sdpa and rows and rows[-1]["seconds"] * 4 > args.sdpa_budget:
-                print(f"{name:40s} {t:7d} {'skipped (over budget)':>20s}")
-                continue
-            r = measure(make(t), device, args.repeats, budget=args.budget)
-            rows.append({"T": t, **r})
-            print(f"{name:40s} {t:7d} {r['seconds']:10.4f} {r['peak_mib']:9.1f}")
+        # SDPA is quadratic: stop before a call would take more than --sdpa-budget seconds
+        stop = (lambda first: first * 4 > args.sdpa_budget) if name.startswith("softmax") else None
+        measured = measure_series([make(t) for t in lengths], device, args.repeats, args.budget,
+                                  args.min_sample, stop)
+        rows = [{"T": t, **r} for t, r in zip(lengths, measured)]
+        for r in rows:
+            print(f"{name:40s} {r['T']:7d} {r['seconds']:10.4f} {r['peak_mib']:9.1f}")
+        for t in lengths[len(rows):]:
+            print(f"{name:40s} {t:7d} {'skipped (over budget)':>20s}")
         slope = loglog_slope([(r["T"], r["seconds"]) for r in rows], 4096, 65536)
         results["ops"][name] = {"rows": rows, "slope_4k_64k": slope}
         print(f"{name:40s} log-log slope 4k..64k: {slope if slope is None else round(slope, 3)}")
 
     # neighborhood attention: time per pixel over square maps
-    na_rows = []
-    for side in [64, 128, 256, 512] if not args.quick else [64, 256]:
+    sides = [64, 128, 256, 512] if not args.quick else [64, 256]
+
+    def na_call(side):
         g = torch.Generator().manual_seed(side)
         q, k, v = (torch.randn(args.batch, args.heads, side, side, args.dim, generator=g).to(device, dtype)
                    for _ in range(3))
-        r = measure(lambda q=q, k=k, v=v: neighborhood_attention_2d(q, k, v, 7), device, args.repeats,
-                    args.budget)
-        na_rows.append({"side": side, **r, "us_per_pixel": r["seconds"] / side**2 * 1e6})
-        print(f"{'neighborhood attention 7x7':40s} {side:4d}^2 {r['seconds']:10.4f} {r['peak_mib']:9.1f}"
-              f"  {na_rows[-1]['us_per_pixel']:.3f} us/pixel")
+        return lambda: neighborhood_attention_2d(q, k, v, 7)
+
+    na_rows = [{"side": side, **r, "us_per_pixel": r["seconds"] / side**2 * 1e6}
+               for side, r in zip(sides, measure_series([na_call(s) for s in sides], device, args.repeats,
+                                                        args.budget, args.min_sample))]
+    for r in na_rows:
+        print(f"{'neighborhood attention 7x7':40s} {r['side']:4d}^2 {r['seconds']:10.4f} {r['peak_mib']:9.1f}"
+              f"  {r['us_per_pixel']:.3f} us/pixel")
     per_px = [r["us_per_pixel"] for r in na_rows]
     results["ops"]["neighborhood attention 7x7"] = {
         "rows": na_rows,
@@ -369,6 +405,8 @@ def main(argv=None) -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget", type=float, default=20.0, help="seconds of repeats per measurement")
+    p.add_argument("--min-sample", type=float, default=0.05,
+                   help="a timing sample of a shorter call repeats it back to back for this many seconds")
     p.add_argument("--sdpa-budget", type=float, default=30.0, help="stop SDPA when one call would exceed this")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", help="write the results here")
