@@ -112,11 +112,18 @@ def relu_normalized(q, k, v, *, eps: float, initial_state):
         kf = k[:, :, sl].relu()
         kv = kv + kf.transpose(-1, -2) @ v[:, :, sl]
         z = z + kf.sum(2)
-    outs = []
-    for sl in pieces:
-        qf = q[:, :, sl].relu()
-        outs.append((qf @ kv) / ((qf @ z.unsqueeze(-1)) + eps))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    if records_graph(q, k, v, initial_state):
+        outs = []
+        for sl in pieces:
+            qf = q[:, :, sl].relu()
+            outs.append((qf @ kv) / ((qf @ z.unsqueeze(-1)) + eps))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    else:  # sampling: each piece written in place into one output, no concatenated copy
+        out = q.new_empty(b, h, t, dv)
+        for sl in pieces:
+            qf = q[:, :, sl].relu()
+            torch.matmul(qf, kv, out=out[:, :, sl])
+            out[:, :, sl].div_((qf @ z.unsqueeze(-1)).add_(eps))
     return out, torch.cat([kv, z.unsqueeze(-1)], dim=-1)
 
 

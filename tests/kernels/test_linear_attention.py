@@ -217,3 +217,19 @@ def test_fused_sana_form_matches_the_reference_forward_and_backward_with_a_carri
     fn = lambda q, k, v, s: linear_attention(q, k, v, feature_map="relu", normalize=True,  # noqa: E731
                                              initial_state=s, return_state=True)
     assert_paths_agree(fn, q, k, v, s0, tol=1e-10)
+
+
+@pytest.mark.parametrize("t", [40, 2 * 1024 + 77])
+def test_fused_sana_form_without_a_graph_writes_pieces_in_place_and_matches_the_reference(t):
+    """Without autograd the fused form writes every piece into one preallocated output (no concatenation)."""
+    q, k, v = _qkv(1, 2, t, 8, 6)
+    s0 = torch.rand(1, 2, 8, 7)
+    with torch.no_grad():
+        with use_backend("torch"):
+            o, s = linear_attention(q, k, v, feature_map="relu", normalize=True, initial_state=s0,
+                                    return_state=True)
+        with use_backend("naive"):
+            o_ref, s_ref = linear_attention(q.double(), k.double(), v.double(), feature_map="relu",
+                                            normalize=True, initial_state=s0.double(), return_state=True)
+    assert o.dtype == torch.float32 and o.is_contiguous()
+    assert rel_err(o, o_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
