@@ -140,6 +140,10 @@ def test_saved_runs_combine_trees_of_the_same_prompts_and_pool_other_prompts(tmp
     # best-of-N re-selected at every N from the pool: the verifier picks index 1, then 3 (which passes) at N = 4
     assert [b["n"] for b in merged["best_of_n"]] == list(range(1, 17))
     assert [b["all"] for b in merged["best_of_n"]] == [0.0] * 3 + [1.0] * 13
+    # expected over random N-subsets: the passing candidate has the top score, so it is picked iff drawn: N / 16
+    assert [b["all"] for b in merged["best_of_n_expected"]] == pytest.approx([n / 16 for n in range(1, 17)])
+    assert merged["best_of_n_expected"][0]["object"] == pytest.approx(1.0)
+    assert merged["headline_expected"]["best_of_n_nfe"] == 32 and merged["headline_expected"]["fraction"] == 0.25
     pooled = video_tof.main(["--summarize", str(paths[0]), str(paths[1]), str(paths[2])])
     assert pooled["settings"]["prompts"] == 3 and [t["roots"] for t in pooled["tree_of_frames"]] == [1, 4]
     with pytest.raises(SystemExit, match="guidance"):
