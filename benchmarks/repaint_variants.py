@@ -12,6 +12,10 @@ prints the mean notes in the mask for r = 1..4 next to the ground truth's:
   * RePaint with jump length j (j steps down, then one re-noise back up over the j steps, as in Lugmayr et
     al.; j = 1 is the library sampler), written out here because the library has no jumps;
   * jump length 1 with the re-noise's standard deviation scaled by f > 1 ("extra noise").
+
+``--mask`` changes the mask's shape (PoM's users draw shapes, often on blank roll): ``band`` (16 pitches around
+the window's median note), ``above`` (12 pitches above its highest note: blank in the truth), ``rising`` (an
+8-pitch stroke rising over the four bars); ``--only NAME ...`` runs some variants.
 """
 
 from __future__ import annotations
@@ -65,6 +69,33 @@ def jump_inpaint(denoise, x_known, mask, *, num_steps, repaint, jump, renoise, s
     return torch.lerp(x_known, x, mask)
 
 
+MASKS = ("bars", "band", "above", "rising")
+
+
+def make_mask(roll: np.ndarray, kind: str) -> np.ndarray:
+    """A [64, width] boolean mask over bars 3-6 of one window ``roll`` [2, 64, width], shaped by ``kind``."""
+    pitches, width = roll.shape[1:]
+    mask = np.zeros((pitches, width), bool)
+    lo, hi = 2 * STEPS_PER_BAR, 6 * STEPS_PER_BAR
+    rows = np.nonzero((roll[1] > 0).any(axis=1))[0]
+    centre = int(np.median(np.repeat(np.arange(pitches), (roll[1] > 0).sum(axis=1)))) if len(rows) else pitches // 2
+    if kind == "bars":
+        mask[:, lo:hi] = True
+    elif kind == "band":
+        a = int(np.clip(centre - 8, 0, pitches - 16))
+        mask[a:a + 16, lo:hi] = True
+    elif kind == "above":  # row 0 is the highest pitch
+        a = int(max((rows.min() if len(rows) else pitches) - 12, 0))
+        mask[a:a + 12, lo:hi] = True
+    elif kind == "rising":
+        for c in range(lo, hi):
+            a = int(np.clip(centre - 4 - round(16 * (c - lo) / (hi - lo)), 0, pitches - 8))
+            mask[a:a + 8, c] = True
+    else:
+        raise ValueError(f"unknown mask {kind!r}; choose from {MASKS}")
+    return mask
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="assets/pianoroll-hdit")
@@ -72,15 +103,19 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--mask", choices=MASKS, default="bars",
+                   help="bars: bars 3-6 over all pitches; band: bars 3-6 over the 16 pitches around the window's "
+                        "median note; above: bars 3-6 over the 12 pitches above its highest note (empty in the "
+                        "truth: a shape drawn on blank roll, PoM's use); rising: a stroke 8 pitches thick rising "
+                        "over bars 3-6 from the window's median pitch")
+    p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(PianoRollInpaintPipeline, args.model)
     rolls, ids = heldout_windows(args.windows)
-    mask = np.zeros((64, rolls.shape[-1]), bool)
-    mask[:, 2 * STEPS_PER_BAR: 6 * STEPS_PER_BAR] = True
-    masks = np.broadcast_to(mask, (len(rolls), *mask.shape))
+    masks = np.stack([make_mask(r, args.mask) for r in rolls])
     known = torch.from_numpy(rolls * 2 - 1)
     m = torch.from_numpy(np.ascontiguousarray(masks[:, None].repeat(2, axis=1)).astype(np.float32))
     denoise = KarrasDenoiser(pipe.transformer).denoise
@@ -90,7 +125,7 @@ def main(argv=None) -> dict:
     def notes(sample: torch.Tensor) -> float:
         x = ((sample.float().numpy() + 1) / 2).clip(0, 1)
         filled = [np.where(masks[i][None], clean_generated(x[i], masks[i]), rolls[i]) for i in range(len(rolls))]
-        return float(np.mean([((f[0] > 0) & mask).sum() for f in filled]))
+        return float(np.mean([((f[0] > 0) & masks[i]).sum() for i, f in enumerate(filled)]))
 
     variants = {"library sampler (Euler, j = 1)": dict(lib={}),
                 "churn 5": dict(lib={"s_churn": 5.0}), "churn 20": dict(lib={"s_churn": 20.0}),
@@ -98,8 +133,9 @@ def main(argv=None) -> dict:
                 "jump 4": dict(jump=4, renoise=1.0), "jump 8": dict(jump=8, renoise=1.0),
                 "extra noise ×1.5": dict(jump=1, renoise=1.5), "extra noise ×2": dict(jump=1, renoise=2.0),
                 "extra noise ×3": dict(jump=1, renoise=3.0)}
-    truth = float(np.mean([((r[0] > 0) & mask).sum() for r in rolls]))
-    results = {"windows": ids, "steps": args.steps, "ground_truth_notes": truth, "variants": {}}
+    variants = {k: v for k, v in variants.items() if not args.only or k in args.only}
+    truth = float(np.mean([((r[0] > 0) & masks[i]).sum() for i, r in enumerate(rolls)]))
+    results = {"windows": ids, "steps": args.steps, "mask": args.mask, "ground_truth_notes": truth, "variants": {}}
     print(f"ground truth: {truth:.1f} notes in the mask per window")
     bar = tqdm(total=len(variants) * 4, desc="variants × r")
     for name, spec in variants.items():

@@ -9,7 +9,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from repaint_variants import jump_inpaint  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from repaint_variants import jump_inpaint, make_mask  # noqa: E402
 
 from genmodels.diffusion.sampling import get_sigmas_karras, sample_inpaint  # noqa: E402
 
@@ -36,3 +38,19 @@ def test_jump_one_is_the_library_sampler_and_jumps_keep_the_known_region():
                           generator=torch.Generator().manual_seed(3))
     assert torch.equal(jumped[..., :4], known[..., :4]) and torch.equal(jumped[..., 12:], known[..., 12:])
     assert not torch.allclose(jumped, lib)
+
+
+def test_mask_shapes_cover_bars_three_to_six_and_sit_where_they_say():
+    roll = np.zeros((2, 64, 128), np.float32)
+    roll[:, 30:34, 0:40] = 0.5  # notes on rows 30-33 (row 0 is the highest pitch)
+    bars = make_mask(roll, "bars")
+    assert bars[:, 32:96].all() and not bars[:, :32].any() and not bars[:, 96:].any()
+    band = make_mask(roll, "band")
+    assert band.sum(0)[32:96].tolist() == [16] * 64 and band[30:34, 32:96].all()  # 16 rows around the notes
+    above = make_mask(roll, "above")
+    assert above[18:30, 32:96].all() and above.sum() == 12 * 64  # the 12 rows just above the highest note
+    rising = make_mask(roll, "rising")
+    tops = [int(np.argmax(rising[:, c])) for c in range(32, 96)]
+    assert rising.sum(0)[32:96].tolist() == [8] * 64 and tops[-1] < tops[0] and tops == sorted(tops, reverse=True)
+    with pytest.raises(ValueError, match="unknown mask"):
+        make_mask(roll, "circle")
