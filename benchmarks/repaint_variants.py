@@ -111,6 +111,16 @@ def main(argv=None) -> dict:
     p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    variants = {"library sampler (Euler, j = 1)": dict(lib={}),
+                "churn 5": dict(lib={"s_churn": 5.0}), "churn 20": dict(lib={"s_churn": 20.0}),
+                "Heun steps": dict(lib={"method": "heun"}),
+                "jump 4": dict(jump=4, renoise=1.0), "jump 8": dict(jump=8, renoise=1.0),
+                "extra noise ×1.5": dict(jump=1, renoise=1.5), "extra noise ×2": dict(jump=1, renoise=2.0),
+                "extra noise ×3": dict(jump=1, renoise=3.0)}
+    unknown = sorted(set(args.only or ()) - set(variants))
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; choose from {list(variants)}")
+    variants = {k: v for k, v in variants.items() if not args.only or k in args.only}
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(PianoRollInpaintPipeline, args.model)
@@ -127,13 +137,6 @@ def main(argv=None) -> dict:
         filled = [np.where(masks[i][None], clean_generated(x[i], masks[i]), rolls[i]) for i in range(len(rolls))]
         return float(np.mean([((f[0] > 0) & masks[i]).sum() for i, f in enumerate(filled)]))
 
-    variants = {"library sampler (Euler, j = 1)": dict(lib={}),
-                "churn 5": dict(lib={"s_churn": 5.0}), "churn 20": dict(lib={"s_churn": 20.0}),
-                "Heun steps": dict(lib={"method": "heun"}),
-                "jump 4": dict(jump=4, renoise=1.0), "jump 8": dict(jump=8, renoise=1.0),
-                "extra noise ×1.5": dict(jump=1, renoise=1.5), "extra noise ×2": dict(jump=1, renoise=2.0),
-                "extra noise ×3": dict(jump=1, renoise=3.0)}
-    variants = {k: v for k, v in variants.items() if not args.only or k in args.only}
     truth = float(np.mean([((r[0] > 0) & masks[i]).sum() for i, r in enumerate(rolls)]))
     results = {"windows": ids, "steps": args.steps, "mask": args.mask, "ground_truth_notes": truth, "variants": {}}
     print(f"ground truth: {truth:.1f} notes in the mask per window")

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from repaint_variants import jump_inpaint, make_mask  # noqa: E402
+from repaint_variants import jump_inpaint, main, make_mask  # noqa: E402
 
 from genmodels.diffusion.sampling import get_sigmas_karras, sample_inpaint  # noqa: E402
 
@@ -54,3 +54,9 @@ def test_mask_shapes_cover_bars_three_to_six_and_sit_where_they_say():
     assert rising.sum(0)[32:96].tolist() == [8] * 64 and tops[-1] < tops[0] and tops == sorted(tops, reverse=True)
     with pytest.raises(ValueError, match="unknown mask"):
         make_mask(roll, "circle")
+
+
+def test_an_unknown_variant_name_is_refused_before_any_model_is_loaded(capsys):
+    with pytest.raises(SystemExit):
+        main(["--only", "jump 4", "no such variant", "--model", "/nonexistent"])
+    assert "unknown variant(s) ['no such variant']" in capsys.readouterr().err
