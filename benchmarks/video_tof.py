@@ -245,13 +245,13 @@ def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConf
              **mean_scores([p["tree_of_frames"][str(r)] for p in per_prompt])} for r in configs]
     by_n = {row["n"]: row for row in best_of_n}
     budgets = [{"nfe": t["nominal_nfe"], "tree_of_frames": t, "best_of_n": by_n[matched[t["roots"]]]} for t in tree]
-    headlines = {key: reach_fraction([b["nfe"] for b in best_of_n], [b[key] for b in best_of_n],
-                                     [t["clip_nfe_mean"] for t in tree], [t[key] for t in tree])
-                 for key in ("all", "mean")}
+    def headlines_against(curve: list[dict]) -> dict[str, dict]:
+        return {key: reach_fraction([b["nfe"] for b in curve], [b[key] for b in curve],
+                                    [t["clip_nfe_mean"] for t in tree], [t[key] for t in tree])
+                for key in ("all", "mean")}
+
     expected = expected_best_of_n(per_prompt, nfe_per_clip)
-    headlines_expected = {key: reach_fraction([b["nfe"] for b in expected], [b[key] for b in expected],
-                                              [t["clip_nfe_mean"] for t in tree], [t[key] for t in tree])
-                          for key in ("all", "mean")}
+    headlines, headlines_expected = headlines_against(best_of_n), headlines_against(expected)
     return {
         "settings": settings,
         "configs": {str(r): {"branches": c.branches, "candidates": c.candidates, "judge_depths": sorted(c.judge_depths),
@@ -321,7 +321,8 @@ def reweighted_best_of_n(per_prompt: list[dict], ns: list[int], weights: list[fl
         for p in per_prompt:
             t = {k: np.asarray(v) for k, v in p["verifier_terms"].items()}
             score = t["clip"] + temporal_weight * t["temporal"] + path_weight * t["path"] + w * t["direction"]
-            picks.append([p["oracle"][int(np.argmax(score[:n]))] for n in ns])
+            records = best_of_n_records(score, p["oracle"], ns)
+            picks.append([records[str(n)] for n in ns])
         out[str(w)] = [{"n": n, **mean_scores([row[i] for row in picks])} for i, n in enumerate(ns)]
     return out
 
