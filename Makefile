@@ -49,7 +49,7 @@ assets-shapes: $(VENV)/.installed
 	PY=$(PY) training/recipes/shapes_sana.sh
 
 # Re-train the shipped text-to-video model (Diffusion Mamba on moving shapes; see
-# training/recipes/moving_shapes_dim.sh; five stages, about 6.5 hours on this CPU).
+# training/recipes/moving_shapes_dim.sh; six stages, about 9.5 hours on this CPU).
 assets-video: $(VENV)/.installed
 	PY=$(PY) training/recipes/moving_shapes_dim.sh
 

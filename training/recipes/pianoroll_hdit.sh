@@ -4,7 +4,8 @@
 # Trains the HDiT of pianoroll_hdit.json on 128-column (8-bar) crops of the Bach chorales and Ryan's Mammoth
 # (music21's bundled corpus), EMA weights saved as a diffusers pipeline, then copied into assets/.
 #   CPU (default): 80 minutes of training on 2 cores.
-#   GPU: DEVICE_MINUTES=6 BATCH=64 training/recipes/pianoroll_hdit.sh  (what produced the shipped weights)
+#   GPU: DEVICE_MINUTES=6 BATCH=64 training/recipes/pianoroll_hdit.sh
+# The shipped weights came from the CPU default: 5,030 steps at batch 16 in 72 minutes (BENCHMARKS.md).
 # It resumes from the newest checkpoint in $RUN_DIR when re-run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
