@@ -56,10 +56,11 @@ def load(model: str):
 
 def generate(pipe, items: list[dict], *, steps: int, guidance: float, batch: int, frames: int,
              given: np.ndarray | None = None, desc: str = "clips", first_frame_pass: bool = False,
-             negatives: list[str | None] | None = None) -> np.ndarray:
+             negatives: list[str | None] | None = None,
+             guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
     """Clips ``[N, F, H, W, 3]`` uint8 for ``items`` (prompt i with a generator seeded by its seed); ``given``
     ``[N, K, H, W, 3]``: first frames to continue, one clip per item; ``negatives``: one negative prompt (or
-    None, the null text) per item."""
+    None, the null text) per item; ``guidance_interval``: guide only at t_lo < t ≤ t_hi (the pipeline's)."""
     out = []
     with tqdm(total=len(items), desc=desc, unit="clip") as bar:
         for start in range(0, len(items), batch):
@@ -69,7 +70,8 @@ def generate(pipe, items: list[dict], *, steps: int, guidance: float, batch: int
             negative = None if negatives is None else negatives[start:start + batch]
             result = pipe([item["prompt"] for item in chunk], num_frames=frames, num_inference_steps=steps,
                           guidance_scale=guidance, generator=gens, first_frames=first,
-                          first_frame_pass=first_frame_pass, negative_prompt=negative)
+                          first_frame_pass=first_frame_pass, negative_prompt=negative,
+                          guidance_interval=guidance_interval)
             out.append(result.frames)
             bar.update(len(chunk))
     return np.concatenate(out)
@@ -125,9 +127,13 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default=DEFAULT_MODEL, help="TextToVideoPipeline folder (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("T_LO", "T_HI"), default=None,
+                   help="guide only at T_LO < t <= T_HI, the prompt alone elsewhere")
     p.add_argument("--frames", type=int, default=None, help="clip length (default: the eval specs', 8)")
     p.add_argument("--given", type=int, default=4, help="given frames for the continuation test")
     p.add_argument("--batch", type=int, default=6, help="clips per pipeline call (does not change the clips)")
+    p.add_argument("--category", choices=["single", "two"], default=None,
+                   help="only the prompts of this category (before --limit)")
     p.add_argument("--limit", type=int, default=None, help="first N prompts only (quick checks)")
     p.add_argument("--skip-continuation", action="store_true")
     p.add_argument("--skip-text-to-video", action="store_true", help="only the continuation test")
@@ -144,12 +150,15 @@ def main(argv=None) -> dict:
         raise SystemExit("--skip-text-to-video and --skip-continuation leave nothing to evaluate")
     if args.threads:
         torch.set_num_threads(args.threads)
-    items = load_video_eval_set()[: args.limit]
+    items = [item for item in load_video_eval_set() if args.category in (None, item["category"])][: args.limit]
     frames = args.frames or int(items[0]["spec"]["frames"])
     specs = [{**item["spec"], "frames": frames} for item in items]
     pipe = load(args.model)
+    interval = tuple(args.guidance_interval) if args.guidance_interval else None
     result: dict = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "frames": frames,
-                    "first_frame_pass": args.first_frame_pass, "negative": args.negative, "prompts": len(items),
+                    "guidance_interval": interval,
+                    "first_frame_pass": args.first_frame_pass, "negative": args.negative, "category": args.category,
+                    "prompts": len(items),
                     "threads": torch.get_num_threads(), "targets": TARGETS}
 
     rows = []
@@ -157,7 +166,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         clips = generate(pipe, items, steps=args.steps, guidance=args.guidance, batch=args.batch, frames=frames,
                          desc="text-to-video", first_frame_pass=args.first_frame_pass,
-                         negatives=negative_prompts(items, args.negative))
+                         negatives=negative_prompts(items, args.negative), guidance_interval=interval)
         seconds = time.perf_counter() - t0
         t2v = rates(evaluate(clips, specs))
         t2v["seconds_per_clip"] = round(seconds / len(items), 3)
@@ -177,7 +186,8 @@ def main(argv=None) -> dict:
                           for item, spec in zip(items, specs)])
         given = truth[:, : args.given]
         cont = generate(pipe, items, steps=args.steps, guidance=args.guidance, batch=args.batch, frames=frames,
-                        given=given, desc="continuation", negatives=negative_prompts(items, args.negative))
+                        given=given, desc="continuation", negatives=negative_prompts(items, args.negative),
+                        guidance_interval=interval)
         exact = float(np.mean([np.array_equal(c[: args.given], g) for c, g in zip(cont, given)]))
         report = rates(evaluate(cont, specs))
         report.update(given=args.given, given_frames_exact=exact,

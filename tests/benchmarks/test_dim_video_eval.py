@@ -59,3 +59,13 @@ def test_negative_prompts_per_item_and_in_a_run(model):
     result = dim_video_eval.main(["--model", model, "--limit", "2", "--steps", "2", "--skip-continuation",
                                   "--negative", "still", "--threads", "1"])
     assert result["negative"] == "still" and result["text_to_video"]["n"] == 2
+
+
+def test_category_filter_and_guidance_interval(model):
+    two = dim_video_eval.main(["--model", model, "--category", "two", "--limit", "2", "--steps", "2",
+                               "--skip-continuation", "--guidance-interval", "0", "0.8", "--threads", "1"])
+    assert two["category"] == "two" and two["prompts"] == 2 and two["guidance_interval"] == (0.0, 0.8)
+    assert set(two["text_to_video"]["per_category"]) == {"two"}
+    plain = dim_video_eval.main(["--model", model, "--category", "two", "--limit", "2", "--steps", "2",
+                                 "--skip-continuation", "--threads", "1"])
+    assert plain["guidance_interval"] is None
