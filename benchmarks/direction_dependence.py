@@ -1,8 +1,8 @@
 """Does a text-to-video model read the direction in its prompt? Held-out flow error, true vs reversed direction.
 
     python benchmarks/direction_dependence.py --model assets/moving-shapes-dim [--model runs/other/pipeline ...] \\
-        [--items 48] [--times 0.5 0.8 0.9 0.95 0.98] [--given 0 1] [--threads 1] \\
-        [--json benchmarks/results/direction_dependence.json]
+        [--items 48] [--times 0.5 0.8 0.9 0.95 0.98] [--given 0 1] [--wrong {direction,colour,motion}] \\
+        [--threads 1] [--json benchmarks/results/direction_dependence.json]
 
 For ``--items`` validation-split moving-shapes clips with one moving object (left, right, up or down), one noise ε
 per clip (seed 1, the same for every model and time) and each time t: x_t = (1 − t)·x₀ + t·ε, and the mean
@@ -17,6 +17,10 @@ video, where the object's start is known and only the caption says where it goes
 three errors and the gaps (reversed − true) / true and (null − true) / true. A model that follows the
 direction has a clearly positive reversed gap at the noise levels where the motion is decided; a gap near 0
 means the direction words do not reach the prediction, whatever the sampler or guidance.
+
+``--wrong colour`` / ``motion`` asks the same of binding: two-object clips, and as the wrong caption the clip's
+caption with the two objects' colours (or motions) swapped, which holds the same words. A model that reads the
+caption as a bag of words has no gap there, however well it follows one-object captions.
 """
 
 from __future__ import annotations
@@ -33,6 +37,27 @@ import torch  # noqa: E402
 
 from genmodels.data.moving_shapes import reverse_direction  # noqa: E402
 from genmodels.io import write_text_atomic  # noqa: E402
+
+
+def swapped_clips(items: int, size: int, frames: int, kind: str) -> tuple[torch.Tensor, list[str], list[str]]:
+    """The first ``items`` two-object validation clips whose objects differ in ``kind`` (colour or motion):
+    ``[N, 3, F, H, W]`` in [−1, 1], a caption of each (worded afresh from its spec) and the same caption with
+    ``kind`` swapped between the objects (:func:`genmodels.text.binding.swapped_caption`)."""
+    from genmodels.data.moving_shapes import MovingShapesDataset
+    from genmodels.text.binding import swapped_caption
+
+    ds = MovingShapesDataset("val", size=size, frames=frames, categories=("two",), length=20 * items)
+    clips, captions, swapped = [], [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        pair = swapped_caption(json.loads(item["spec"]), kind, template_seed=i)
+        if pair is not None:
+            clips.append(item["pixel_values"])
+            captions.append(pair[0])
+            swapped.append(pair[1])
+            if len(clips) == items:
+                break
+    return torch.stack(clips), captions, swapped
 
 
 def moving_clips(items: int, size: int, frames: int) -> tuple[torch.Tensor, list[str]]:
@@ -54,15 +79,22 @@ def moving_clips(items: int, size: int, frames: int) -> tuple[torch.Tensor, list
 
 @torch.no_grad()
 def direction_dependence(pipe, items: int = 48, times=(0.5, 0.8, 0.9, 0.95, 0.98), given=(0, 1),
-                         batch: int = 16, pooled_code=None) -> dict:
+                         batch: int = 16, pooled_code=None, wrong: str = "direction") -> dict:
     """``{K: {t: {"true", "reversed", "null", "reversed_gap", "null_gap"}}}`` (see the module docstring).
 
-    ``pooled_code(captions) -> [N, P]``, when given, is added to the pooled text of the true and reversed
-    captions (the direction oracle of ``benchmarks/direction_oracle.py``)."""
+    ``wrong``: what the "reversed" caption changes: "direction" (one-object clips, the direction word reversed)
+    or "colour" / "motion" (two-object clips, that attribute swapped between the objects: does the model bind
+    it to the right object?). ``pooled_code(captions) -> [N, P]``, when given, is added to the pooled text of
+    the true and reversed captions (the direction oracle of ``benchmarks/direction_oracle.py``)."""
     model = pipe.transformer
     cfg = model.config
-    x0, captions = moving_clips(items, cfg.sample_size, cfg.num_frames)
-    reversed_captions = [reverse_direction(c) for c in captions]
+    if wrong == "direction":
+        x0, captions = moving_clips(items, cfg.sample_size, cfg.num_frames)
+        reversed_captions = [reverse_direction(c) for c in captions]
+    elif wrong in ("colour", "motion"):
+        x0, captions, reversed_captions = swapped_clips(items, cfg.sample_size, cfg.num_frames, wrong)
+    else:
+        raise ValueError(f"wrong must be 'direction', 'colour' or 'motion', got {wrong!r}")
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     device, dtype = pipe._execution_device, model.dtype
     encoded = {name: pipe.encode_prompt(prompts, device, dtype)
@@ -110,7 +142,7 @@ def print_gaps(name: str, results: dict) -> None:
     for k, rows in results.items():
         print(f"{name}, {k} frames given:")
         for t, r in rows.items():
-            print(f"  t={t:.2f}  true {r['true']:.4f}  reversed direction {100 * r['reversed_gap']:+.2f}%  "
+            print(f"  t={t:.2f}  true {r['true']:.4f}  wrong caption {100 * r['reversed_gap']:+.2f}%  "
                   f"null text {100 * r['null_gap']:+.2f}%")
 
 
@@ -122,6 +154,9 @@ def main(argv=None) -> dict:
     p.add_argument("--items", type=int, default=48)
     p.add_argument("--times", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95, 0.98])
     p.add_argument("--given", type=int, nargs="+", default=[0, 1], help="given clean frames K (0: text to video)")
+    p.add_argument("--wrong", choices=["direction", "colour", "motion"], default="direction",
+                   help="the wrong caption: one-object clips with the direction reversed, or two-object clips "
+                        "with the colours / motions swapped between the objects (binding)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", help="write the results here (atomically)")
     args = p.parse_args(argv)
@@ -132,12 +167,14 @@ def main(argv=None) -> dict:
     results = {}
     for folder in args.model or ["assets/moving-shapes-dim"]:
         try:
-            results[folder] = direction_dependence(load(folder), args.items, tuple(args.times), tuple(args.given))
+            results[folder] = direction_dependence(load(folder), args.items, tuple(args.times), tuple(args.given),
+                                                   wrong=args.wrong)
         except ValueError as err:
             raise SystemExit(f"{folder}: {err}") from err
         print_gaps(folder, results[folder])
     if args.json:
-        write_text_atomic(args.json, json.dumps({"items": args.items, "results": results}, indent=2))
+        write_text_atomic(args.json, json.dumps({"items": args.items, "wrong": args.wrong, "results": results},
+                                                indent=2))
         print(f"wrote {args.json}")
     return results
 

@@ -51,3 +51,19 @@ def test_bad_arguments_are_refused(tmp_path):
         dd.main(["--times", "1.0"])
     with pytest.raises(SystemExit, match="--given"):
         dd.main(["--model", "assets/moving-shapes-dim", "--items", "2", "--given", "8"])
+
+
+def test_swapped_binding_clips_hold_the_same_words():
+    x0, captions, swapped = dd.swapped_clips(4, 32, 8, "colour")
+    assert x0.shape == (4, 3, 8, 32, 32) and len(captions) == len(swapped) == 4
+    for a, b in zip(captions, swapped):
+        assert a != b and sorted(a.split()) == sorted(b.split())  # the same words, bound the other way
+
+
+def test_binding_gap_on_a_tiny_model(tmp_path):
+    pipe = tiny_text_to_video_pipeline()
+    rows = dd.direction_dependence(pipe, items=3, times=(0.9,), given=(0,), wrong="motion")
+    r = rows[0][0.9]
+    assert r["reversed"] != r["true"] and r["reversed_gap"] == pytest.approx(r["reversed"] / r["true"] - 1, abs=1e-4)
+    with pytest.raises(ValueError, match="wrong must be"):
+        dd.direction_dependence(pipe, items=1, times=(0.9,), given=(0,), wrong="size")
