@@ -22,9 +22,10 @@ captions alone (no images: a caption's truth is known from its grammar) with
 
 Output: a ``CLIPTextEncoder`` folder (diffusers layout, usable as ``train_dit.py --text-encoder``; written
 atomically) with ``metrics.json``: per kind of swapped attribute (colour, motion, shape) the mean pooled cosine
-between held-out two-object captions and their swapped twins, before and after; the held-out losses before
-(fresh heads) and after;
-``pooled_cosine_to_init`` and ``token_change_to_init`` on the fixed evaluation prompts; and the one-word
+between two-object captions and their swapped twins, before and after; the losses on 512 captions before (fresh
+heads) and after; both sets are drawn from a stream no training step draws from, but the grammar is small, so
+most of their specs also occur in training (this measures what the encoder does on the captions a generator
+sees, not generalisation); ``pooled_cosine_to_init`` and ``token_change_to_init`` on the fixed evaluation prompts; and the one-word
 ``caption_sensitivity`` probe.
 """
 
@@ -51,7 +52,7 @@ from training.train_clip import WordHead, eval_prompts, word_loss  # noqa: E402
 from training.train_dit import load_text_encoder  # noqa: E402
 
 SWAP_KINDS = ("colour", "motion", "shape")
-VAL_SEED = 10_007  # held-out captions: a stream no training step draws from
+VAL_SEED = 10_007  # evaluation captions: a stream no training step draws from
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--anchor-tokens", type=float, default=1.0, help="weight of the relative token change")
     p.add_argument("--head-lr", type=float, default=3e-2, help="peak LR of the two fresh cosine heads")
     p.add_argument("--head-scale", type=float, default=20.0, help="the heads' fixed logit scale")
-    p.add_argument("--val-captions", type=int, default=300, help="held-out two-object specs per swap kind")
+    p.add_argument("--val-captions", type=int, default=300, help="evaluation two-object specs per swap kind")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -106,7 +107,8 @@ def sample_captions(data: str, n: int, rng: np.random.Generator, two_share: floa
 
 
 def swap_pairs(n: int, seed: int = VAL_SEED) -> dict[str, list[tuple[str, str]]]:
-    """Per kind in :data:`SWAP_KINDS`: up to ``n`` held-out (caption, swapped twin) pairs of two-object clips."""
+    """Per kind in :data:`SWAP_KINDS`: up to ``n`` (caption, swapped twin) pairs of two-object clips, drawn from
+    their own stream."""
     from genmodels.data.moving_shapes import sample_video_spec
 
     rng = np.random.default_rng(seed)
