@@ -4,9 +4,10 @@
         --output-dir runs/text-binding [--data moving_shapes] [--max-steps 1500]
 
 Why: the tiny CLIP's pooled vector (what a generator's adaLN reads) is a bag of words. "a green circle moving
-right and a blue triangle moving down" and the same caption with the colours swapped sit at cosine 0.997 in the
-shipped video model's encoder, so a generator can learn from it that green and blue are present, not which
-shape is which colour, and its two-object clips come out in one colour (BENCHMARKS.md, issue 6).
+right and a blue triangle moving down" and the same caption with the colours swapped sit at cosine 0.998 (mean
+of 300 such pairs) in the shipped video model's encoder, so a generator can learn from it that green and blue
+are present, not which shape is which colour, and its two-object clips come out in one colour (BENCHMARKS.md,
+issue 6).
 
 What: the text tower of ``--init`` (a pipeline's ``text_encoder`` folder or an open_clip folder) fine-tuned on
 captions alone (no images: a caption's truth is known from its grammar) with
@@ -25,7 +26,8 @@ atomically) with ``metrics.json``: per kind of swapped attribute (colour, motion
 between two-object captions and their swapped twins, before and after; the losses on 512 captions before (fresh
 heads) and after; both sets are drawn from a stream no training step draws from, but the grammar is small, so
 most of their specs also occur in training (this measures what the encoder does on the captions a generator
-sees, not generalisation); ``pooled_cosine_to_init`` and ``token_change_to_init`` on the fixed evaluation prompts; and the one-word
+sees, not generalisation; the swapped pairs are moving-shapes captions whatever ``--data``);
+``pooled_cosine_to_init`` and ``token_change_to_init`` on the fixed evaluation prompts; and the one-word
 ``caption_sensitivity`` probe.
 """
 
