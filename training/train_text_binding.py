@@ -50,7 +50,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from genmodels.io import replace_dir_atomic  # noqa: E402
 from genmodels.text.binding import LABELS, binding_targets, swapped_caption  # noqa: E402
-from training.train_clip import WordHead, eval_prompts, word_loss  # noqa: E402
+from training.train_clip import WordHead, eval_prompts, lr_at, word_loss  # noqa: E402
 from training.train_dit import load_text_encoder  # noqa: E402
 
 SWAP_KINDS = ("colour", "motion", "shape")
@@ -148,14 +148,6 @@ def distance_to_init(encoder, init_encoder, prompts: list[str]) -> dict[str, flo
             "token_change_to_init": round(float(rel[mask].mean()), 4)}
 
 
-def lr_at(step: int, args) -> float:
-    """Linear warm-up then cosine decay to 10 % of the peak at --max-steps."""
-    if step < args.warmup_steps:
-        return (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def losses(encoder, init_encoder, bind_head, word_head, captions: list[str], args) -> dict[str, torch.Tensor]:
     ids = encoder.tokenize(captions)
     x, mask, pooled = encoder(ids)
@@ -211,7 +203,7 @@ def main(argv=None) -> dict:
     with log_path.open("w") as log, tqdm(total=args.max_steps, desc="train_text_binding", unit="step") as bar:
         for step in range(args.max_steps):
             for group in optimizer.param_groups:
-                group["lr"] = group["peak"] * lr_at(step, args)
+                group["lr"] = group["peak"] * lr_at(step, args) / args.lr  # train_clip's warm-up + cosine
             parts = losses(encoder, init_encoder, bind_head, word_head,
                            sample_captions(args.data, args.batch_size, rng, args.two_share), args)
             optimizer.zero_grad(set_to_none=True)
