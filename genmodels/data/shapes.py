@@ -73,6 +73,7 @@ CATEGORIES = ("single_object", "two_objects", "counting", "colours", "position",
 COUNTS = (2, 3, 4)
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
 SPLIT_STREAMS = {"train": 0, "val": 1}
+_LAYOUT_STREAM = 7  # the coin deciding a layout caption (ShapesDataset.layout_share) has its own stream
 DEFAULT_LENGTHS = {"train": 60_000, "val": 1_200}
 
 # GenEval's position rule: centre offsets shrink by this fraction of the summed box sizes before the direction
@@ -596,6 +597,10 @@ class ShapesDataset(Dataset):
     ``category`` (str) and ``spec`` (the spec as JSON text, ``json.loads`` gives the dict: a dict with None
     values and lists of varying length would not pass torch's default collate). Item ``i`` is
     ``make_sample(i, seed, split, size, categories)``; ``length`` defaults to 60,000 (train) or 1,200 (val).
+
+    ``layout_share`` p: item i's caption is replaced, with probability p (drawn from ``(seed, split, i)`` on a
+    stream of its own, so images and short captions stay as they were), by the layout caption of its scene
+    (:func:`genmodels.data.shapes_layout.layout_caption`: every object, with its size, colour and grid cell).
     """
 
     def __init__(
@@ -605,8 +610,13 @@ class ShapesDataset(Dataset):
         length: int | None = None,
         seed: int = 0,
         categories: Sequence[str] = CATEGORIES,
+        layout_share: float = 0.0,
     ) -> None:
         _stream(split)
+        if isinstance(layout_share, bool) or not isinstance(layout_share, (int, float)) \
+                or not 0.0 <= layout_share <= 1.0:
+            raise ShapesError(f"layout_share must be a number in [0, 1], got {layout_share!r}")
+        self.layout_share = float(layout_share)
         self.split = split
         self.size = check_image_side(size)
         self.length = DEFAULT_LENGTHS[split] if length is None else int(length)
@@ -620,14 +630,25 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def prompt_planner(self) -> str | None:
+        """The prompt planner a model trained on this data samples with (its layout captions need one)."""
+        return "shapes_layout" if self.layout_share > 0 else None
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         sample = make_sample(index, self.seed, self.split, self.size, self.categories)
         pixels = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 127.5 - 1.0
+        caption = sample.caption
+        if self.layout_share > 0 and np.random.default_rng(
+                [self.seed, _stream(self.split), int(index), _LAYOUT_STREAM]).random() < self.layout_share:
+            from genmodels.data.shapes_layout import layout_caption
+
+            caption = layout_caption(sample.scene, self.size)
         return {
             "pixel_values": pixels.contiguous(),
-            "caption": sample.caption,
+            "caption": caption,
             "category": sample.spec["category"],
             "spec": json.dumps(sample.spec, sort_keys=True),
         }
@@ -635,7 +656,7 @@ class ShapesDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"ShapesDataset(split={self.split!r}, size={self.size}, length={self.length}, seed={self.seed}, "
-            f"categories={len(self.categories)})"
+            f"categories={len(self.categories)}, layout_share={self.layout_share})"
         )
 
 
