@@ -88,6 +88,7 @@ def model_summary(pipe) -> dict:
         "patch_size": int(config.patch_size),
         "sample_size": int(config.sample_size),
         "parameters": sum(p.numel() for p in pipe.transformer.parameters()),
+        "prompt_planner": getattr(pipe.config, "prompt_planner", None),
     }
 
 
@@ -126,9 +127,12 @@ def select_items(items: Sequence[dict], per_category: int | None) -> list[dict]:
 
 def generate(pipe: TextToImagePipeline, items: Sequence[dict], *, steps: int, guidance: float, batch_size: int,
              progress: bool = True, desc: str = "sampling",
-             guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
+             guidance_interval: tuple[float, float] | None = None, plan_prompts: bool | None = None,
+             prompts_out: list[str] | None = None) -> np.ndarray:
     """One image per item (``prompt`` with its own ``seed``): uint8 ``[N, H, W, 3]``, ``batch_size`` prompts per
-    pipeline call, each with its own generator (so an image does not depend on the batch it is in)."""
+    pipeline call, each with its own generator (so an image does not depend on the batch it is in).
+    ``plan_prompts`` goes to the pipeline (None: its prompt planner when it has one); the captions the model
+    was given are appended to ``prompts_out`` when it is a list."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     images = []
@@ -137,8 +141,10 @@ def generate(pipe: TextToImagePipeline, items: Sequence[dict], *, steps: int, gu
             chunk = items[start:start + batch_size]
             out = pipe([item["prompt"] for item in chunk], num_inference_steps=steps, guidance_scale=guidance,
                        output_type="np", generator=[torch.Generator().manual_seed(int(i["seed"])) for i in chunk],
-                       guidance_interval=guidance_interval).images
-            images.append(out)
+                       guidance_interval=guidance_interval, plan_prompts=plan_prompts)
+            images.append(out.images)
+            if prompts_out is not None:
+                prompts_out.extend(out.prompts or [item["prompt"] for item in chunk])
             bar.update(len(chunk))
     return np.concatenate(images)
 
@@ -146,24 +152,29 @@ def generate(pipe: TextToImagePipeline, items: Sequence[dict], *, steps: int, gu
 def evaluate_pipeline(pipe: TextToImagePipeline, items: Sequence[dict] | None = None, *, steps: int = 20,
                       guidance: float = 4.0, batch_size: int = 48, per_category: int | None = None,
                       progress: bool = True, desc: str = "sampling",
-                      guidance_interval: tuple[float, float] | None = None) -> dict:
+                      guidance_interval: tuple[float, float] | None = None,
+                      plan_prompts: bool | None = None) -> dict:
     """Generate and score ``items`` (default: the fixed evaluation set, ``per_category`` per category).
 
     Returns the oracle's ``per_category``, ``overall`` (mean of categories), ``accuracy`` (over images),
-    ``counts``, ``n``, ``correct`` (bool per item), ``ids``, ``seconds`` (sampling wall time, excluding
-    scoring) and ``images`` (uint8 ``[N, H, W, 3]``; drop it before writing JSON).
+    ``counts``, ``n``, ``correct`` (bool per item), ``ids``, ``model_prompts`` (what the model was given: the
+    planned captions of a pipeline with a prompt planner), ``seconds`` (sampling wall time, excluding scoring)
+    and ``images`` (uint8 ``[N, H, W, 3]``; drop it before writing JSON).
     """
     items = select_items(load_eval_set() if items is None else items, per_category)
     if pipe.transformer.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
+    model_prompts: list[str] = []
     images = generate(pipe, items, steps=steps, guidance=guidance, batch_size=batch_size, progress=progress,
-                      desc=desc, guidance_interval=guidance_interval)
+                      desc=desc, guidance_interval=guidance_interval, plan_prompts=plan_prompts,
+                      prompts_out=model_prompts)
     if pipe.transformer.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     scores = evaluate(images, [item["spec"] for item in items])
-    return {**scores, "ids": [item["id"] for item in items], "seconds": seconds, "images": images}
+    return {**scores, "ids": [item["id"] for item in items], "model_prompts": model_prompts, "seconds": seconds,
+            "images": images}
 
 
 def public(result: dict) -> dict:
@@ -399,6 +410,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inpaint", action="store_true", help="run the text-guided inpainting benchmark instead")
     p.add_argument("--inpaint-cases", type=int, default=48, metavar="K")
     p.add_argument("--inpaint-seed", type=int, default=0)
+    p.add_argument("--no-plan", action="store_true",
+                   help="give a pipeline with a prompt planner the prompts as they are (no layout captions)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -410,6 +423,8 @@ def main(argv=None) -> dict:
     settings = {"steps": args.steps, "guidance": args.guidance, "device": device, "threads": torch.get_num_threads()}
     if args.guidance_interval is not None:
         settings["guidance_interval"] = args.guidance_interval
+    if args.no_plan:
+        settings["plan_prompts"] = False
     if args.inpaint:
         settings.update(cases=args.inpaint_cases, seed=args.inpaint_seed)
     else:
@@ -432,7 +447,8 @@ def main(argv=None) -> dict:
                 else validation_items(args.per_category or 20)
             result = evaluate_pipeline(pipe, cases, steps=args.steps, guidance=args.guidance,
                                        batch_size=args.batch_size, progress=not args.no_progress, desc=label,
-                                       guidance_interval=args.guidance_interval)
+                                       guidance_interval=args.guidance_interval,
+                                       plan_prompts=False if args.no_plan else None)
             result["images_per_second"] = result["n"] / max(result["seconds"], 1e-9)
             if args.samples_dir:
                 folder_out = Path(args.samples_dir) / (safe_name(label) if len(labels) > 1 else "")

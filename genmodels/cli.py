@@ -401,9 +401,11 @@ def generate(args) -> list[dict]:
                 name = f"{index:04d}.png"
                 with atomic_path(out / name) as tmp:
                     img.save(tmp, format="PNG")
-                records.append({"index": index, "file": name, "prompt": prompt, "seed": seed, **base,
-                                "height": img.height, "width": img.width, "nfe": int(result.nfe),
-                                "seconds": seconds})
+                record = {"index": index, "file": name, "prompt": prompt, "seed": seed, **base,
+                          "height": img.height, "width": img.width, "nfe": int(result.nfe), "seconds": seconds}
+                if getattr(result, "prompts", None) and result.prompts[i] != prompt:  # a prompt planner's caption
+                    record["planned_prompt"] = result.prompts[i]
+                records.append(record)
             # rewritten after every batch, so an interrupted run leaves a manifest of the images it made
             write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             bar.update(len(chunk))

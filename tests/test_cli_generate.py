@@ -270,3 +270,18 @@ def test_bad_numbers_and_missing_prompt_are_usage_errors(model_dir, tmp_path, ca
     assert run("generate", "--model", model_dir, "--out", out) == 2
     assert run("generate", "--model", model_dir, "--prompt", "x", "--prompts", "f.txt", "--out", out) == 2
     assert not out.exists()
+
+
+def test_manifest_records_the_planned_caption_of_a_planning_model(model_dir, tmp_path):
+    import shutil
+
+    planning = tmp_path / "planning"
+    shutil.copytree(model_dir, planning)
+    index = json.loads((planning / "model_index.json").read_text())
+    (planning / "model_index.json").write_text(json.dumps({**index, "prompt_planner": "shapes_layout"}))
+    out = tmp_path / "out"
+    assert run("generate", "--model", planning, "--prompt", "a red circle", "--prompt", "a red dragon", "--seed", 4,
+               "--steps", 1, "--out", out) == 0
+    rows = manifest(out)
+    assert rows[0]["prompt"] == "a red circle" and "red circle" in rows[0]["planned_prompt"]
+    assert rows[0]["planned_prompt"] != "a red circle" and "planned_prompt" not in rows[1]  # outside the grammar

@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample-size", type=int, default=64)
     p.add_argument("--vqvae", default=None, help="--model var: the MultiScaleVQVAE folder the run trained on")
     p.add_argument("--flow-shift", type=float, default=1.0, help="the time shift training used (sampling repeats it)")
+    p.add_argument("--prompt-planner", default=None, choices=["shapes_layout"],
+                   help="the model was trained on layout captions: the pipeline plans prompts (TextToImagePipeline)")
     p.add_argument("--out", required=True)
     p.add_argument("--fp16", action="store_true", help="store half-precision weights (they load as float32)")
     return p.parse_args(argv)
@@ -86,10 +88,13 @@ def main(argv=None) -> Path:
         pipe = VARPipeline(transformer=model.eval(), vqvae=vqvae, text_encoder=text_encoder)
     else:
         video = getattr(model.config, "num_frames", 1) > 1
+        if video and args.prompt_planner:
+            raise SystemExit("--prompt-planner is for text-to-image models")
         pipeline_class = TextToVideoPipeline if video else TextToImagePipeline
         pipe = pipeline_class(transformer=model.eval(),
                               scheduler=make_flow_scheduler("dpmsolver++", shift=args.flow_shift),
-                              text_encoder=text_encoder)
+                              text_encoder=text_encoder,
+                              **({"prompt_planner": args.prompt_planner} if args.prompt_planner else {}))
     with replace_dir_atomic(args.out) as tmp:
         (pipe.to(torch.float16) if args.fp16 else pipe).save_pretrained(tmp)
     print(f"wrote {args.out}")

@@ -190,6 +190,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     start_script(args.output_dir, args.threads)
     t = build(args)
+    planner = getattr(t.train_ds, "prompt_planner", None)  # layout captions: the pipeline plans prompts too
     sample_fn = None
     if args.sample_every:
         if t.text_encoder is None:
@@ -197,9 +198,10 @@ def main(argv=None) -> dict:
         elif len(t.shape) == 4:
             sample_fn = make_video_sample_fn(t.text_encoder, t.shape, shift=sampling_shift(args.flow_shift, t.shape))
         else:
-            sample_fn = make_text_sample_fn(t.text_encoder, t.shape)
+            sample_fn = make_text_sample_fn(t.text_encoder, t.shape, prompt_planner=planner)
     return train(t.cfg, t.model, t.objective, t.train_ds, val_dataset=t.val_ds, sample_fn=sample_fn,
-                 save_fn=make_save_fn(args.model, args.dataset, t.shape, t.text_encoder, flow_shift=args.flow_shift))
+                 save_fn=make_save_fn(args.model, args.dataset, t.shape, t.text_encoder, flow_shift=args.flow_shift,
+                                      prompt_planner=planner))
 
 
 def build_objective(args, kind: str, shape: tuple[int, ...]):
@@ -275,7 +277,8 @@ def load_text_encoder(path: str):
         raise SystemExit(f"cannot load the text encoder {path}: {err}") from err
 
 
-def make_text_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, guidance: float = 4.0):
+def make_text_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, guidance: float = 4.0,
+                        prompt_planner: str | None = None):
     """A sample-grid function for text-to-image training: the first prompt of each shapes-eval category."""
     from PIL import Image
 
@@ -288,7 +291,8 @@ def make_text_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, g
     def sample_fn(model, step: int):
         model, trained = unwrap_text_trained(model)
         pipe = TextToImagePipeline(transformer=model, scheduler=make_flow_scheduler("dpmsolver++"),
-                                   text_encoder=text_encoder if trained is None else trained)
+                                   text_encoder=text_encoder if trained is None else trained,
+                                   prompt_planner=prompt_planner)
         pipe.set_progress_bar_config(disable=True)
         images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, height=shape[-2],
                       width=shape[-1], generator=torch.Generator().manual_seed(0)).images
@@ -340,9 +344,10 @@ def make_video_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, 
 
 
 def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], text_encoder=None,
-                 flow_shift: float | None = None):
+                 flow_shift: float | None = None, prompt_planner: str | None = None):
     """Save the final EMA model as a diffusers pipeline folder where a pipeline exists, else the bare model.
-    A model trained with its text encoder (:class:`TextTrainedModel`) saves with that encoder."""
+    A model trained with its text encoder (:class:`TextTrainedModel`) saves with that encoder; a text-to-image
+    pipeline records ``prompt_planner`` (the dataset's, when its captions were layout captions)."""
 
     def save_fn(ema_model, out_dir: Path) -> None:
         ema_model, trained = unwrap_text_trained(ema_model)
@@ -353,12 +358,12 @@ def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], tex
             from genmodels.pipelines.text_to_video import TextToVideoPipeline
 
             ema_model.register_to_config(sample_size=int(shape[-1]))
-            pipeline_class = TextToImagePipeline
+            pipeline_class, extra = TextToImagePipeline, {"prompt_planner": prompt_planner}
             if len(shape) == 4:  # [C, F, H, W]: a clip model
                 ema_model.register_to_config(num_frames=int(shape[1]))
-                pipeline_class = TextToVideoPipeline
+                pipeline_class, extra = TextToVideoPipeline, {}
             scheduler = make_flow_scheduler("dpmsolver++", shift=sampling_shift(flow_shift, shape))
-            pipe = pipeline_class(transformer=ema_model, scheduler=scheduler, text_encoder=encoder.to("cpu"))
+            pipe = pipeline_class(transformer=ema_model, scheduler=scheduler, text_encoder=encoder.to("cpu"), **extra)
             pipe.save_pretrained(Path(out_dir) / "pipeline")
             return
         if model_name == "hdit" and dataset_name == "pianoroll":

@@ -287,6 +287,14 @@ def var_sampling(scales: int, top_k: int, top_p: float) -> str:
             f"{'off' if top_p >= 1 else f'{top_p:g}'}")
 
 
+def planned_note(prompt: str, out: Any) -> str:
+    """A line naming the layout caption the model drew when a prompt planner rewrote ``prompt``, else ""."""
+    planned = getattr(out, "prompts", None)
+    if planned and planned[0] != prompt:
+        return f"  \nDrawn from the planned layout: *{planned[0]}*"
+    return ""
+
+
 def result_stats(size: int, *, steps: int | None, nfe: int, guidance: float, seed: int, seconds: float,
                  job: InpaintInput | None, sampling: str | None = None) -> str:
     """The statistics line; ``sampling`` (e.g. ``var_sampling(...)``) stands for "N steps" when given."""
@@ -453,7 +461,7 @@ class ImageTab:
         image = out.images[0]
         stats = result_stats(size, steps=sampler.steps, nfe=out.nfe, guidance=sampler.guidance, seed=seed,
                              seconds=seconds, job=job, sampling=sampler.describe(pipe))
-        return (*self._result(image, seed, stats + prompt_note(prompt)), None)
+        return (*self._result(image, seed, stats + planned_note(prompt, out) + prompt_note(prompt)), None)
 
     def _search(self, pipe: Any, prompt: str, options: search.SearchOptions, *, sampler: Sampler, seed: int,
                 job: InpaintInput | None, inputs: dict[str, np.ndarray], progress: Any

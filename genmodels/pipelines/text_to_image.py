@@ -11,6 +11,12 @@ then the prompts), precompute the per-block text states once (CrossWKV absorbs t
 every step reuses), integrate from noise with the scheduler (re-imposing the known region when ``mask`` and
 ``image`` are given), decode to uint8. Mask semantics: **True / white = generate**, False / black = keep;
 outside the mask the output equals the input image exactly.
+
+Prompt planning: a pipeline saved with ``prompt_planner="shapes_layout"`` (a model trained on layout captions,
+``ShapesDataset(layout_share=...)``) first rewrites every prompt of the shapes grammar into a layout caption
+of a scene that satisfies it, its unstated colours, sizes and positions drawn from the prompt's generator
+(:func:`genmodels.data.shapes_layout.plan_prompt`; prompts outside the grammar pass unchanged).
+``plan_prompts=False`` turns it off for one call; the captions the model saw are in the output.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ ImageInput = PIL.Image.Image | np.ndarray
 MAX_STEPS = 1000
 MAX_GUIDANCE = 30.0
 MAX_IMAGE_PIXELS = 4096 * 4096  # input images and masks (checked on the size, before decoding) and outputs
+PROMPT_PLANNERS = ("shapes_layout",)
 
 
 def _check_size(width: int, height: int, what: str) -> None:
@@ -49,10 +56,39 @@ def _check_size(width: int, height: int, what: str) -> None:
 @dataclass
 class TextToImageOutput(BaseOutput):
     """``images``: a list of PIL images, or ``[B, H, W, 3]`` uint8 for ``output_type="np"``; ``nfe``: network
-    evaluations spent (one CFG-batched call counts once)."""
+    evaluations spent (one CFG-batched call counts once); ``prompts``: the captions the model was given (the
+    planned layout captions when the pipeline plans prompts, else the prompts as passed)."""
 
     images: list[PIL.Image.Image] | np.ndarray
     nfe: int
+    prompts: list[str] | None = None
+
+
+def check_prompt_planner(planner) -> str | None:
+    if planner is not None and planner not in PROMPT_PLANNERS:
+        raise ValueError(f"prompt_planner must be None or one of {list(PROMPT_PLANNERS)}, got {planner!r}")
+    return planner
+
+
+def _planner_seed(generator, index: int) -> int | None:
+    """The seed of prompt ``index``'s layout: its generator's initial seed (plus ``index`` for a shared one), so
+    the same prompt and seed give the same layout in any batch; None (fresh entropy) without a generator."""
+    if isinstance(generator, list):
+        return int(generator[index].initial_seed())
+    if generator is not None:
+        return int(generator.initial_seed()) + index
+    return None
+
+
+def plan_prompts(prompts: list[str], planner: str, generator, side: int) -> list[str]:
+    """``prompts`` rewritten by ``planner`` (see the module docstring), one layout per prompt and seed."""
+    from genmodels.data.shapes_layout import plan_prompt
+
+    check_prompt_planner(planner)
+    planned = []
+    for i, prompt in enumerate(prompts):
+        planned.append(plan_prompt(prompt, np.random.default_rng(_planner_seed(generator, i)), side)[0])
+    return planned
 
 
 def image_to_array(image: ImageInput) -> np.ndarray:
@@ -145,9 +181,10 @@ class TextToImagePipeline(DiffusionPipeline):
     accepts_generator_list = True  # generator may be one per prompt (batch-invariant results; see __call__)
     _optional_components = ["text_encoder"]
 
-    def __init__(self, transformer, scheduler, text_encoder=None):
+    def __init__(self, transformer, scheduler, text_encoder=None, prompt_planner: str | None = None):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler, text_encoder=text_encoder)
+        self.register_to_config(prompt_planner=check_prompt_planner(prompt_planner))
 
     @property
     def default_size(self) -> int:
@@ -199,6 +236,17 @@ class TextToImagePipeline(DiffusionPipeline):
         _check_size(width, height, "the requested image")
         self.transformer.check_input_size(height, width)
         return list(prompts), mask, image, height, width
+
+    def maybe_plan_prompts(self, prompts: list[str], plan: bool | None, generator, side: int) -> list[str]:
+        """``prompts`` through the pipeline's prompt planner when ``plan`` asks for it (None: when there is one)."""
+        if plan is not None and not isinstance(plan, bool):
+            raise ValueError(f"plan_prompts must be True, False or None, got {plan!r}")
+        planner = getattr(self.config, "prompt_planner", None)
+        if plan and planner is None:
+            raise ValueError("plan_prompts=True, but this pipeline has no prompt_planner")
+        if planner is None or plan is False:
+            return list(prompts)
+        return plan_prompts(prompts, planner, generator, side)
 
     def encode_prompt(self, prompts: list[str], device, dtype
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -285,6 +333,7 @@ class TextToImagePipeline(DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         guidance_interval: tuple[float, float] | None = None,
+        plan_prompts: bool | None = None,
     ) -> TextToImageOutput:
         """Generate one image per prompt (or inpaint ``image`` where ``mask`` is True, the same for every prompt).
 
@@ -293,12 +342,15 @@ class TextToImagePipeline(DiffusionPipeline):
 
         ``guidance_scale`` w: v = v_null + w·(v_text − v_null), one batched call per step (w = 1 skips the null
         branch). ``guidance_interval=(t_lo, t_hi)`` guides only at t_lo < t ≤ t_hi and uses the prompt alone
-        elsewhere (None: every step). ``callback(step, num_inference_steps)`` fires after every step. Raises
-        ``ValueError`` on bad input and ``FloatingPointError`` if the model produces NaN / inf.
+        elsewhere (None: every step). ``plan_prompts``: rewrite prompts with the pipeline's ``prompt_planner``
+        (None: when it has one; True without one is an error). ``callback(step, num_inference_steps)`` fires
+        after every step. Raises ``ValueError`` on bad input and ``FloatingPointError`` if the model produces NaN
+        / inf.
         """
         prompts, mask, image, height, width = self.check_inputs(prompt, num_inference_steps, guidance_scale, mask,
                                                                 image, output_type, height, width, generator,
                                                                 guidance_interval)
+        prompts = self.maybe_plan_prompts(prompts, plan_prompts, generator, min(height, width))
         transformer, device = self.transformer, self._execution_device
         batch = len(prompts)
 
@@ -322,4 +374,5 @@ class TextToImagePipeline(DiffusionPipeline):
                                           shift=scheduler_shift(self.scheduler), scheduler=self.scheduler,
                                           generator=generator, callback=on_step)
 
-        return TextToImageOutput(images=to_images(out.sample, image, mask, output_type), nfe=out.nfe)
+        return TextToImageOutput(images=to_images(out.sample, image, mask, output_type), nfe=out.nfe,
+                                 prompts=prompts)

@@ -23,7 +23,7 @@ from PIL import Image
 from app.main import build_app, launch_kwargs
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.tabs.image import ImageTab, inpaint_input, model_choices
+from app.tabs.image import ImageTab, inpaint_input, model_choices, planned_note
 from tests.app.conftest import free_port, make_client
 
 SIZE = 32  # SanaDiT.tiny_config()
@@ -342,3 +342,18 @@ def test_inpaint_input_mask_rules():
         inpaint_input(_value(wide, paint), SIZE, max_pixels=10**7)
     with pytest.raises(ValueError, match="too large"):
         inpaint_input(_value(wide, paint), SIZE, max_pixels=1000)
+
+
+def test_planned_note_names_the_layout_a_planning_model_drew(tiny_image_pipeline_dir):
+    from genmodels.loading import load_pipeline
+    from genmodels.pipelines.text_to_image import TextToImagePipeline
+
+    pipe = load_pipeline(TextToImagePipeline, tiny_image_pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    prompt = "three blue squares"
+    assert planned_note(prompt, pipe(prompt, num_inference_steps=1)) == ""  # no planner
+    pipe.register_to_config(prompt_planner="shapes_layout")
+    out = pipe(prompt, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    note = planned_note(prompt, out)
+    assert "planned layout" in note and out.prompts[0] in note and out.prompts[0].count("blue square") == 3
+    assert planned_note("a red dragon", pipe("a red dragon", num_inference_steps=1)) == ""  # outside the grammar

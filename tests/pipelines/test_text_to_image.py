@@ -162,3 +162,43 @@ def test_save_and_load_round_trip_with_the_text_encoder_passed_back(tmp_path):
 
     assert type(loaded.scheduler) is type(pipe.scheduler)
     assert np.array_equal(run(loaded), run(pipe))
+
+
+def test_prompt_planner_rewrites_grammar_prompts_per_seed_and_survives_save_and_load(tmp_path):
+    pipe = _pipe()
+    pipe.register_to_config(prompt_planner="shapes_layout")
+
+    def run(p, prompts, seeds, **kw):
+        return p(prompts, num_inference_steps=2, output_type="np",
+                 generator=[torch.Generator().manual_seed(s) for s in seeds], **kw)
+
+    out = run(pipe, ["a photo of a square", "a red circle to the left of a blue square", "a cat"], [1, 2, 3])
+    square, pair, cat = out.prompts
+    assert square.count("square") == 1 and square != "a photo of a square" and "," not in square
+    assert pair.index("red circle") < pair.index("blue square") and cat == "a cat"  # outside the grammar
+    # a prompt's layout depends on its seed alone, not on its place in the batch
+    assert run(pipe, ["a cat", "a photo of a square"], [3, 1]).prompts[1] == square
+    assert run(pipe, ["a photo of a square"], [5]).prompts[0] != square or \
+        run(pipe, ["a photo of a square"], [6]).prompts[0] != square
+    # the planned caption is what the model sees: the same image as passing the caption without planning
+    assert np.array_equal(run(pipe, [square], [1], plan_prompts=False).images[0], out.images[0])
+    off = run(pipe, ["a photo of a square"], [1], plan_prompts=False)
+    assert off.prompts == ["a photo of a square"] and not np.array_equal(off.images[0], out.images[0])
+
+    pipe.save_pretrained(tmp_path)
+    loaded = TextToImagePipeline.from_pretrained(tmp_path, text_encoder=HashTextEncoder())
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.prompt_planner == "shapes_layout"
+    assert run(loaded, ["a photo of a square"], [1]).prompts == [square]
+
+
+def test_prompt_planner_bad_settings_raise():
+    with pytest.raises(ValueError, match="prompt_planner"):
+        TextToImagePipeline(transformer=SanaDiT(**SanaDiT.tiny_config()), scheduler=make_flow_scheduler("euler"),
+                            prompt_planner="llm")
+    pipe = _pipe()
+    assert pipe("a red circle", num_inference_steps=1).prompts == ["a red circle"]  # no planner: unchanged
+    with pytest.raises(ValueError, match="no prompt_planner"):
+        pipe("a red circle", num_inference_steps=1, plan_prompts=True)
+    with pytest.raises(ValueError, match="plan_prompts"):
+        pipe("a red circle", num_inference_steps=1, plan_prompts="yes")

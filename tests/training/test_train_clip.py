@@ -142,9 +142,32 @@ def test_train_dit_trains_sana_on_shapes_with_text_and_saves_a_pipeline(tiny_cli
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (32, 32)
+    assert pipe.config.prompt_planner is None  # short captions: prompts are used as given
     # the pipeline's text encoder is the trained CLIP's text tower
     torch.testing.assert_close(pipe.text_encoder.encode(["a circle"])[2],
                                CLIPTextEncoder.from_open_clip(folder).encode(["a circle"])[2])
+
+
+def test_train_dit_on_layout_captions_saves_a_planning_pipeline_and_export_can_too(tiny_clip, tmp_path):
+    from training import export_pipeline
+
+    folder, _ = tiny_clip
+    out = tmp_path / "run"
+    train_dit.main(["--model", "sana", "--config", "tiny", "--dataset", "shapes", "--dataset-args",
+                    '{"size": 32, "layout_share": 0.75}', "--text-encoder", str(folder), "--output-dir", str(out),
+                    "--max-steps", "1", "--batch-size", "2", "--checkpoint-every", "1", "--threads", "1"])
+    pipe = load_pipeline(TextToImagePipeline, out / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.prompt_planner == "shapes_layout"
+    planned = pipe("two circles", num_inference_steps=1, generator=torch.Generator().manual_seed(0)).prompts[0]
+    assert planned.count("circle") == 2 and "," in planned
+    checkpoint = next(out.glob("checkpoint-*"))
+    common = ["--checkpoint", str(checkpoint), "--config", "tiny", "--text-encoder", str(folder),
+              "--sample-size", "32"]
+    export_pipeline.main([*common, "--prompt-planner", "shapes_layout", "--out", str(tmp_path / "exported")])
+    assert load_pipeline(TextToImagePipeline, tmp_path / "exported").config.prompt_planner == "shapes_layout"
+    export_pipeline.main([*common, "--out", str(tmp_path / "plain")])
+    assert load_pipeline(TextToImagePipeline, tmp_path / "plain").config.prompt_planner is None
 
 
 def test_train_dit_fine_tunes_a_pruned_fp16_pipeline_from_its_weights(tiny_clip, tmp_path):
