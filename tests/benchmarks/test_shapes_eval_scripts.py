@@ -60,6 +60,24 @@ def test_eval_script_scores_validation_captions_on_request(tiny_pipeline):
     assert report["settings"]["split"] == "val" and entry["n"] == 6 and set(entry["per_category"]) == set(CATEGORIES)
 
 
+def test_eval_script_records_planned_captions_and_no_plan_turns_them_off(tiny_pipeline, tmp_path):
+    import shutil
+
+    planning = tmp_path / "planning"
+    shutil.copytree(tiny_pipeline, planning)
+    index = json.loads((planning / "model_index.json").read_text())
+    (planning / "model_index.json").write_text(json.dumps({**index, "prompt_planner": "shapes_layout"}))
+    args = ["--steps", "1", "--split", "val", "--per-category", "1", "--no-progress"]
+    (plain,) = shapes_t2i_eval.main(["--model", str(tiny_pipeline), *args])["models"]
+    (planned,) = shapes_t2i_eval.main(["--model", str(planning), *args])["models"]
+    report = shapes_t2i_eval.main(["--model", str(planning), *args, "--no-plan"])
+    (off,) = report["models"]
+    assert plain["prompt_planner"] is None and planned["prompt_planner"] == "shapes_layout"
+    assert off["model_prompts"] == plain["model_prompts"] and report["settings"]["plan_prompts"] is False
+    assert all(a != b for a, b in zip(planned["model_prompts"], plain["model_prompts"], strict=True))
+    assert off["correct"] == plain["correct"]  # the same weights and captions: the same images
+
+
 def test_eval_script_passes_the_guidance_interval_to_the_pipeline(tiny_pipeline):
     args = ["--model", str(tiny_pipeline), "--steps", "3", "--split", "val", "--per-category", "1", "--no-progress"]
     full = shapes_t2i_eval.main(args)
