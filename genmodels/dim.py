@@ -66,6 +66,7 @@ from .layers.dit import (
     layer_norm,
     make_pooled_embedder,
     modulate,
+    sincos_1d,
     xavier_init,
 )
 
@@ -143,14 +144,6 @@ def scan_orders(frames: int, h: int, w: int, scan: str = "zigzag") -> tuple[tupl
 
 
 # Position embeddings
-
-
-def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """``[N] -> [N, dim]`` float32: ``[sin(p·f_j), cos(p·f_j)]``, f_j = 10000^(−j/(dim/2))."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-    args = positions.float()[:, None] * freqs[None]
-    return F.pad(torch.cat([torch.sin(args), torch.cos(args)], dim=-1), (0, dim % 2))
 
 
 @lru_cache(maxsize=32)

@@ -59,6 +59,7 @@ from .layers.dit import (
     layer_norm,
     make_pooled_embedder,
     modulate,
+    sincos_1d,
     timestep_embedding,
     xavier_init,
 )
@@ -225,6 +226,19 @@ class FinalLayer(nn.Module):
 # Model class
 
 
+POS_EMBEDS = ("none", "sincos")
+
+
+def relative_position_embedding(h: int, w: int, grid: int, dim: int) -> torch.Tensor:
+    """``[h·w, dim]``: 2-D sin-cos (half the channels per axis) of token centres on a ``grid`` × ``grid`` scale
+    whatever ``h`` × ``w`` is: token (i, j) sits at ((i + ½)·grid/h, (j + ½)·grid/w), so a token keeps its
+    embedding's place in the picture at any resolution (integer + ½ positions at the trained one)."""
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * grid / h
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * grid / w
+    ys, xs = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.cat([sincos_1d(ys.reshape(-1), dim // 2), sincos_1d(xs.reshape(-1), dim - dim // 2)], dim=-1)
+
+
 class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     """SANA-style linear DiT in pixel space; predicts the rectified-flow velocity ``ε − x₀``.
 
@@ -245,7 +259,12 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     residual stream, as in the DiM and VAR blocks; False, as in the shipped model, feeds it the raw stream,
     which CrossWKV's image side — receptance, bonus r·k·v and gate, all read from x — turns into a
     polynomial of high degree in |x|: on a rare noise seed at t ≈ 1 a residual stream of 20 grew to 1e11 over
-    four blocks and the output to NaN).
+    four blocks and the output to NaN). ``pos_embed``: ``"none"`` (SANA's NoPE: tokens learn where they are
+    only from the Mix-FFN convolution's zero padding) or ``"sincos"``: a 2-D sin-cos embedding of each token's
+    place *relative to the image* (:func:`relative_position_embedding`, so any resolution works), times a
+    per-channel gate that starts at zero. A prompt that names places ("small red circle top left") needs it:
+    without it a model trained 1,000 steps on such captions put objects where the noise seed did, whatever
+    the place words (BENCHMARKS.md, issue 5).
     """
 
     _supports_gradient_checkpointing = True
@@ -272,8 +291,11 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         pooled_mlp: bool = False,
         prediction: str = "velocity",
         cross_norm: bool = False,
+        pos_embed: str = "none",
     ):
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if prediction == "sample" and (out_channels or in_channels) != in_channels:
@@ -291,6 +313,8 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
 
         self.patch_embed = xavier_init(nn.Conv2d(in_channels, width, patch_size, stride=patch_size))
+        if pos_embed == "sincos":  # per-channel gate from zero: a trained model gains it and starts unchanged
+            self.pos_gate = nn.Parameter(torch.zeros(width))
 
         # Conditioning: timestep (+ pooled text) → adaLN-single; text tokens → caption embedder → blocks.
         self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
@@ -389,11 +413,14 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         t_emb = self.add_pooled_text(self.t_embedder(timestep), pooled_text)
         t6 = self.t_block(t_emb).unflatten(1, (6, -1))
 
-        # Patching (no positional embedding)
+        # Patching (+ the gated position embedding with pos_embed="sincos"; none by default, as in SANA)
         x_in = x
         x = self.patch_embed(x.to(self.patch_embed.weight.dtype))
         hw = (x.shape[-2], x.shape[-1])
         x = rearrange(x, "b c h w -> b (h w) c")
+        if self.config.pos_embed == "sincos":
+            grid = self.config.sample_size // self.patch_size
+            x = x + self.pos_gate * relative_position_embedding(*hw, grid, x.shape[-1]).to(x)
 
         for i, block in enumerate(self.blocks):
             state = None if text.states is None else text.states[i]

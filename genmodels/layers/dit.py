@@ -287,3 +287,11 @@ __all__ = [
     "timestep_embedding",
     "xavier_init",
 ]
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[N] -> [N, dim]`` float32: ``[sin(p·f_j), cos(p·f_j)]``, f_j = 10000^(−j/(dim/2))."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = positions.float()[:, None] * freqs[None]
+    return F.pad(torch.cat([torch.sin(args), torch.cos(args)], dim=-1), (0, dim % 2))

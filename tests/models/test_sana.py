@@ -15,6 +15,7 @@ from genmodels.sana import (
     block_importance,
     grow_depth,
     prune_blocks,
+    relative_position_embedding,
 )
 
 
@@ -183,10 +184,12 @@ def test_folders_saved_before_pooled_mlp_and_prediction_existed_load_as_before(t
     config.pop("pooled_mlp")
     config.pop("prediction")
     config.pop("cross_norm")
+    config.pop("pos_embed")
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = SanaDiT.from_pretrained(tmp_path)
     assert not loaded.config.pooled_mlp and isinstance(loaded.pooled_embedder, torch.nn.Linear)
     assert loaded.config.prediction == "velocity" and not loaded.config.cross_norm
+    assert loaded.config.pos_embed == "none"
     x, t, tokens, mask, pooled = _inputs()
     torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), model(x, t, tokens, mask, pooled), rtol=0, atol=0)
 
@@ -206,6 +209,49 @@ def test_cross_norm_feeds_the_cross_attention_the_layer_normed_stream(cross_norm
     loaded = SanaDiT.from_pretrained(tmp_path)
     assert loaded.config.cross_norm == cross_norm
     torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), out, rtol=0, atol=0)
+
+
+def test_relative_position_embedding_places_tokens_on_the_trained_grid_at_any_resolution():
+    from genmodels.layers.dit import sincos_1d
+
+    emb = relative_position_embedding(8, 8, 8, 16)
+    assert emb.shape == (64, 16) and len({tuple(r) for r in emb.tolist()}) == 64  # every token distinct
+    # at the trained grid token (i, j) sits at (i + ½, j + ½): rows in the first half, columns in the second
+    expected = torch.cat([sincos_1d(torch.tensor([3.5]), 8), sincos_1d(torch.tensor([5.5]), 8)], dim=-1)[0]
+    torch.testing.assert_close(emb[3 * 8 + 5], expected)
+    # at twice the resolution, token (2i + 1, 2j + 1) sits at (i + ¾, j + ¾): between its neighbours' places
+    double = relative_position_embedding(16, 16, 8, 16)
+    expected = torch.cat([sincos_1d(torch.tensor([1.75]), 8), sincos_1d(torch.tensor([0.25]), 8)], dim=-1)[0]
+    torch.testing.assert_close(double[3 * 16 + 0], expected)
+
+
+def test_sincos_position_embedding_starts_gated_off_then_tells_places_apart(tmp_path):
+    plain = _perturb(_tiny())
+    model = _tiny(pos_embed="sincos")
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["pos_gate"] and not unexpected
+    x, t, tokens, mask, pooled = _inputs()
+    torch.testing.assert_close(model(x, t, tokens, mask, pooled), plain(x, t, tokens, mask, pooled), rtol=0, atol=0)
+    model(x, t, tokens, mask, pooled).square().mean().backward()
+    assert model.pos_gate.grad.abs().sum() > 0  # the gate learns from zero
+
+    def centre_patches(m):
+        """The output on a flat picture at the four centre patches, which no zero padding reaches in 2 blocks."""
+        out = m(torch.zeros(1, 3, 32, 32), 0.5, tokens[:1], mask[:1], pooled[:1])
+        return out.unfold(2, 4, 4).unfold(3, 4, 4)[0, :, 3:5, 3:5].reshape(3, 4, 16).transpose(0, 1)
+
+    with torch.no_grad():
+        without = centre_patches(plain)
+        model.pos_gate.fill_(1.0)
+        with_pos = centre_patches(model)
+    torch.testing.assert_close(without, without[:1].expand_as(without), rtol=0, atol=1e-5)  # no idea where
+    assert (with_pos - with_pos[:1]).abs().amax(dim=(1, 2))[1:].min() > 1e-2  # each place its own output
+    model.save_pretrained(tmp_path)
+    loaded = SanaDiT.from_pretrained(tmp_path)
+    assert loaded.config.pos_embed == "sincos"
+    torch.testing.assert_close(loaded(x, t, tokens, mask, pooled), model(x, t, tokens, mask, pooled), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pos_embed"):
+        _tiny(pos_embed="learned")
 
 
 def test_dropped_text_sees_only_the_null_token():
