@@ -38,6 +38,7 @@ Diffusion Mamba and live in :mod:`genmodels.layers.dit`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -59,7 +60,6 @@ from .layers.dit import (
     layer_norm,
     make_pooled_embedder,
     modulate,
-    sincos_1d,
     timestep_embedding,
     xavier_init,
 )
@@ -230,13 +230,24 @@ POS_EMBEDS = ("none", "sincos")
 
 
 def relative_position_embedding(h: int, w: int, grid: int, dim: int) -> torch.Tensor:
-    """``[h·w, dim]``: 2-D sin-cos (half the channels per axis) of token centres on a ``grid`` × ``grid`` scale
-    whatever ``h`` × ``w`` is: token (i, j) sits at ((i + ½)·grid/h, (j + ½)·grid/w), so a token keeps its
-    embedding's place in the picture at any resolution (integer + ½ positions at the trained one)."""
+    """``[h·w, dim]``: 2-D Fourier features (half the channels per axis) of token centres on a ``grid`` × ``grid``
+    scale whatever ``h`` × ``w`` is: token (i, j) sits at ((i + ½)·grid/h, (j + ½)·grid/w), so a token keeps its
+    place in the picture at any resolution (integer + ½ positions at the trained one). Per axis, sin and cos
+    at frequencies spaced geometrically from π (neighbouring tokens opposite) down to π/(2·grid) (one quarter
+    turn across the picture), so every channel but cos(π·p) (zero at half-integer places) varies over the
+    picture; the usual 10000-based frequencies would leave most channels constant over 8 positions."""
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) * grid / h
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) * grid / w
     ys, xs = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.cat([sincos_1d(ys.reshape(-1), dim // 2), sincos_1d(xs.reshape(-1), dim - dim // 2)], dim=-1)
+    return torch.cat([_fourier_1d(ys.reshape(-1), dim // 2, grid), _fourier_1d(xs.reshape(-1), dim - dim // 2, grid)],
+                     dim=-1)
+
+
+def _fourier_1d(positions: torch.Tensor, dim: int, grid: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = math.pi * torch.logspace(0.0, -math.log10(2 * grid), max(half, 1))[:half]
+    args = positions.float()[:, None] * freqs[None]
+    return F.pad(torch.cat([torch.sin(args), torch.cos(args)], dim=-1), (0, dim % 2))
 
 
 class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
@@ -262,7 +273,7 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     four blocks and the output to NaN). ``pos_embed``: ``"none"`` (SANA's NoPE: tokens learn where they are
     only from the Mix-FFN convolution's zero padding) or ``"sincos"``: a 2-D sin-cos embedding of each token's
     place *relative to the image* (:func:`relative_position_embedding`, so any resolution works), times a
-    per-channel gate that starts at zero. A prompt that names places ("small red circle top left") needs it:
+    learnt per-channel gain that starts at one. A prompt that names places ("small red circle top left") needs it:
     without it a model trained 1,000 steps on such captions put objects where the noise seed did, whatever
     the place words (BENCHMARKS.md, issue 5).
     """
@@ -313,8 +324,8 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
 
         self.patch_embed = xavier_init(nn.Conv2d(in_channels, width, patch_size, stride=patch_size))
-        if pos_embed == "sincos":  # per-channel gate from zero: a trained model gains it and starts unchanged
-            self.pos_gate = nn.Parameter(torch.zeros(width))
+        if pos_embed == "sincos":  # a learnt per-channel gain, from one (a gate from zero did not open in 400 steps)
+            self.pos_gate = nn.Parameter(torch.ones(width))
 
         # Conditioning: timestep (+ pooled text) → adaLN-single; text tokens → caption embedder → blocks.
         self.t_embedder = TimestepEmbedder(width, timestep_freq_dim)
