@@ -65,6 +65,16 @@ def layout_caption(scene: Scene, side: int = 64) -> str:
     return ", ".join(f"{o.size} {o.colour} {o.shape} {place_words(o.cx, o.cy, side)}" for o in ordered)
 
 
+_MIRRORED = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
+
+
+def mirror_places(caption: str) -> str:
+    """A layout caption with every place mirrored through the picture's centre ("top left" ↔ "bottom right",
+    "left" ↔ "right"; "middle" stays): the same objects, each said to be elsewhere."""
+    return ", ".join(" ".join(_MIRRORED.get(w, w) if i >= 3 else w for i, w in enumerate(part.split()))
+                     for part in caption.split(", "))
+
+
 def _choice(rng: np.random.Generator, options) -> str:
     return str(options[int(rng.integers(len(options)))])
 
@@ -101,4 +111,5 @@ def plan_prompt(prompt: str, rng: np.random.Generator, side: int = 64) -> tuple[
     return layout_caption(plan_scene(spec, rng, side), side), True
 
 
-__all__ = ["COLUMN_WORDS", "ROW_WORDS", "SHAPES", "layout_caption", "place_words", "plan_prompt", "plan_scene"]
+__all__ = ["COLUMN_WORDS", "ROW_WORDS", "SHAPES", "layout_caption", "mirror_places", "place_words", "plan_prompt",
+           "plan_scene"]

@@ -135,6 +135,19 @@ def test_text_dependence_can_reverse_only_the_relation(tiny_pipeline, capsys):
     assert r["wrong"] != r["true"] and r["wrong_gap"] == pytest.approx((r["wrong"] - r["true"]) / r["true"])
 
 
+def test_text_dependence_can_mirror_the_places_of_layout_captions(tiny_pipeline, capsys):
+    from benchmarks import text_dependence
+    from genmodels.data.shapes_layout import mirror_places
+
+    assert mirror_places("small red circle top left, large blue square middle, small green triangle right") == \
+        "small red circle bottom right, large blue square middle, small green triangle left"
+    report = text_dependence.main(["--model", str(tiny_pipeline), "--items", "4", "--times", "0.5",
+                                   "--wrong", "place"])
+    assert report["wrong"] == "place" and "places mirrored" in capsys.readouterr().out
+    r = report["models"][0]["per_time"]["0.5"]
+    assert r["wrong"] != r["true"] and r["wrong_gap"] == pytest.approx((r["wrong"] - r["true"]) / r["true"])
+
+
 def test_batched_sampling_matches_one_pipeline_call_per_prompt(tiny_pipeline):
     pipe = shapes_t2i_eval.load_t2i_pipeline(tiny_pipeline)
     items = shapes_t2i_eval.select_items(load_eval_set(), 1)[:4]
