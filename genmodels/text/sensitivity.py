@@ -1,7 +1,8 @@
 """Which words does a text encoder see? Feature change when one word of a caption changes, per kind of word.
 
-For each kind of word (colour, shape, count, relation, direction of motion) a fixed list of caption pairs that
-differ in that one word, written in the shapes and moving-shapes grammars; per pair, from the encoder's
+For each kind of word (colour, shape, count, relation, direction of motion, place in a layout caption) a list
+of caption pairs that differ in that word (places: every place of the caption), written in the shapes and
+moving-shapes grammars; per pair, from the encoder's
 ``encode`` (tokens ``[L, D]``, mask, pooled ``[P]``):
 
 - **pooled cosine**: cosine similarity of the two pooled vectors (what adaLN / pooled conditioning sees);
@@ -33,6 +34,10 @@ PAIRS: dict[str, list[tuple[str, str]]] = {
                   ("a blue square moving up", "a blue square moving down"),
                   ("a red circle moves to the left", "a red circle moves to the right"),
                   ("a green triangle moves upwards", "a green triangle moves downwards")],
+    "place": [("large red circle top left", "large red circle bottom right"),  # layout captions (shapes_layout)
+              ("small blue square left, large green triangle right",
+               "small blue square right, large green triangle left"),
+              ("small yellow circle top", "small yellow circle bottom")],
 }
 
 
