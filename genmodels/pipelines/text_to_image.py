@@ -343,13 +343,16 @@ class TextToImagePipeline(DiffusionPipeline):
         ``guidance_scale`` w: v = v_null + w·(v_text − v_null), one batched call per step (w = 1 skips the null
         branch). ``guidance_interval=(t_lo, t_hi)`` guides only at t_lo < t ≤ t_hi and uses the prompt alone
         elsewhere (None: every step). ``plan_prompts``: rewrite prompts with the pipeline's ``prompt_planner``
-        (None: when it has one; True without one is an error). ``callback(step, num_inference_steps)`` fires
+        (None: when it has one and there is no mask, since a plan for the whole canvas ignores the known pixels;
+        True without a planner is an error). ``callback(step, num_inference_steps)`` fires
         after every step. Raises ``ValueError`` on bad input and ``FloatingPointError`` if the model produces NaN
         / inf.
         """
         prompts, mask, image, height, width = self.check_inputs(prompt, num_inference_steps, guidance_scale, mask,
                                                                 image, output_type, height, width, generator,
                                                                 guidance_interval)
+        if plan_prompts is None and mask is not None:  # a plan for the whole canvas would ignore the known pixels
+            plan_prompts = False
         prompts = self.maybe_plan_prompts(prompts, plan_prompts, generator, min(height, width))
         transformer, device = self.transformer, self._execution_device
         batch = len(prompts)

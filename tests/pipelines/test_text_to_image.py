@@ -185,6 +185,12 @@ def test_prompt_planner_rewrites_grammar_prompts_per_seed_and_survives_save_and_
     off = run(pipe, ["a photo of a square"], [1], plan_prompts=False)
     assert off.prompts == ["a photo of a square"] and not np.array_equal(off.images[0], out.images[0])
 
+    # inpainting keeps the prompt unless asked: a plan for the whole canvas would ignore the known pixels
+    known, hole = np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), bool)
+    hole[:, :16] = True
+    assert run(pipe, ["a photo of a square"], [1], image=known, mask=hole).prompts == ["a photo of a square"]
+    assert run(pipe, ["a photo of a square"], [1], image=known, mask=hole, plan_prompts=True).prompts == [square]
+
     pipe.save_pretrained(tmp_path)
     loaded = TextToImagePipeline.from_pretrained(tmp_path, text_encoder=HashTextEncoder())
     loaded.set_progress_bar_config(disable=True)
