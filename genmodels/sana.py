@@ -271,11 +271,12 @@ class SanaDiT(TextConditioning, ModelMixin, ConfigMixin):
     which CrossWKV's image side — receptance, bonus r·k·v and gate, all read from x — turns into a
     polynomial of high degree in |x|: on a rare noise seed at t ≈ 1 a residual stream of 20 grew to 1e11 over
     four blocks and the output to NaN). ``pos_embed``: ``"none"`` (SANA's NoPE: tokens learn where they are
-    only from the Mix-FFN convolution's zero padding) or ``"sincos"``: a 2-D sin-cos embedding of each token's
-    place *relative to the image* (:func:`relative_position_embedding`, so any resolution works), times a
-    learnt per-channel gain that starts at one. A prompt that names places ("small red circle top left") needs it:
-    without it a model trained 1,000 steps on such captions put objects where the noise seed did, whatever
-    the place words (BENCHMARKS.md, issue 5).
+    only from the Mix-FFN convolution's zero padding) or ``"sincos"``: a 2-D sin-cos (Fourier) embedding of each
+    token's place *relative to the image* (:func:`relative_position_embedding`, so any resolution works), times
+    a learnt per-channel gain that starts at one: the image side of following place words ("small red circle
+    top left"). The text side has to tell them apart too; the tiny shapes CLIP barely does, and models trained
+    on such captions, with or without the embedding, put objects where the noise seed did (BENCHMARKS.md,
+    issue 5).
     """
 
     _supports_gradient_checkpointing = True
