@@ -76,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", choices=("shapes", "moving_shapes"), default="shapes",
                    help="shapes: still scenes; moving_shapes: clips as 2×2 filmstrips of four frames (image side "
                         "--image-size, clips of half that), so the text tower is rewarded for direction words")
+    p.add_argument("--layout-share", type=float, default=0.0, metavar="P",
+                   help="--data shapes: caption a share P of the scenes by their layout captions (every object with "
+                        "its size, colour and grid cell: genmodels.data.shapes_layout), so place words matter")
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training wall time")
     p.add_argument("--batch-size", type=int, default=128)
@@ -378,8 +381,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--word-head-lr must be > 0, got {args.word_head_lr}")
     if args.lock_image and not args.init:
         raise SystemExit("--lock-image needs --init FOLDER (a trained image tower to keep)")
-    if args.data == "moving_shapes" and (args.extra_pairs or args.eval_extra):
-        raise SystemExit("--extra-pairs and --eval-extra are for --data shapes")
+    if args.data == "moving_shapes" and (args.extra_pairs or args.eval_extra or args.layout_share):
+        raise SystemExit("--extra-pairs, --eval-extra and --layout-share are for --data shapes")
     extra, eval_extra = None, None
     try:
         from training.make_verifier_data import load_pairs
@@ -438,7 +441,10 @@ def main(argv=None) -> dict:
         except ValueError as err:
             raise SystemExit(f"--data moving_shapes: {err}") from err
     else:
-        data = ShapesDataset("train", size=args.image_size, seed=args.seed)
+        try:
+            data = ShapesDataset("train", size=args.image_size, seed=args.seed, layout_share=args.layout_share)
+        except ValueError as err:
+            raise SystemExit(f"--layout-share: {err}") from err
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(args.seed))
     out_dir = Path(args.output_dir)

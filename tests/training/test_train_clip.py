@@ -121,6 +121,22 @@ def test_the_word_loss_separates_words_the_contrastive_loss_merges(tiny_clip, tm
     assert not torch.equal(old["token_embedding.weight"], new["token_embedding.weight"])
 
 
+def test_layout_captions_with_the_word_loss_separate_place_words(tiny_clip, tmp_path):
+    """--layout-share: scenes captioned by their layout captions ("small red circle top left, ..."); with the
+    bag-of-words loss the place words ("top left" / "bottom right") move apart in the pooled embedding."""
+    folder, _ = tiny_clip
+    config = folder.parent / "clip.json"
+    common = ["--config", str(config), "--image-size", "32", "--batch-size", "16", "--eval-pairs", "20",
+              "--threads", "1", "--init", str(folder), "--lock-image"]
+    metrics = train_clip.main([*common, "--output-dir", str(tmp_path / "places"), "--max-steps", "150",
+                               "--word-loss", "3", "--lr", "3e-3", "--warmup-steps", "5", "--layout-share", "1"])
+    start = train_clip.main([*common, "--evaluate-only"])["caption_sensitivity"]["place"]["pooled_cosine"]
+    assert metrics["caption_sensitivity"]["place"]["pooled_cosine"] < start - 0.02, (start, metrics)
+    for bad in (["--layout-share", "2"], ["--data", "moving_shapes", "--layout-share", "0.5"]):
+        with pytest.raises(SystemExit, match="layout-share|layout_share"):
+            train_clip.main([*common, "--output-dir", str(tmp_path / "x"), *bad])
+
+
 @pytest.mark.parametrize("flags, message", [(["--word-loss", "-1"], "--word-loss"),
                                             (["--word-loss", "1", "--word-head-lr", "0"], "--word-head-lr"),
                                             (["--lock-image"], "needs --init")])
