@@ -93,14 +93,18 @@ def test_word_targets_mark_the_words_each_caption_holds():
     assert target[:, [0, tokenizer.sot_token_id, tokenizer.eot_token_id]].sum() == 0  # no padding, <start>, <end>
 
 
+def _locked_fine_tune_args(folder) -> list[str]:
+    """train_clip arguments fine-tuning the tiny CLIP in ``folder`` with its image tower locked."""
+    return ["--config", str(folder.parent / "clip.json"), "--image-size", "32", "--batch-size", "16",
+            "--eval-pairs", "20", "--threads", "1", "--init", str(folder), "--lock-image"]
+
+
 def test_the_word_loss_separates_words_the_contrastive_loss_merges(tiny_clip, tmp_path):
     """Fine-tune the tiny CLIP's text tower with the bag-of-words loss, image tower locked: shape swaps and
     relation swaps ("to the left of" / "to the right of") move apart (pooled cosine falls), the word loss
     falls, the image tower is bit-identical, and metrics report how far the text embedding moved."""
     folder, _ = tiny_clip
-    config = folder.parent / "clip.json"
-    common = ["--config", str(config), "--image-size", "32", "--batch-size", "16", "--eval-pairs", "20",
-              "--threads", "1", "--init", str(folder), "--lock-image"]
+    common = _locked_fine_tune_args(folder)
     metrics = train_clip.main([*common, "--output-dir", str(tmp_path / "words"), "--max-steps", "200",
                                "--word-loss", "3", "--lr", "3e-3", "--warmup-steps", "5", "--log-every", "1"])
     start = train_clip.main([*common, "--evaluate-only"])["caption_sensitivity"]
@@ -125,9 +129,7 @@ def test_layout_captions_with_the_word_loss_separate_place_words(tiny_clip, tmp_
     """--layout-share: scenes captioned by their layout captions ("small red circle top left, ..."); with the
     bag-of-words loss the place words ("top left" / "bottom right") move apart in the pooled embedding."""
     folder, _ = tiny_clip
-    config = folder.parent / "clip.json"
-    common = ["--config", str(config), "--image-size", "32", "--batch-size", "16", "--eval-pairs", "20",
-              "--threads", "1", "--init", str(folder), "--lock-image"]
+    common = _locked_fine_tune_args(folder)
     metrics = train_clip.main([*common, "--output-dir", str(tmp_path / "places"), "--max-steps", "150",
                                "--word-loss", "3", "--lr", "3e-3", "--warmup-steps", "5", "--layout-share", "1"])
     start = train_clip.main([*common, "--evaluate-only"])["caption_sensitivity"]["place"]["pooled_cosine"]
