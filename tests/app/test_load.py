@@ -7,7 +7,11 @@ the same load against the shipped model and reports latencies.
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.app_load import run_load
+
+pytestmark = pytest.mark.slow  # 70 s: `make test-slow`
 
 
 def test_sixteen_sessions_sixty_four_requests_all_succeed_without_memory_growth(server, downloads):

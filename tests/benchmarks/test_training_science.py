@@ -33,6 +33,7 @@ def tiny_pianoroll(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ts.ROOT), os.environ.get("PYTHONPATH")])))
 
 
+@pytest.mark.slow
 def test_immiscible_experiment_end_to_end(tiny_pianoroll, tmp_path):
     out = tmp_path / "imm.json"
     report = ts.main(["immiscible", "--variants", "plain", "knn4", "--seeds", "0", "--batch", "4", "--steps", "6",
@@ -51,6 +52,7 @@ def test_immiscible_experiment_end_to_end(tiny_pianoroll, tmp_path):
     assert again["variants"]["knn4"]["runs"][0]["curve"] == knn["runs"][0]["curve"]
 
 
+@pytest.mark.slow
 def test_lr_batch_scales_the_rate_at_equal_samples(tiny_pianoroll, tmp_path, monkeypatch):
     monkeypatch.setattr(ts, "pianoroll_metric", lambda run_dir: {"pitch_class_overlap": 0.0})  # sampling: elsewhere
     report = ts.main(["lr-batch", "--recipe", "pianoroll", "--samples", "32", "--base-batch", "2", "--factor", "4",
@@ -67,6 +69,7 @@ def test_lr_batch_scales_the_rate_at_equal_samples(tiny_pianoroll, tmp_path, mon
         [s for s, _ in cfgs["x4-linear"]["runs"][0]["curve_samples"]] == [16, 32]
 
 
+@pytest.mark.slow
 def test_throughput_counts_flops_against_the_measured_peak(tmp_path):
     report = ts.main(["throughput", "--families", "sana", "--seconds", "0", "--min-steps", "1",
                       "--runs-dir", str(tmp_path)])

@@ -478,6 +478,7 @@ BAD_MIDI = st.one_of(
 BAD_INTS = st.sampled_from(["0", "-1", "nan", "1e9", "99999999999999999999999", "x", "", "501"])
 
 
+@pytest.mark.slow
 @fuzz(20)
 @given(st.data())
 def test_cli_pianoroll_inpaint(pianoroll_dir, data):

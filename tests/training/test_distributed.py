@@ -97,6 +97,7 @@ def sana_ddp(tmp_path_factory, tiny_clip, cache):
     return out
 
 
+@pytest.mark.slow
 def test_sana_two_processes_with_half_batch_match_one_process(sana_single, sana_ddp):
     """Per-item t, noise and caption dropout (FlowObjective with noise_seed) make the split irrelevant."""
     _assert_same_training(sana_single, sana_ddp)
@@ -109,6 +110,7 @@ def test_sana_two_processes_with_half_batch_match_one_process(sana_single, sana_
     assert not list(sana_ddp.glob("*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_text_encoder_trained_with_the_model_under_ddp_matches_one_process(tiny_clip, tmp_path, cache):
     """--train-text-encoder: the captions are encoded outside the DDP-wrapped forward, so this checks that the
     text encoder's gradients are still averaged over the processes (and accumulated like the model's)."""
@@ -129,6 +131,7 @@ def test_text_encoder_trained_with_the_model_under_ddp_matches_one_process(tiny_
     assert not torch.equal(weights["text_encoder.ln_final.bias"], start["ln_final.bias"])  # it did train
 
 
+@pytest.mark.slow
 def test_fsdp_on_two_cpu_processes_matches_ddp_and_resumes(sana_ddp, tiny_clip, tmp_path, cache):
     """FULL_SHARD over gloo, SanaBlocks wrapped: trains like DDP; its checkpoint (full state dict on rank 0,
     optimizer, unsharded EMA) resumes exactly; the final EMA pipeline is saved."""
@@ -153,6 +156,7 @@ def _hdit_args(out: Path, batch: int, steps: int = 4, *extra: str) -> list[str]:
             "--threads", "1", *extra]
 
 
+@pytest.mark.slow
 def test_assign_two_processes_match_one_process(tmp_path, corpus_cache):  # noqa: F811
     single, double = tmp_path / "single", tmp_path / "double"
     _run(_hdit_args(single, 4, 4, "--immiscible", "assign"), 1, corpus_cache, 0)
@@ -254,6 +258,7 @@ def test_flow_objective_with_noise_seeds_does_not_depend_on_the_batch_split():
 # bf16 mixed precision
 
 
+@pytest.mark.slow
 def test_bf16_flag_run_finishes_with_finite_loss_and_a_loadable_pipeline(tiny_clip, tmp_path, cache):
     from genmodels.loading import load_pipeline
     from genmodels.pipelines.text_to_image import TextToImagePipeline
@@ -269,6 +274,7 @@ def test_bf16_flag_run_finishes_with_finite_loss_and_a_loadable_pipeline(tiny_cl
     assert image.size == (32, 32)
 
 
+@pytest.mark.slow
 def test_bf16_config_file_sets_the_precision(tmp_path, corpus_cache):  # noqa: F811
     """training/configs/bf16.yaml through accelerate launch (no --mixed-precision flag): bf16 autocast."""
     _run(_hdit_args(tmp_path, 4, 2), 1, corpus_cache, 29635, config="bf16")

@@ -99,6 +99,7 @@ def _locked_fine_tune_args(folder) -> list[str]:
             "--eval-pairs", "20", "--threads", "1", "--init", str(folder), "--lock-image"]
 
 
+@pytest.mark.slow
 def test_the_word_loss_separates_words_the_contrastive_loss_merges(tiny_clip, tmp_path):
     """Fine-tune the tiny CLIP's text tower with the bag-of-words loss, image tower locked: shape swaps and
     relation swaps ("to the left of" / "to the right of") move apart (pooled cosine falls), the word loss
@@ -125,6 +126,7 @@ def test_the_word_loss_separates_words_the_contrastive_loss_merges(tiny_clip, tm
     assert not torch.equal(old["token_embedding.weight"], new["token_embedding.weight"])
 
 
+@pytest.mark.slow
 def test_layout_captions_with_the_word_loss_separate_place_words(tiny_clip, tmp_path):
     """--layout-share: scenes captioned by their layout captions ("small red circle top left, ..."); with the
     bag-of-words loss the place words ("top left" / "bottom right") move apart in the pooled embedding."""

@@ -41,6 +41,7 @@ def _env(cache: Path) -> dict:
     return {**os.environ, "LINGEN_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_exactly(tmp_path, corpus_cache):
     env = _env(corpus_cache)
     straight = tmp_path / "straight"
@@ -163,6 +164,7 @@ def test_lamb_scales_each_update_by_the_trust_ratio():
     assert torch.allclose(w.detach(), torch.tensor([1.8, 2.2, 1.8, 2.2]), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_stop_at_step_saves_there_and_resumes_into_the_same_run(tmp_path, corpus_cache):
     env = _env(corpus_cache)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
