@@ -44,10 +44,10 @@ clean-venv:
 assets-pianoroll: $(VENV)/.installed
 	PY=$(PY) training/recipes/pianoroll_hdit.sh
 
-# Re-train the shipped shapes-world models: the tiny CLIP, then the SANA-style DiT (see
-# training/recipes/shapes_sana.sh; about 18 + 75 minutes on this CPU).
+# Re-train the shipped shapes-world models: the tiny CLIP, its place-aware copy, then the SANA-style DiT on
+# layout captions (see training/recipes/shapes_sana_layout.sh; about 18 + 15 + 60 minutes on this CPU).
 assets-shapes: $(VENV)/.installed
-	PY=$(PY) training/recipes/shapes_sana.sh
+	PY=$(PY) ASSET_DIR=assets/shapes-sana training/recipes/shapes_sana_layout.sh
 
 # Re-train the shipped text-to-video model (Diffusion Mamba on moving shapes; see
 # training/recipes/moving_shapes_dim.sh; six stages, about 9.5 hours on this CPU).

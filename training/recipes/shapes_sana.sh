@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recipe for the shipped shapes-world models (run by `make assets-shapes`):
+# Recipe for the SANA model shipped until 2026-12-01 (`make assets-shapes` now runs shapes_sana_layout.sh):
 #   1. assets/clip-shapes: the tiny CLIP (training/train_clip.py, config clip_shapes.json), 1,500 steps at
 #      batch 128 (~14 min on 2 cores); skipped when the folder exists (FORCE_CLIP=1 retrains it).
 #   2. assets/shapes-sana: the SANA-style linear DiT (SanaDiT.shapes_config, CrossWKV cross-attention),
