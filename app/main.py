@@ -54,8 +54,9 @@ Model folder: `{folder}` ({status}). The same is available on the command line:
 `lingen pianoroll inpaint --midi IN.mid --bars 5-8 --pitches 60-84 --out DIR`.
 
 ## Image (shapes world)
-A SANA-style linear diffusion transformer (CrossWKV text conditioning, rectified flow) draws 64×64 pictures of
-coloured circles, squares and triangles from a caption, and inpaints the painted part of a picture. Model folder:
+A SANA-style linear diffusion transformer (rectified flow; the caption is first planned into a layout caption
+that places every object, then read by cross-attention) draws 64×64 pictures of coloured circles, squares and
+triangles from a caption, and inpaints the painted part of a picture. Model folder:
 `{image_folder}` ({image_status}). The tab's Model dropdown also offers VAR, next-scale prediction (the picture
 drawn coarse to fine, one transformer pass per scale, with top-k / top-p sampling; inpainting by forcing the known
 tokens): `{var_folder}` ({var_status}).

@@ -4,8 +4,8 @@
 Block importance is ``1 − cos(block input, block output)`` (``genmodels.sana.block_importance``), averaged
 over fixed validation batches of the shapes world noised at t = 0.25, 0.5, 0.75 with their captions' text
 features; the ``--remove`` least important blocks are dropped (``prune_blocks``) and the pipeline is written
-atomically. Deterministic for a given model. On the shipped model, removing the 2 least important of 8 blocks
-raised the 240-prompt oracle score from 0.154 to 0.329 (BENCHMARKS.md).
+atomically. Deterministic for a given model. On the model shipped until 2026-12-01, removing the 2 least important
+of 8 blocks raised the 240-prompt oracle score from 0.154 to 0.329 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
