@@ -16,8 +16,8 @@
 #   2. STAGE2 more steps (1,400) from stage 1's EMA weights: 50 warm-up steps, cooldown from step DECAY2 (1,000).
 #   3. fp16 storage, all 8 blocks kept (PRUNE=N removes the N least important).
 # The shipped model is CROSS_ATTN=softmax; CROSS_ATTN=crosswkv is its CrossWKV twin (run with STAGE2=1100
-# DECAY2=800, stopped at 1,031 by a 38-minute limit; validation 0.217 vs 0.392). THREADS=1 lets the two share the
-# 2 cores; each stage resumes from its run folder. The previous shipped model's recipe is shapes_sana.sh.
+# DECAY2=800; validation 0.208 vs 0.392). THREADS=1 lets the two share the 2 cores; each stage resumes from its
+# run folder. The previous shipped model's recipe is shapes_sana.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
