@@ -37,6 +37,7 @@ from tests.app.test_video_tab import (  # noqa: F401  (fixtures: an app whose Vi
 )
 
 pytestmark = pytest.mark.slow  # minutes, not seconds: `make test-slow`
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Headless Chromium in a container: no sandbox (root), no GPU, nothing fetched from the network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",

@@ -31,6 +31,7 @@ from tests.reliability.trainproc import context, run_training
 from training.checkpoint import STATE_FILE, CheckpointWriteError, list_checkpoints
 
 pytestmark = pytest.mark.slow  # minutes, not seconds: `make test-slow`
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 40
 EVERY = 2

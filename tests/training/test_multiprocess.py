@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from .test_train_dit import ROOT, corpus_cache  # noqa: F401  (shared fixture)
 
 pytestmark = pytest.mark.slow  # minutes, not seconds: `make test-slow`
+
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
