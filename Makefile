@@ -45,7 +45,7 @@ assets-pianoroll: $(VENV)/.installed
 	PY=$(PY) training/recipes/pianoroll_hdit.sh
 
 # Re-train the shipped shapes-world models: the tiny CLIP, its place-aware copy, then the SANA-style DiT on
-# layout captions (see training/recipes/shapes_sana_layout.sh; about 18 + 15 + 60 minutes on this CPU).
+# layout captions (see training/recipes/shapes_sana_layout.sh; about 18 + 15 + 135 minutes on this CPU).
 assets-shapes: $(VENV)/.installed
 	PY=$(PY) ASSET_DIR=assets/shapes-sana training/recipes/shapes_sana_layout.sh
 
