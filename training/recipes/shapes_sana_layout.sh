@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Recipe for the shipped assets/shapes-sana (run by `make assets-shapes`; ~15 + 25 + 35 min on one core, then
 # ~75 min on two) and the other layout-caption SANA runs of 2026-12-01 (BENCHMARKS.md, issue 5, "Layout
-# captions ...", "A place-aware text encoder ..." and "Longer training binds the attributes ..."). Runs in $RUN_DIR; the pipeline is written to $ASSET_DIR (default $RUN_DIR/model).
+# captions ...", "A place-aware text encoder ..." and "Longer training binds the attributes ..."). Runs in
+# $RUN_DIR; the pipeline is written to $ASSET_DIR (default $RUN_DIR/model).
 #   0. assets/clip-shapes, the tiny CLIP, as in shapes_sana.sh (skipped when the folder exists), then a
 #      place-aware copy of it ($PLACE_CLIP): its text tower fine-tuned 600 steps with the bag-of-words loss on
 #      scenes captioned by their layout captions half the time (image tower locked; ~15 min on one core).
@@ -18,8 +19,9 @@
 #      DECAY3 (2,250); ~75 min on 2 cores. STAGE3=0 stops after stage 2 (that model scored 0.371, this 0.667).
 #   4. fp16 storage, all 8 blocks kept (PRUNE=N removes the N least important).
 # The shipped model is CROSS_ATTN=softmax; CROSS_ATTN=crosswkv is its CrossWKV twin (run with STAGE2=1100
-# DECAY2=800 STAGE3=1500 DECAY3=1100; evaluation 0.304 at 3,600 steps vs softmax's 0.375 at 2,400). THREADS=1 lets the two share the 2 cores; each stage resumes from its
-# run folder. The previous shipped model's recipe is shapes_sana.sh.
+# DECAY2=800 STAGE3=1500 DECAY3=1100; evaluation 0.304 at 3,600 steps vs softmax's 0.375 at 2,400). THREADS=1
+# lets the two share the 2 cores; each stage resumes from its run folder. The previous shipped model's recipe is
+# shapes_sana.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
