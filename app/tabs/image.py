@@ -274,9 +274,11 @@ def magnified(image: Image.Image, scale: int) -> Image.Image:
 
 def with_own_scheduler(pipe: Any) -> Any:
     """A view of ``pipe`` sharing its weights but with a fresh scheduler: diffusers schedulers keep per-run
-    state (timesteps, solver history), so concurrent requests must not share one."""
+    state (timesteps, solver history), so concurrent requests must not share one. The pipeline's planners
+    (``prompt_planner``, ``layout_planner``) come along."""
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    view = type(pipe)(transformer=pipe.transformer, scheduler=scheduler, text_encoder=pipe.text_encoder)
+    planners = {k: pipe.config[k] for k in ("prompt_planner", "layout_planner") if pipe.config.get(k) is not None}
+    view = type(pipe)(transformer=pipe.transformer, scheduler=scheduler, text_encoder=pipe.text_encoder, **planners)
     view.set_progress_bar_config(disable=True)
     return view
 

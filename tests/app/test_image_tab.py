@@ -357,3 +357,17 @@ def test_planned_note_names_the_layout_a_planning_model_drew(tiny_image_pipeline
     note = planned_note(prompt, out)
     assert "planned layout" in note and out.prompts[0] in note and out.prompts[0].count("blue square") == 3
     assert planned_note("a red dragon", pipe("a red dragon", num_inference_steps=1)) == ""  # outside the grammar
+
+
+def test_each_requests_own_scheduler_view_keeps_the_pipelines_prompt_planner():
+    from app.tabs.image import with_own_scheduler
+    from genmodels.diffusion.flow import make_flow_scheduler
+    from genmodels.pipelines.text_to_image import TextToImagePipeline
+    from genmodels.sana import SanaDiT
+    from tests.pipelines.test_text_to_image import HashTextEncoder
+
+    pipe = TextToImagePipeline(transformer=SanaDiT(**SanaDiT.tiny_config()), scheduler=make_flow_scheduler("euler"),
+                               text_encoder=HashTextEncoder(), prompt_planner="shapes_layout")
+    view = with_own_scheduler(pipe)
+    assert view.config.prompt_planner == "shapes_layout" and view.scheduler is not pipe.scheduler
+    assert view.transformer is pipe.transformer
