@@ -64,7 +64,9 @@ tokens): `{var_folder}` ({var_status}).
 ## Video (moving shapes)
 Diffusion Mamba (bidirectional Mamba-2 state-space scans over space and time, CrossWKV text conditioning,
 rectified flow) makes short clips of those shapes moving left, right, up or down (or staying still) from a
-caption, and continues a clip from its first frames, which it keeps exactly. Model folder: `{video_folder}`
+caption, and continues a clip from its first frames, which it keeps exactly. A model with a layout planner first
+lays out the caption's objects and their paths (where each starts, which way it goes) and then draws the clip
+along them; the statistics name the layout. Model folder: `{video_folder}`
 ({video_status}). On the command line:
 `lingen generate --model {video_folder} --prompt "a red circle moves to the right" --out DIR`.
 

@@ -16,6 +16,9 @@ given frames come back bit-identical (target 1.0) and the oracle scores of the c
 ``--negative still`` / ``reversed``: guidance steers away from the prompt with its objects standing still / its
 directions reversed instead of from the null text (the pipeline's ``negative_prompt``).
 
+``--layout off``: no planned layout, for a pipeline with a ``layout_planner`` (by default such a pipeline lays
+out each prompt first and draws the clip along it; continuations never get one).
+
 ``--first-frame-pass``: text to video in two passes (the pipeline's ``first_frame_pass``: a clip, then its first
 frame animated again as a continuation; twice the network evaluations).
 """
@@ -57,10 +60,12 @@ def load(model: str):
 def generate(pipe, items: list[dict], *, steps: int, guidance: float, batch: int, frames: int,
              given: np.ndarray | None = None, desc: str = "clips", first_frame_pass: bool = False,
              negatives: list[str | None] | None = None,
-             guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
+             guidance_interval: tuple[float, float] | None = None, plan_layout: bool | None = None,
+             planned: list | None = None) -> np.ndarray:
     """Clips ``[N, F, H, W, 3]`` uint8 for ``items`` (prompt i with a generator seeded by its seed); ``given``
     ``[N, K, H, W, 3]``: first frames to continue, one clip per item; ``negatives``: one negative prompt (or
-    None, the null text) per item; ``guidance_interval``: guide only at t_lo < t ≤ t_hi (the pipeline's)."""
+    None, the null text) per item; ``guidance_interval``: guide only at t_lo < t ≤ t_hi (the pipeline's);
+    ``plan_layout``: the pipeline's; ``planned``: a list that receives each clip's layout (None: none)."""
     out = []
     with tqdm(total=len(items), desc=desc, unit="clip") as bar:
         for start in range(0, len(items), batch):
@@ -71,8 +76,10 @@ def generate(pipe, items: list[dict], *, steps: int, guidance: float, batch: int
             result = pipe([item["prompt"] for item in chunk], num_frames=frames, num_inference_steps=steps,
                           guidance_scale=guidance, generator=gens, first_frames=first,
                           first_frame_pass=first_frame_pass, negative_prompt=negative,
-                          guidance_interval=guidance_interval)
+                          guidance_interval=guidance_interval, plan_layout=plan_layout)
             out.append(result.frames)
+            if planned is not None:
+                planned += result.layouts or [None] * len(chunk)
             bar.update(len(chunk))
     return np.concatenate(out)
 
@@ -142,6 +149,8 @@ def main(argv=None) -> dict:
     p.add_argument("--negative", choices=["null", "still", "reversed"], default="null",
                    help="what guidance steers away from: the null text, the prompt with its objects standing "
                         "still, or with its directions reversed")
+    p.add_argument("--layout", choices=["auto", "off"], default="auto",
+                   help="auto: a pipeline with a layout_planner plans each prompt's layout; off: never")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", help="write the results here (atomically)")
     p.add_argument("--grid", help="PNG of the first clips (text to video, then continuation)")
@@ -155,25 +164,29 @@ def main(argv=None) -> dict:
     specs = [{**item["spec"], "frames": frames} for item in items]
     pipe = load(args.model)
     interval = tuple(args.guidance_interval) if args.guidance_interval else None
+    plan = None if args.layout == "auto" else False
     result: dict = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "frames": frames,
                     "guidance_interval": interval,
                     "first_frame_pass": args.first_frame_pass, "negative": args.negative, "category": args.category,
-                    "prompts": len(items),
+                    "prompts": len(items), "layout": args.layout,
                     "threads": torch.get_num_threads(), "targets": TARGETS}
 
     rows = []
     if not args.skip_text_to_video:
         t0 = time.perf_counter()
+        planned: list = []
         clips = generate(pipe, items, steps=args.steps, guidance=args.guidance, batch=args.batch, frames=frames,
                          desc="text-to-video", first_frame_pass=args.first_frame_pass,
-                         negatives=negative_prompts(items, args.negative), guidance_interval=interval)
+                         negatives=negative_prompts(items, args.negative), guidance_interval=interval,
+                         plan_layout=plan, planned=planned)
         seconds = time.perf_counter() - t0
         t2v = rates(evaluate(clips, specs))
+        t2v["layouts_planned"] = sum(lay is not None for lay in planned)
         t2v["seconds_per_clip"] = round(seconds / len(items), 3)
         t2v["pass"] = {k: t2v[k] >= v for k, v in TARGETS.items()}
         result["text_to_video"] = t2v
-        print(f"text to video ({len(items)} prompts): " + ", ".join(f"{k} {t2v[k]:.3f}" for k in
-                                                                      ("object", "motion", "identity", "all")))
+        print(f"text to video ({len(items)} prompts, {t2v['layouts_planned']} with a planned layout): "
+              + ", ".join(f"{k} {t2v[k]:.3f}" for k in ("object", "motion", "identity", "all")))
         print("  objects that should move: " + describe_breakdown(t2v["motion_breakdown"]))
         for cat, r in t2v.get("per_category", {}).items():
             print(f"  {cat}: " + ", ".join(f"{k} {r[k]:.3f}" for k in ("object", "motion", "identity", "all")

@@ -199,6 +199,9 @@ def _add_generate(sub) -> None:
     v.add_argument("--first-frames", metavar="DIR_OR_VIDEO",
                    help="frames to continue: a folder of images (in file-name order), a video (mp4, webm, ...), "
                         "a GIF / WebP or one image; the same for every prompt")
+    v.add_argument("--layout", choices=["auto", "off"],
+                   help="auto (default): a model with a layout planner lays out each prompt's objects and their "
+                        "paths first and draws the clip along them (the manifest records the layout); off: never")
     v.add_argument("--fps", type=float, help=f"frame rate of the MP4 and GIF (default {DEFAULT_FPS})")
     v.add_argument("--mp4-scale", type=int,
                    help=f"nearest-neighbour magnification of the MP4 (default {DEFAULT_MP4_SCALE}; 1 keeps the model's "
@@ -340,7 +343,7 @@ def generate(args) -> list[dict]:
     fastvar = _check_var_options(args, cls, model_dir) if var else _refuse_var_options(args, cls, model_dir)
     if hasattr(cls, "check_video_inputs"):
         return _generate_video(args, cls, prompts, model_dir)
-    video_only = _given(args, "frames", "first_frames", "fps", "mp4_scale", *TREE_OPTIONS)
+    video_only = _given(args, "frames", "first_frames", "layout", "fps", "mp4_scale", *TREE_OPTIONS)
     if getattr(args, "search", "none") == "tree-of-frames":
         video_only.insert(0, "--search tree-of-frames")
     if getattr(args, "verifier", None) in VIDEO_VERIFIERS and args.verifier not in IMAGE_VERIFIERS:
@@ -515,6 +518,7 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
     _, _, frames, height, width = pipe.check_video_inputs(prompts, output_type="np", **settings)
     if height * width * scale**2 > MAX_IMAGE_PIXELS:
         raise CliError(f"--mp4-scale {scale} would make {width * scale}×{height * scale} MP4 frames; lower it")
+    settings["plan_layout"] = False if args.layout == "off" else None
     if search != "none":
         settings.update(num_frames=frames, height=height, width=width)
         return _generate_video_search(args, pipe, cls, prompts, settings, n, model_dir, fps=fps, scale=scale)
@@ -535,14 +539,18 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
             result = pipe(chunk if batch > 1 else chunk[0], generator=gens if batch > 1 else gens[0],
                           output_type="np", **settings)
             seconds = round((time.perf_counter() - t0) / len(chunk), 3)
+            layouts = result.layouts or [None] * len(chunk)
             for i, (prompt, seed, clip) in enumerate(zip(chunk, seeds, result.frames, strict=True)):
                 index = start + i
                 files = [f"{index:04d}.mp4", f"{index:04d}.gif"]
+                layout = None if layouts[i] is None else {"phrases": list(layouts[i].phrases),
+                                                          "boxes": layouts[i].boxes.astype(int).tolist()}
                 write_mp4(clip, out / files[0], fps=fps, scale=scale)
                 write_gif(clip, out / files[1], fps=fps)
                 records.append({"index": index, "files": files, "prompt": prompt, "seed": seed,
                                 "frames": int(clip.shape[0]), "given": result.given, **base,
-                                "height": int(clip.shape[1]), "width": int(clip.shape[2]), "seconds": seconds})
+                                "height": int(clip.shape[1]), "width": int(clip.shape[2]), "seconds": seconds,
+                                "layout": layout})
             # rewritten after every batch, so an interrupted run leaves a manifest of the clips it made
             write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             bar.update(len(chunk))

@@ -40,6 +40,15 @@ any size divisible by p work. With ``frame_conditioning`` the patch embedding re
 frame mask (1 = this frame is given): frame continuation is temporal inpainting, the given frames enter clean
 and the model generates the rest.
 
+**Layout conditioning** (``layout_conditioning=True``; :class:`LayoutEmbedder`): besides the caption, the model
+can read a layout, per object a noun phrase and a bounding box in every frame (GLIGEN's grounding, added to
+the tokens instead of attended to). Each object's box becomes a pixel mask; every token gets, per object, a
+linear map of the mask's ``p × p`` pixels inside its patch (where in the patch the object is) plus the mask's
+coverage of the patch times a vector made from the phrase's pooled text embedding (what the object is); the
+objects' terms add up and join the patch embedding. Both maps start at zero, so a trained model that gains a
+layout path computes what it computed before. Which object is which colour and shape, and where it goes, is
+then written at the tokens it concerns: a two-object caption no longer has to be bound by the model.
+
 Reading order: scan orders, position embeddings, the SSM mixer, block, final layer, model class.
 """
 
@@ -266,6 +275,48 @@ class SoftmaxMixer(nn.Module):
         return self.proj(rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)"))
 
 
+# Layout conditioning
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``boxes [..., 4]`` (x0, y0, x1, y1 pixels, x1 / y1 exclusive) → pixel masks ``[..., height, width]``
+    (float, 1 inside)."""
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    inside_y = (ys >= boxes[..., 1:2]) & (ys < boxes[..., 3:4])  # [..., H]
+    inside_x = (xs >= boxes[..., 0:1]) & (xs < boxes[..., 2:3])  # [..., W]
+    return (inside_y[..., :, None] & inside_x[..., None, :]).to(boxes.dtype)
+
+
+class LayoutEmbedder(nn.Module):
+    """Token features ``[B, F·h·w, C]`` of a layout (module docstring): ``boxes [B, K, F, 4]`` pixels,
+    ``phrases [B, K, P]`` (pooled text of each object's noun phrase), ``mask [B, K]`` (True = a real object).
+
+    Per token and object: ``W_pos · m`` (m: the object's ``p·p`` mask pixels in the token's patch) ``+ mean(m)
+    · v(phrase)`` with ``v = Linear(SiLU(Linear(RMSNorm(phrase))))``; summed over the objects. ``W_pos`` and
+    v's last Linear start at zero.
+    """
+
+    def __init__(self, phrase_dim: int, dim: int, patch_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.position = zero_init(nn.Linear(patch_size * patch_size, dim, bias=False))
+        first = nn.Linear(phrase_dim, dim)
+        with torch.no_grad():  # by hand: diffusers turns nn.init off while it builds a model to load into
+            first.weight.copy_(torch.randn(dim, phrase_dim) * phrase_dim**-0.5)
+            first.bias.zero_()
+        self.phrase = nn.Sequential(first, nn.SiLU(), zero_init(nn.Linear(dim, dim)))
+
+    def forward(self, boxes: torch.Tensor, phrases: torch.Tensor, mask: torch.Tensor, height: int, width: int
+                ) -> torch.Tensor:
+        p = self.patch_size
+        dtype = self.position.weight.dtype
+        m = box_masks(boxes.float(), height, width) * mask.float()[:, :, None, None, None]  # [B, K, F, H, W]
+        m = rearrange(m, "b k f (h p) (w q) -> b k (f h w) (p q)", p=p, q=p).to(dtype)
+        what = self.phrase(F.rms_norm(phrases.float(), phrases.shape[-1:], eps=1e-6).to(dtype))  # [B, K, C]
+        return (self.position(m) + m.mean(-1, keepdim=True) * what[:, :, None]).sum(1)
+
+
 # Block
 
 
@@ -338,7 +389,8 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
     ``"softmax"``: the same DiT with softmax self-attention, heads of ``ssm_head_dim``, the quadratic baseline),
     ``pooled_mlp`` (pooled text through :class:`~genmodels.layers.dit.PooledTextEmbedder`; False: one Linear),
     ``token_pool`` (add :class:`~genmodels.layers.dit.TokenPool` of the caption tokens to the adaLN input, so
-    words the pooled CLIP vector blurs, like a direction, reach every block's modulation).
+    words the pooled CLIP vector blurs, like a direction, reach every block's modulation),
+    ``layout_conditioning`` (read a layout, :class:`LayoutEmbedder`: per object a phrase and a box per frame).
     """
 
     _supports_gradient_checkpointing = True
@@ -369,6 +421,7 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         mixer: str = "ssm",
         pooled_mlp: bool = False,
         token_pool: bool = False,
+        layout_conditioning: bool = False,
     ):
         super().__init__()
         if mixer not in MIXERS:
@@ -392,6 +445,8 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         self.pooled_embedder = make_pooled_embedder(pooled_text_dim, width, pooled_mlp)
         self.init_text_side(text_dim, pooled_text_dim, width)
         self.text_pool = TokenPool(width) if token_pool else None
+        self.layout_embedder = (LayoutEmbedder(pooled_text_dim or text_dim, width, patch_size)
+                                if layout_conditioning else None)
         self.blocks = nn.ModuleList(
             DiMBlock(width, expand=expand, ssm_head_dim=ssm_head_dim, d_state=d_state, d_conv=d_conv,
                      mlp_ratio=mlp_ratio, cross_attn=cross_attn, cross_head_dim=cross_head_dim, layer_id=i,
@@ -448,13 +503,38 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
     def _orders(self, frames: int, h: int, w: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(o.to(device), i.to(device)) for o, i in scan_orders(frames, h, w, self.config.scan)]
 
+    def _layout_features(self, boxes, phrases, mask, drop, batch: int, frames: int, height: int, width: int
+                         ) -> torch.Tensor:
+        """The layout's token features (checked shapes; dropped items and absent objects give zeros)."""
+        if self.layout_embedder is None:
+            raise ValueError("a layout was given, but the model was built with layout_conditioning=False")
+        if boxes is None or phrases is None:
+            raise ValueError("a layout needs both layout_boxes and layout_phrases")
+        if boxes.ndim != 4 or tuple(boxes.shape[::3]) != (batch, 4) or boxes.shape[2] != frames:
+            raise ValueError(f"layout_boxes must be [B, K, F, 4] = [{batch}, K, {frames}, 4], got "
+                             f"{tuple(boxes.shape)}")
+        k = boxes.shape[1]
+        if tuple(phrases.shape) != (batch, k, self.layout_embedder.phrase[0].in_features):
+            raise ValueError(f"layout_phrases must be [B, K, P] = "
+                             f"{(batch, k, self.layout_embedder.phrase[0].in_features)}, got {tuple(phrases.shape)}")
+        if not torch.isfinite(boxes).all():
+            raise ValueError("layout_boxes must be finite")
+        mask = torch.ones(batch, k, dtype=torch.bool, device=boxes.device) if mask is None else mask.bool()
+        if tuple(mask.shape) != (batch, k):
+            raise ValueError(f"layout_mask must be [B, K] = {(batch, k)}, got {tuple(mask.shape)}")
+        if drop is not None:
+            mask = mask & ~drop.bool().reshape(batch, 1).to(mask.device)
+        return self.layout_embedder(boxes, phrases, mask, height, width)
+
     # Forward
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor | float,
                 encoder_hidden_states: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None, pooled_text: torch.Tensor | None = None, *,
                 context_states=None, drop_text: torch.Tensor | None = None,
-                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+                frame_mask: torch.Tensor | None = None, layout_boxes: torch.Tensor | None = None,
+                layout_phrases: torch.Tensor | None = None, layout_mask: torch.Tensor | None = None,
+                drop_layout: torch.Tensor | None = None) -> torch.Tensor:
         """Velocity prediction.
 
         Args:
@@ -465,6 +545,11 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
                 as for :class:`~genmodels.sana.SanaDiT` (None = the null text).
             frame_mask: ``[B, F]`` bool, True = a given (clean) frame; None = none given. Needs a model built
                 with ``frame_conditioning=True``.
+            layout_boxes / layout_phrases / layout_mask: a layout (needs ``layout_conditioning=True``):
+                ``[B, K, F, 4]`` boxes in pixels (x0, y0, x1, y1; x1, y1 exclusive), ``[B, K, P]`` pooled text of
+                each object's phrase, ``[B, K]`` bool (True = a real object; None = all). None = no layout.
+            drop_layout: ``[B]`` bool, items whose layout is ignored (training dropout, the unconditional half
+                of guidance).
 
         Returns:
             the velocity ``ε − x₀``, shaped like ``x`` (with ``C_out`` channels).
@@ -504,6 +589,9 @@ class DiffusionMamba(TextConditioning, ModelMixin, ConfigMixin):
         h, w = x.shape[-2:]
         x = rearrange(x, "(b f) c h w -> b (f h w) c", b=batch)
         x = x + position_embedding(frames, h, w, x.shape[-1]).to(device=x.device, dtype=x.dtype)
+        if layout_boxes is not None or layout_phrases is not None:
+            x = x + self._layout_features(layout_boxes, layout_phrases, layout_mask, drop_layout, batch, frames,
+                                          height, width).to(x.dtype)
 
         orders = self._orders(frames, h, w, x.device)
         for i, block in enumerate(self.blocks):
@@ -524,7 +612,9 @@ __all__ = [
     "BidirectionalSSM",
     "DiMBlock",
     "DiffusionMamba",
+    "LayoutEmbedder",
     "SoftmaxMixer",
+    "box_masks",
     "position_embedding",
     "scan_orders",
     "snake_order",

@@ -112,6 +112,34 @@ def test_writes_an_mp4_and_a_gif_per_prompt_in_order_with_a_manifest(video_model
     assert (out / "0000.gif").read_bytes() != (out / "0001.gif").read_bytes()
 
 
+def test_a_layout_model_lays_out_each_prompt_and_the_manifest_records_it(tmp_path):
+    import torch
+
+    from genmodels.data.moving_shapes import plan_layout
+    from genmodels.diffusion.flow import make_flow_scheduler
+    from genmodels.dim import DiffusionMamba
+    from genmodels.pipelines.text_to_video import TextToVideoPipeline
+    from genmodels.text import CLIPTextEncoder
+
+    torch.manual_seed(0)
+    config = {**DiffusionMamba.tiny_config(), "sample_size": 32, "num_frames": 8, "layout_conditioning": True}
+    pipe = TextToVideoPipeline(transformer=DiffusionMamba(**config), scheduler=make_flow_scheduler("dpmsolver++"),
+                               text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()),
+                               layout_planner="moving_shapes")
+    pipe.save_pretrained(tmp_path / "model")
+    prompts = ["a red circle moves right and a blue square moves up", "something else entirely"]
+    out = tmp_path / "out"
+    assert run("generate", "--model", tmp_path / "model", *prompt_args(*prompts), "--seed", 3, "--steps", 1,
+               "--out", out) == 0
+    rows = manifest(out)
+    assert rows[0]["layout"]["phrases"] == ["a red circle", "a blue square"]
+    expected = plan_layout(prompts[0], np.random.default_rng(3)).boxes.astype(int).tolist()
+    assert rows[0]["layout"]["boxes"] == expected and rows[1]["layout"] is None  # outside the world's grammar
+    assert run("generate", "--model", tmp_path / "model", "--prompt", prompts[0], "--seed", 3, "--steps", 1,
+               "--layout", "off", "--out", tmp_path / "off") == 0
+    assert manifest(tmp_path / "off")[0]["layout"] is None
+
+
 def test_the_model_decides_the_default_clip_length_and_mp4_scale_1_keeps_the_size(video_model, tmp_path):
     out = tmp_path / "out"
     assert run("generate", "--model", video_model, "--prompt", "a circle", "--steps", 1, "--mp4-scale", 1,
@@ -196,6 +224,7 @@ def _empty_folder(tmp_path: Path) -> Path:
     ("image_verifier", "--verifier clip take an image model"),
     ("frames_on_image_model", "--frames take a text-to-video model"),
     ("first_frames_on_image_model", "--first-frames, --fps take a text-to-video model"),
+    ("layout_on_image_model", "--layout take a text-to-video model"),
     ("corrupt_first_frames", "--first-frames: cannot read clip"),
     ("empty_first_frames_folder", "--first-frames: folder"),
     ("mixed_sizes", "differ in size"),
@@ -225,6 +254,8 @@ def test_errors_exit_2_in_one_line_and_write_nothing(video_model, image_model, t
         model, extra = image_model, ["--frames", 4]
     elif case == "first_frames_on_image_model":
         model, extra = image_model, ["--first-frames", save_folder(given_frames(1), tmp_path / "g"), "--fps", 4]
+    elif case == "layout_on_image_model":
+        model, extra = image_model, ["--layout", "off"]
     elif case == "corrupt_first_frames":
         extra = ["--first-frames", _corrupt_gif(tmp_path)]
     elif case == "empty_first_frames_folder":

@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flow-shift", type=float, default=1.0, help="the time shift training used (sampling repeats it)")
     p.add_argument("--prompt-planner", default=None, choices=["shapes_layout"],
                    help="the model was trained on layout captions: the pipeline plans prompts (TextToImagePipeline)")
+    p.add_argument("--layout-planner", default=None, choices=["moving_shapes"],
+                   help="the video model was trained on layouts (layout_conditioning): the pipeline plans them")
     p.add_argument("--out", required=True)
     p.add_argument("--fp16", action="store_true", help="store half-precision weights (they load as float32)")
     return p.parse_args(argv)
@@ -90,11 +92,15 @@ def main(argv=None) -> Path:
         video = getattr(model.config, "num_frames", 1) > 1
         if video and args.prompt_planner:
             raise SystemExit("--prompt-planner is for text-to-image models")
+        if args.layout_planner and not (video and getattr(model.config, "layout_conditioning", False)):
+            raise SystemExit("--layout-planner needs a video model config with layout_conditioning")
         pipeline_class = TextToVideoPipeline if video else TextToImagePipeline
+        extra = {"prompt_planner": args.prompt_planner} if args.prompt_planner else {}
+        if args.layout_planner:
+            extra["layout_planner"] = args.layout_planner
         pipe = pipeline_class(transformer=model.eval(),
                               scheduler=make_flow_scheduler("dpmsolver++", shift=args.flow_shift),
-                              text_encoder=text_encoder,
-                              **({"prompt_planner": args.prompt_planner} if args.prompt_planner else {}))
+                              text_encoder=text_encoder, **extra)
     with replace_dir_atomic(args.out) as tmp:
         (pipe.to(torch.float16) if args.fp16 else pipe).save_pretrained(tmp)
     print(f"wrote {args.out}")

@@ -98,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="flow, video: probability that a clip's first k frames are given (frame continuation)")
     p.add_argument("--one-frame-share", type=float, default=0.0,
                    help="flow, video: share of the given prefixes that are the first frame only (image to video)")
+    p.add_argument("--layout-drop-prob", type=float, default=0.15,
+                   help="flow, layouts (--dataset-args '{\"layout\": true}', a model with layout_conditioning): "
+                        "probability that a clip's layout is dropped while its caption is kept")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p.parse_args(argv)
 
@@ -174,6 +177,9 @@ def build(args: argparse.Namespace) -> Training:
             raise SystemExit(f"the text encoder's pooled features are {text_encoder.embed_dim} wide; the model "
                              f"expects pooled_text_dim={model.pooled_dim}")
         objective = TextConditioned(objective, text_encoder, use_pooled=use_pooled)
+        if getattr(train_ds, "layout", False) and not getattr(model.config, "layout_conditioning", False):
+            raise SystemExit("the dataset serves layouts, but the model has no layout_conditioning (--init-config "
+                             "'{\"layout_conditioning\": true}' adds it to a trained model)")
         if args.train_text_encoder:
             if not args.text_lr_scale > 0:
                 raise SystemExit(f"--text-lr-scale must be > 0, got {args.text_lr_scale}")
@@ -191,17 +197,19 @@ def main(argv=None) -> dict:
     start_script(args.output_dir, args.threads)
     t = build(args)
     planner = getattr(t.train_ds, "prompt_planner", None)  # layout captions: the pipeline plans prompts too
+    layout_planner = "moving_shapes" if getattr(t.train_ds, "layout", False) else None  # and layouts of clips
     sample_fn = None
     if args.sample_every:
         if t.text_encoder is None:
             sample_fn = make_sample_fn(args.dataset, t.shape)
         elif len(t.shape) == 4:
-            sample_fn = make_video_sample_fn(t.text_encoder, t.shape, shift=sampling_shift(args.flow_shift, t.shape))
+            sample_fn = make_video_sample_fn(t.text_encoder, t.shape, shift=sampling_shift(args.flow_shift, t.shape),
+                                             layout_planner=layout_planner)
         else:
             sample_fn = make_text_sample_fn(t.text_encoder, t.shape, prompt_planner=planner)
     return train(t.cfg, t.model, t.objective, t.train_ds, val_dataset=t.val_ds, sample_fn=sample_fn,
                  save_fn=make_save_fn(args.model, args.dataset, t.shape, t.text_encoder, flow_shift=args.flow_shift,
-                                      prompt_planner=planner))
+                                      prompt_planner=planner, layout_planner=layout_planner))
 
 
 def build_objective(args, kind: str, shape: tuple[int, ...]):
@@ -220,9 +228,11 @@ def build_objective(args, kind: str, shape: tuple[int, ...]):
             raise SystemExit(f"--given-frames-prob must lie in [0, 1], got {args.given_frames_prob}")
         if not 0 <= args.one_frame_share <= 1:
             raise SystemExit(f"--one-frame-share must lie in [0, 1], got {args.one_frame_share}")
+        if not 0 <= args.layout_drop_prob <= 1:
+            raise SystemExit(f"--layout-drop-prob must lie in [0, 1], got {args.layout_drop_prob}")
         return FlowObjective(shift=args.flow_shift, logit_mean=args.logit_mean, logit_std=args.logit_std,
                              text_drop_prob=args.text_drop_prob, given_frames_prob=args.given_frames_prob,
-                             one_frame_share=args.one_frame_share)
+                             one_frame_share=args.one_frame_share, layout_drop_prob=args.layout_drop_prob)
     hint = "; VAR trains with training/train_var.py" if kind == "next-scale" else ""
     raise SystemExit(f"objective {kind!r} is not wired into train_dit{hint}")
 
@@ -317,7 +327,7 @@ VIDEO_SAMPLE_PROMPTS = ("a red circle moves to the right", "a blue square moves 
 
 
 def make_video_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, guidance: float = 4.0,
-                         shift: float = 1.0):
+                         shift: float = 1.0, layout_planner: str | None = None):
     """A sample-grid function for text-to-video training: one row of frames per prompt."""
     from PIL import Image
 
@@ -329,7 +339,8 @@ def make_video_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, 
     def sample_fn(model, step: int):
         model, trained = unwrap_text_trained(model)
         pipe = TextToVideoPipeline(transformer=model, scheduler=make_flow_scheduler("dpmsolver++", shift=shift),
-                                   text_encoder=text_encoder if trained is None else trained)
+                                   text_encoder=text_encoder if trained is None else trained,
+                                   layout_planner=layout_planner)
         pipe.set_progress_bar_config(disable=True)
         clips = pipe(list(VIDEO_SAMPLE_PROMPTS), num_frames=frames, num_inference_steps=steps,
                      guidance_scale=guidance, height=height, width=width,
@@ -344,10 +355,12 @@ def make_video_sample_fn(text_encoder, shape: tuple[int, ...], steps: int = 20, 
 
 
 def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], text_encoder=None,
-                 flow_shift: float | None = None, prompt_planner: str | None = None):
+                 flow_shift: float | None = None, prompt_planner: str | None = None,
+                 layout_planner: str | None = None):
     """Save the final EMA model as a diffusers pipeline folder where a pipeline exists, else the bare model.
     A model trained with its text encoder (:class:`TextTrainedModel`) saves with that encoder; a text-to-image
-    pipeline records ``prompt_planner`` (the dataset's, when its captions were layout captions)."""
+    pipeline records ``prompt_planner`` (the dataset's, when its captions were layout captions), a
+    text-to-video pipeline ``layout_planner`` (when it was trained on layouts)."""
 
     def save_fn(ema_model, out_dir: Path) -> None:
         ema_model, trained = unwrap_text_trained(ema_model)
@@ -361,7 +374,7 @@ def make_save_fn(model_name: str, dataset_name: str, shape: tuple[int, ...], tex
             pipeline_class, extra = TextToImagePipeline, {"prompt_planner": prompt_planner}
             if len(shape) == 4:  # [C, F, H, W]: a clip model
                 ema_model.register_to_config(num_frames=int(shape[1]))
-                pipeline_class, extra = TextToVideoPipeline, {}
+                pipeline_class, extra = TextToVideoPipeline, {"layout_planner": layout_planner}
             scheduler = make_flow_scheduler("dpmsolver++", shift=sampling_shift(flow_shift, shape))
             pipe = pipeline_class(transformer=ema_model, scheduler=scheduler, text_encoder=encoder.to("cpu"), **extra)
             pipe.save_pretrained(Path(out_dir) / "pipeline")

@@ -135,6 +135,16 @@ def _note(notes: list[str], width: int, height: int) -> str:
     return f"The {width}×{height} given frames were {' and '.join(notes)}." if notes else ""
 
 
+def layout_note(layout: Any) -> str:
+    """Markdown naming a planned layout's objects and where each starts and ends (top-left corners of the
+    boxes, pixels), or "" without one."""
+    if layout is None:
+        return ""
+    paths = [f"{phrase} from ({int(b[0, 0])}, {int(b[0, 1])}) to ({int(b[-1, 0])}, {int(b[-1, 1])})"
+             for phrase, b in zip(layout.phrases, layout.boxes, strict=True)]
+    return "Drawn along a planned layout: " + "; ".join(paths) + "."
+
+
 def result_stats(clip: np.ndarray, *, given: int, steps: int, nfe: int, guidance: float, seed: int, seconds: float,
                  fps: float, note: str) -> str:
     frames, height, width = clip.shape[:3]
@@ -224,6 +234,7 @@ class VideoTab:
             out = with_own_scheduler(pipe)(prompt, generator=torch.Generator().manual_seed(seed), output_type="np",
                                            callback=on_step, **call_kwargs)
             clip, nfe, seconds = out.frames[0], out.nfe, time.perf_counter() - t0
+            note = f"{note} {layout_note(out.layouts[0] if out.layouts else None)}".strip()
 
         folder, mp4, gif = self._write(clip, f"seed{seed}")
         stats = result_stats(clip, given=0 if given is None else len(given), steps=steps, nfe=nfe, guidance=guidance,

@@ -36,6 +36,14 @@ The spec records the claim as JSON-able data (``size`` per object is the rendere
 
 ``parse_video_caption`` recovers the spec from any caption of the grammar (``VideoCaptionError`` otherwise).
 
+Layouts (trajectories)
+----------------------
+A clip's layout is what a layout-conditioned generator is told besides the caption: per object, its noun phrase
+("a red circle") and its bounding box in every frame, ``[F, 4]`` as ``(x0, y0, x1, y1)`` pixels with x1, y1
+exclusive (``layout_boxes``). ``plan_layout`` is the layout planner of text to video: it parses a caption and
+draws starts and speeds the way the world does (``place_movers``), so a planned layout is one the caption's
+clip could have; the generator then only has to draw the objects along it.
+
 Data
 ----
 Clip ``i`` of a split is a pure function of ``(seed, split, i)`` (``make_clip``); its category is
@@ -364,6 +372,53 @@ def parse_video_caption(caption: str, frames: int | None = None, size: int | Non
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Layouts
+
+MAX_LAYOUT_OBJECTS = 2  # objects per clip, so per layout
+
+
+def noun_phrase(obj: dict) -> str:
+    """An object's noun phrase as captions write it: "a red circle", "an orange square"."""
+    return _noun_phrase(obj)
+
+
+def layout_boxes(movers: Sequence[Mover], side: int, frames: int) -> np.ndarray:
+    """Bounding boxes ``[K, frames, 4]`` float32 ``(x0, y0, x1, y1)`` (x1, y1 exclusive, pixels) of ``movers``,
+    frame by frame: the box ``render_scene`` fills around each centre."""
+    out = np.zeros((len(movers), frames, 4), dtype=np.float32)
+    for k, m in enumerate(movers):
+        r = object_extent(m.size, side) // 2
+        tr = m.track(frames, side)
+        out[k] = np.stack([tr[:, 0] - r, tr[:, 1] - r, tr[:, 0] + r + 1, tr[:, 1] + r + 1], axis=-1)
+    return out
+
+
+@dataclass(frozen=True)
+class ClipLayout:
+    """A planned (or ground-truth) layout: ``phrases`` (one noun phrase per object) and ``boxes``
+    ``[K, F, 4]`` float32 pixels (see the module docstring); ``spec`` with every field filled in."""
+
+    phrases: tuple[str, ...]
+    boxes: np.ndarray
+    spec: dict
+
+
+def plan_layout(caption: str, rng: np.random.Generator, size: int = 32, frames: int = 8) -> ClipLayout:
+    """The layout planner: ``caption``'s objects (``parse_video_caption``; ``VideoCaptionError`` outside the
+    grammar) with sizes from ``object_sizes`` and starts / speeds drawn as the world draws them (moving the
+    stated way over the first half, bouncing after, never overlapping), all from ``rng``."""
+    spec = parse_video_caption(caption, check_frames(frames), check_clip_size(size))
+    for _ in range(_SPEC_TRIES):
+        for obj in spec["objects"]:
+            obj["size"] = _choice(rng, object_sizes(size))
+        movers = place_movers(spec, rng, size, frames)
+        if movers is not None:
+            return ClipLayout(tuple(_noun_phrase(o) for o in spec["objects"]), layout_boxes(movers, size, frames),
+                              spec)
+    raise MovingShapesError(f"could not lay out {caption!r} in a {size}-pixel clip of {frames} frames")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Clips
 
 
@@ -376,6 +431,9 @@ class ClipSample:
     caption: str
     spec: dict
     tracks: list[list[tuple[int, int]]]
+    boxes: np.ndarray | None = None  # [K, F, 4] float32: layout_boxes of the objects
+
+
 
 
 def _random_object(rng: np.random.Generator, side: int) -> dict:
@@ -400,7 +458,8 @@ def sample_video_spec(category: str, rng: np.random.Generator, size: int = 32, f
 
 def _clip_of(spec: dict, movers: list[Mover], caption: str) -> ClipSample:
     frames, tracks = render_movers(movers, spec["size"], spec["frames"])
-    return ClipSample(frames, caption, spec, [[(int(x), int(y)) for x, y in tr] for tr in tracks])
+    return ClipSample(frames, caption, spec, [[(int(x), int(y)) for x, y in tr] for tr in tracks],
+                      layout_boxes(movers, spec["size"], spec["frames"]))
 
 
 def clip_for_spec(
@@ -477,6 +536,9 @@ class MovingShapesDataset(Dataset):
     Items are dicts: ``pixel_values`` float32 ``[3, F, S, S]`` (channels, then time; uint8 / 127.5 - 1),
     ``caption`` (str), ``category`` (str) and ``spec`` (JSON text). Item ``i`` is
     ``make_clip(i, seed, split, size, frames, categories)``; ``length`` defaults to 60,000 (train) or 1,200 (val).
+    With ``layout`` the items also hold the clip's layout for a layout-conditioned model: ``layout_boxes``
+    float32 ``[MAX_LAYOUT_OBJECTS, F, 4]`` (pixels; zeros for a missing object), ``layout_valid`` bool
+    ``[MAX_LAYOUT_OBJECTS]`` and ``layout_phrases`` (the objects' noun phrases joined by "|").
     """
 
     def __init__(
@@ -487,8 +549,10 @@ class MovingShapesDataset(Dataset):
         length: int | None = None,
         seed: int = 0,
         categories: Sequence[str] = CATEGORIES,
+        layout: bool = False,
     ) -> None:
         _stream(split)
+        self.layout = bool(layout)
         self.split = split
         self.size = check_clip_size(size)
         self.frames = check_frames(frames)
@@ -506,17 +570,26 @@ class MovingShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} items")
         clip = make_clip(int(index), self.seed, self.split, self.size, self.frames, self.categories)
         pixels = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-        return {
+        item = {
             "pixel_values": pixels.contiguous(),
             "caption": clip.caption,
             "category": clip.spec["category"],
             "spec": json.dumps(clip.spec, sort_keys=True),
         }
+        if self.layout:
+            k = len(clip.spec["objects"])
+            boxes = np.zeros((MAX_LAYOUT_OBJECTS, self.frames, 4), dtype=np.float32)
+            boxes[:k] = clip.boxes
+            item["layout_boxes"] = torch.from_numpy(boxes)
+            item["layout_valid"] = torch.arange(MAX_LAYOUT_OBJECTS) < k
+            item["layout_phrases"] = "|".join(_noun_phrase(o) for o in clip.spec["objects"])
+        return item
 
     def __repr__(self) -> str:
         return (
             f"MovingShapesDataset(split={self.split!r}, size={self.size}, frames={self.frames}, "
-            f"length={self.length}, seed={self.seed}, categories={list(self.categories)})"
+            f"length={self.length}, seed={self.seed}, categories={list(self.categories)}"
+            + (", layout=True)" if self.layout else ")")
         )
 
 

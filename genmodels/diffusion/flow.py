@@ -113,6 +113,11 @@ class FlowObjective:
     :func:`~genmodels.diffusion.noise.item_generators`) and ``generator`` is ignored: an item's training
     noise then does not depend on the batch size, the process count or its position in the batch, which
     makes N processes × batch B train exactly like one process × batch N·B.
+
+    A layout (``layout_boxes`` ``[B, K, F, 4]``, ``layout_phrases`` ``[B, K, P]`` encoded, ``layout_valid``
+    ``[B, K]``; a model with ``layout_conditioning``) goes to the model with the caption; it is dropped with the
+    caption, and otherwise with probability ``layout_drop_prob`` (drawn last, per item), so the model also
+    learns text to video and continuation without one.
     """
 
     shift: float | None = None
@@ -121,6 +126,7 @@ class FlowObjective:
     text_drop_prob: float = 0.1
     given_frames_prob: float = 0.0
     one_frame_share: float = 0.0
+    layout_drop_prob: float = 0.0
 
     TEXT_KEYS = ("encoder_hidden_states", "encoder_attention_mask", "pooled_text")
 
@@ -147,15 +153,33 @@ class FlowObjective:
         if "encoder_hidden_states" in text:
             text["drop_text"] = drop.to(device=x0.device, dtype=torch.bool)
         x_t = flow_interpolate(x0, noise, t)
+        source = gens if "noise_seed" in batch else generator
         if not (self.given_frames_prob > 0 and x0.ndim == 5 and x0.shape[2] > 1):
-            pred = model(x_t, t, **text)
+            pred = model(x_t, t, **text, **self._layout(batch, drop, source, x0.device))
             return (pred.float() - flow_target(x0, noise).float()).pow(2).flatten(1).mean(1)
-        given = self._given_frames(b, x0.shape[2], gens if "noise_seed" in batch else generator, x0.device)
+        given = self._given_frames(b, x0.shape[2], source, x0.device)
         keep = given[:, None, :, None, None]
-        pred = model(torch.where(keep, x0, x_t), t, frame_mask=given, **text)
+        pred = model(torch.where(keep, x0, x_t), t, frame_mask=given, **text,
+                     **self._layout(batch, drop, source, x0.device))
         err = (pred.float() - flow_target(x0, noise).float()).pow(2).mean(dim=(1, 3, 4))  # [B, F]
         weight = (~given).float()
         return (err * weight).sum(1) / weight.sum(1)
+
+    def _layout(self, batch: dict, drop: torch.Tensor | None, generators, device) -> dict:
+        """The model's layout arguments from ``batch`` (none without ``layout_boxes``), with ``drop_layout``:
+        the caption's drop, or a draw below ``layout_drop_prob``."""
+        if batch.get("layout_boxes") is None:
+            return {}
+        b = batch["layout_boxes"].shape[0]
+        if isinstance(generators, list):
+            u = torch.cat([torch.rand((1,), generator=g) for g in generators])
+        else:
+            u = _rand((b,), generators, "cpu")
+        dropped = u.to(device) < self.layout_drop_prob
+        if drop is not None:
+            dropped = dropped | drop.to(device=device, dtype=torch.bool)
+        return {"layout_boxes": batch["layout_boxes"], "layout_phrases": batch["layout_phrases"],
+                "layout_mask": batch.get("layout_valid"), "drop_layout": dropped}
 
     def _given_frames(self, b: int, frames: int, generators, device) -> torch.Tensor:
         """``[B, F]`` bool: a prefix of k ∈ 1..F−1 frames with probability ``given_frames_prob``, else none

@@ -85,7 +85,28 @@ class TextConditioned:
                 tokens, mask, pooled = self.text_encoder.encode(list(captions))
         batch = {**batch, "encoder_hidden_states": tokens, "encoder_attention_mask": mask,
                  "pooled_text": pooled if self.use_pooled else None}
+        if batch.get("layout_phrases") is not None and not torch.is_tensor(batch["layout_phrases"]):
+            batch["layout_phrases"] = self.encode_phrases(batch, trained)
         return self.objective(model, batch, generator)
+
+    def encode_phrases(self, batch: dict, trained=None) -> torch.Tensor:
+        """``batch["layout_phrases"]`` (per item, the objects' noun phrases joined by "|", as many as
+        ``layout_valid`` marks, in ``layout_boxes`` order) → pooled text ``[B, K, P]`` (zeros for absent
+        objects), from the same encoder as the captions."""
+        valid = batch["layout_valid"].bool()
+        b, k = valid.shape
+        phrases = [p for line in batch["layout_phrases"] for p in line.split("|") if p]
+        if len(phrases) != int(valid.sum()):
+            raise ValueError(f"layout_phrases name {len(phrases)} objects, layout_valid marks {int(valid.sum())}")
+        encoder = trained if trained is not None else self.text_encoder
+        if trained is not None:
+            pooled = encoder.encode(phrases)[2]
+        else:
+            with torch.no_grad():
+                pooled = encoder.encode(phrases)[2]
+        out = pooled.new_zeros(b, k, pooled.shape[-1])
+        out[valid.to(pooled.device)] = pooled
+        return out
 
     def for_evaluation(self) -> TextConditioned:
         inner = getattr(self.objective, "for_evaluation", None)

@@ -7,6 +7,14 @@ scheduler) and ``text_encoder`` (``encode(prompts) -> (tokens, mask, pooled)``).
 Continuation is temporal inpainting: given the first K frames, the model (trained with random given-frame
 prefixes, ``frame_conditioning=True``) sees them clean and flagged by its frame-mask channel at every step and
 generates the remaining F − K frames; the given frames are copied into the output bit-exactly.
+
+Layout planning: a pipeline saved with ``layout_planner="moving_shapes"`` (a model with
+``layout_conditioning``, trained on the moving-shapes world's layouts) turns each prompt into a layout first, per
+object a noun phrase and a box in every frame (:func:`~genmodels.data.moving_shapes.plan_layout`: the caption
+parsed, starts and speeds drawn as the world draws them, from the prompt's seed), and the model draws the clip
+along it; the unconditional half of guidance sees neither text nor layout. Prompts the planner cannot read
+(outside the world's grammar), other clip sizes and continuations get no layout, which the model was also
+trained for. ``plan_layout=False`` turns planning off.
 """
 
 from __future__ import annotations
@@ -43,6 +51,16 @@ class TextToVideoOutput(BaseOutput):
     frames: np.ndarray | list[list[PIL.Image.Image]]
     nfe: int
     given: int = 0
+    layouts: list | None = None  # per prompt, the planned ClipLayout or None (no layout planned)
+
+
+LAYOUT_PLANNERS = ("moving_shapes",)
+
+
+def check_layout_planner(planner) -> str | None:
+    if planner is not None and planner not in LAYOUT_PLANNERS:
+        raise ValueError(f"layout_planner must be None or one of {list(LAYOUT_PLANNERS)}, got {planner!r}")
+    return planner
 
 
 def frames_to_array(frames: FrameInput) -> np.ndarray:
@@ -62,7 +80,75 @@ def frames_to_array(frames: FrameInput) -> np.ndarray:
 
 
 class TextToVideoPipeline(TextToImagePipeline):
-    """DiffusionMamba (``transformer``) + flow scheduler (``scheduler``) + text encoder (``text_encoder``)."""
+    """DiffusionMamba (``transformer``) + flow scheduler (``scheduler``) + text encoder (``text_encoder``);
+    ``layout_planner`` (module docstring) for a model with layout conditioning."""
+
+    def __init__(self, transformer, scheduler, text_encoder=None, prompt_planner: str | None = None,
+                 layout_planner: str | None = None):
+        super().__init__(transformer, scheduler, text_encoder, prompt_planner)
+        if layout_planner is not None and not getattr(transformer.config, "layout_conditioning", False):
+            raise ValueError("a layout_planner needs a transformer with layout_conditioning=True")
+        self.register_to_config(layout_planner=check_layout_planner(layout_planner))
+
+    def plan_layouts(self, prompts: list[str], generator, frames: int, height: int, width: int,
+                     plan: bool | None, continuing: bool) -> list | None:
+        """Per prompt a :class:`~genmodels.data.moving_shapes.ClipLayout` or None, or None when nothing is
+        planned. ``plan`` None: plan where the pipeline has a planner, the clip is a square the planner draws
+        and nothing is given; prompts it cannot read get None. ``plan`` True: the same, but any of those
+        failing raises ``ValueError``; False: no layouts."""
+        from genmodels.data import moving_shapes as world
+        from genmodels.pipelines.text_to_image import _planner_seed
+
+        if plan is False:
+            return None
+        planner = getattr(self.config, "layout_planner", None)
+        why = None
+        if planner is None:
+            why = "this pipeline has no layout_planner"
+        elif continuing:
+            why = "a continuation follows its given frames, not a planned layout"
+        elif height != width or height not in world.CLIP_SIZES or not world.MIN_FRAMES <= frames <= world.MAX_FRAMES:
+            why = (f"the planner lays out square clips of {list(world.CLIP_SIZES)} pixels and {world.MIN_FRAMES}.."
+                   f"{world.MAX_FRAMES} frames, not {frames} frames of {height}×{width}")
+        if why is not None:
+            if plan:
+                raise ValueError(f"plan_layout=True, but {why}")
+            return None
+        layouts = []
+        for i, prompt in enumerate(prompts):
+            try:
+                rng = np.random.default_rng(_planner_seed(generator, i))
+                layouts.append(world.plan_layout(prompt, rng, height, frames))
+            except world.MovingShapesError as err:
+                if plan:
+                    raise ValueError(f"plan_layout=True, but the layout planner cannot lay out {prompt!r}: {err}"
+                                     ) from err
+                layouts.append(None)
+        return layouts if any(lay is not None for lay in layouts) else None
+
+    def layout_kwargs(self, layouts: list, guided: bool, device, dtype) -> dict:
+        """The transformer's layout arguments for ``layouts`` (None entries: no layout), the batch doubled for
+        guidance with the layout dropped in the unconditional half."""
+        frames = next(lay for lay in layouts if lay is not None).boxes.shape[1]
+        k = max(len(lay.phrases) for lay in layouts if lay is not None)
+        boxes = torch.zeros(len(layouts), k, frames, 4)
+        mask = torch.zeros(len(layouts), k, dtype=torch.bool)
+        phrases = []
+        for i, lay in enumerate(layouts):
+            if lay is not None:
+                n = len(lay.phrases)
+                boxes[i, :n] = torch.from_numpy(lay.boxes)
+                mask[i, :n] = True
+                phrases += list(lay.phrases)
+        pooled = self.text_encoder.encode(phrases)[2].to(device=device, dtype=dtype)
+        embeds = torch.zeros(len(layouts), k, pooled.shape[-1], device=device, dtype=dtype)
+        embeds[mask.to(device)] = pooled
+        boxes, mask = boxes.to(device), mask.to(device)
+        drop = torch.zeros(len(layouts), dtype=torch.bool, device=device)
+        if guided:
+            boxes, embeds, mask = torch.cat([boxes, boxes]), torch.cat([embeds, embeds]), torch.cat([mask, mask])
+            drop = torch.cat([~drop, drop])
+        return {"layout_boxes": boxes, "layout_phrases": embeds, "layout_mask": mask, "drop_layout": drop}
 
     @property
     def default_frames(self) -> int:
@@ -121,6 +207,7 @@ class TextToVideoPipeline(TextToImagePipeline):
         guidance_interval: tuple[float, float] | None = None,
         first_frame_pass: bool = False,
         negative_prompt: str | list[str | None] | None = None,
+        plan_layout: bool | None = None,
     ) -> TextToVideoOutput:
         """Generate one clip per prompt, or continue ``first_frames``: ``[K, H, W, 3]`` uint8 (or a list of K
         frames) given to every prompt, or ``[B, K, H, W, 3]``, one clip per prompt.
@@ -137,6 +224,9 @@ class TextToVideoPipeline(TextToImagePipeline):
         ``first_frame_pass`` (text to video in two passes, image then animation): a whole clip is sampled, only
         its first frame is kept, and the other frames are sampled again as a continuation of it, so the
         motion is drawn with the object already placed; twice the network evaluations.
+
+        ``plan_layout`` (None: where the pipeline can; True: required; False: never): draw each clip along a
+        layout from the pipeline's ``layout_planner`` (module docstring); the output's ``layouts`` holds them.
         """
         prompts, given, frames, height, width = self.check_video_inputs(
             prompt, num_frames, num_inference_steps, guidance_scale, first_frames, output_type, height, width,
@@ -152,6 +242,8 @@ class TextToVideoPipeline(TextToImagePipeline):
             common = dict(num_frames=frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           generator=generator, height=height, width=width, guidance_interval=guidance_interval,
                           negative_prompt=negatives)
+            if plan_layout:
+                raise ValueError("first_frame_pass animates a drawn first frame; it does not follow a layout")
             passes = []
             for n in range(2):
                 def on_step(i: int, total: int, offset: int = n * num_inference_steps) -> None:
@@ -160,15 +252,16 @@ class TextToVideoPipeline(TextToImagePipeline):
 
                 first = None if n == 0 else passes[0].frames[:, :1]
                 passes.append(self(prompts, first_frames=first, output_type="np" if n == 0 else output_type,
-                                   callback=on_step, **common))
+                                   callback=on_step, plan_layout=False, **common))
             return TextToVideoOutput(frames=passes[1].frames, nfe=passes[0].nfe + passes[1].nfe, given=0)
         transformer = self.transformer
         device, dtype = self._execution_device, transformer.dtype
         batch = len(prompts)
         guided = guidance_scale != 1
+        layouts = self.plan_layouts(prompts, generator, frames, height, width, plan_layout, given is not None)
         context, pooled = self.prepare_text(prompts, guided, device, dtype, negative=negatives)
 
-        model_kwargs = {}
+        model_kwargs = {} if layouts is None else self.layout_kwargs(layouts, guided, device, dtype)
         known = frame_mask = None
         if transformer.config.frame_conditioning:
             k = 0 if given is None else given.shape[-4]
@@ -206,7 +299,8 @@ class TextToVideoPipeline(TextToImagePipeline):
             clips[:, : given.shape[-4]] = given if given.ndim == 5 else given[None]
         if output_type == "pil":
             clips = [[PIL.Image.fromarray(f) for f in clip] for clip in clips]
-        return TextToVideoOutput(frames=clips, nfe=out.nfe, given=0 if given is None else int(given.shape[-4]))
+        return TextToVideoOutput(frames=clips, nfe=out.nfe, given=0 if given is None else int(given.shape[-4]),
+                                 layouts=layouts)
 
 
-__all__ = ["TextToVideoOutput", "TextToVideoPipeline", "frames_to_array"]
+__all__ = ["LAYOUT_PLANNERS", "TextToVideoOutput", "TextToVideoPipeline", "check_layout_planner", "frames_to_array"]

@@ -272,3 +272,23 @@ def test_fit_frames_scales_whole_multiples_exactly_and_resizes_the_rest():
     assert np.array_equal(up, np.repeat(np.repeat(frames[:, ::2, ::2], 2, 1), 2, 2)) and "scaled up" in note
     odd, note = fit_frames(np.zeros((1, 20, 20, 3), np.uint8), SIZE)
     assert odd.shape == (1, SIZE, SIZE, 3) and "resized from 20×20 to 16×16" in note
+
+
+def test_a_layout_model_names_the_planned_layout_in_the_statistics(tmp_path):
+    from genmodels.diffusion.flow import make_flow_scheduler
+    from genmodels.dim import DiffusionMamba
+    from genmodels.pipelines.text_to_video import TextToVideoPipeline
+    from genmodels.text import CLIPTextEncoder
+
+    torch.manual_seed(0)
+    config = {**DiffusionMamba.tiny_config(), "sample_size": 32, "num_frames": 8, "layout_conditioning": True}
+    TextToVideoPipeline(transformer=DiffusionMamba(**config), scheduler=make_flow_scheduler("dpmsolver++"),
+                        text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()),
+                        layout_planner="moving_shapes").save_pretrained(tmp_path / "model")
+    settings = Settings(assets_dir=tmp_path / "assets", model_dirs={"video": tmp_path / "model"},
+                        output_dir=tmp_path / "out", device="cpu", min_steps=1, max_frames=8)
+    tab = VideoTab(settings, ModelRegistry(settings))
+    _, _, stats, _ = tab.generate("a red circle moves left", 8, 1, 4.0, 5, None, progress=no_progress)
+    assert "Drawn along a planned layout: a red circle from (" in stats
+    _, _, stats, _ = tab.generate("a dog runs", 8, 1, 4.0, 5, None, progress=no_progress)
+    assert "planned layout" not in stats

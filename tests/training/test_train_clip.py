@@ -495,3 +495,40 @@ def test_verifier_pairs_reject_a_file_that_is_not_one(tmp_path):
     with pytest.raises(SystemExit, match="not a verifier-pairs"):
         train_clip.main(["--output-dir", str(tmp_path / "out"), "--extra-pairs", str(bad)])
     assert not (tmp_path / "out").exists()
+
+
+def test_train_dit_trains_and_exports_a_layout_conditioned_video_model(tiny_clip, tmp_path):
+    import json
+
+    from genmodels.dim import DiffusionMamba
+    from training import export_pipeline
+
+    folder, _ = tiny_clip
+    config = tmp_path / "layout.json"
+    config.write_text(json.dumps({**DiffusionMamba.tiny_config(), "layout_conditioning": True}))
+    common = ["--model", "dim", "--dataset", "moving_shapes", "--text-encoder", str(folder), "--max-steps", "3",
+              "--batch-size", "2", "--lr", "1e-3", "--weight-decay", "0", "--threads", "1"]
+    laid = ["--dataset-args", '{"size": 32, "frames": 8, "layout": true}']
+    out = tmp_path / "run"
+    train_dit.main([*common, *laid, "--config", str(config), "--output-dir", str(out), "--checkpoint-every", "3",
+                    "--sample-every", "3", "--layout-drop-prob", "0"])
+    pipe = load_pipeline(TextToVideoPipeline, out / "pipeline")
+    assert pipe.config.layout_planner == "moving_shapes"
+    layout = pipe.transformer.layout_embedder
+    assert layout.position.weight.abs().sum() > 0 and layout.phrase[2].weight.abs().sum() > 0  # it trained
+    pipe.set_progress_bar_config(disable=True)
+    result = pipe("a red circle moves left", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert result.layouts[0].phrases == ("a red circle",) and result.frames.shape == (1, 8, 32, 32, 3)
+    export_pipeline.main(["--model", "dim", "--config", str(config), "--sample-size", "32", "--checkpoint",
+                          str(out / "checkpoint-3"), "--text-encoder", str(folder), "--layout-planner",
+                          "moving_shapes", "--out", str(tmp_path / "x")])
+    assert load_pipeline(TextToVideoPipeline, tmp_path / "x").config.layout_planner == "moving_shapes"
+    with pytest.raises(SystemExit, match="does not match the config"):  # the layout weights need their config
+        export_pipeline.main(["--model", "dim", "--config", "tiny", "--checkpoint", str(out / "checkpoint-3"),
+                              "--text-encoder", str(folder), "--layout-planner", "moving_shapes",
+                              "--out", str(tmp_path / "y")])
+    with pytest.raises(SystemExit, match="no layout_conditioning"):
+        train_dit.main([*common, *laid, "--config", "tiny", "--output-dir", str(tmp_path / "z")])
+    with pytest.raises(SystemExit, match="--layout-drop-prob"):
+        train_dit.main([*common, *laid, "--config", str(config), "--layout-drop-prob", "2",
+                        "--output-dir", str(tmp_path / "z")])

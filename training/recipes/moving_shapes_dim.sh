@@ -17,7 +17,11 @@
 #   video, where only the direction is unknown): words1 (LR 5e-4, cooled down from 500 of 1,000, stopped at 824),
 #   words1b (LR 3e-4, from 100 of 600, stopped at 403), words1c (LR 3e-4, from 500 of 1,300, global batch 16 as
 #   PROCS=2 DDP processes of 8, or one process with 2 accumulated micro-batches). The exported pipeline carries
-#   that text tower. The last stage's EMA weights are exported as a TextToVideoPipeline (sampler at that stage's
+#   that text tower. Stage 7 (STAGE7=1, the default; needs stage 6): layout conditioning added to words1c's
+#   model (zero-initialised, so it starts as words1c) and trained on the clips' layouts (per object its noun
+#   phrase and its box in every frame), 25 % of the clips without one, 40 % given a prefix (half of them one
+#   frame), LR 3e-4 cooled down from 600 of 1,100 steps, global batch 16, in $RUN_DIR-layout; the pipeline
+#   plans a layout from each prompt (layout_planner "moving_shapes"). The last stage's EMA weights are exported as a TextToVideoPipeline (sampler at that stage's
 #   shift) in fp16 (loads as fp32).
 # SCAN=raster trains the plain raster-order ablation with the same budget (not shipped: set ASSET_DIR to keep it).
 # THREADS=1 lets two runs share the 2 cores fairly. Every stage resumes from its folder. The shipped weights:
@@ -27,7 +31,8 @@
 # steps (68 min on one core); stages 4 and 5 likewise from the fp16 export of the stage before, all 1,300 steps
 # (61 min) and all 900 (55 min, the other core busy); stage 6 from the shipped stage-5 folder: the CLIP 11 min,
 # words1 and words1b on one core each stopped by 50- and 30-minute limits (replayed here by --stop-at-step),
-# words1c all 1,300 steps on two DDP processes with THREADS=1 (83 min).
+# words1c all 1,300 steps on two DDP processes with THREADS=1 (83 min); stage 7 from the shipped stage-6 folder
+# on two DDP processes with THREADS=1, stopped by its time limit (replayed here by --stop-at-step).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -47,6 +52,8 @@ STAGE5_STEPS=${STAGE5_STEPS:-900}
 STAGE5_MINUTES=${STAGE5_MINUTES:-120}
 STAGE6=${STAGE6:-1}
 STAGE6_MINUTES=${STAGE6_MINUTES:-240}
+STAGE7=${STAGE7:-1}
+STAGE7_STOP=${STAGE7_STOP:-1100}
 PROCS=${PROCS:-2}
 CLIP_DIR=${CLIP_DIR:-assets/clip-shapes}
 WORDS_CLIP_DIR=${WORDS_CLIP_DIR:-$RUN_DIR-clip-words}
@@ -121,6 +128,13 @@ if [[ "$STAGE2_STEPS" -gt 0 ]]; then
           fi
           shift3_stage "$RUN_DIR-words1c" 3e-4 0.6 1300 "$STAGE6_MINUTES" 500 --one-frame-share 0.85 \
             --grad-accum "$ACCUM"
+          if [[ "$STAGE7" == 1 ]]; then
+            # Stage 7: layouts (the pipeline plans one per prompt and the model draws along it)
+            shift3_stage "$RUN_DIR-layout" 3e-4 0.4 1100 "$STAGE6_MINUTES" 600 --one-frame-share 0.5 \
+              --grad-accum "$ACCUM" --init-config '{"layout_conditioning": true}' --dataset-args '{"layout": true}' \
+              --layout-drop-prob 0.25 --eval-every 250 --stop-at-step "$STAGE7_STOP"
+            LAYOUT=1
+          fi
         fi
       fi
     fi
@@ -128,6 +142,13 @@ if [[ "$STAGE2_STEPS" -gt 0 ]]; then
 fi
 
 LATEST=$(ls -d "$FINAL_DIR"/checkpoint-* | awk -F'checkpoint-' '{print $NF, $0}' | sort -n | tail -1 | cut -d' ' -f2-)
+EXPORT_ARGS=()
+if [[ "${LAYOUT:-0}" == 1 ]]; then
+  "$PY" -c 'import json, sys; c = json.load(open(sys.argv[1])); c["layout_conditioning"] = True; print(json.dumps(c))' \
+    "$CONFIG" > "$RUN_DIR-layout.config.json"
+  CONFIG="$RUN_DIR-layout.config.json"
+  EXPORT_ARGS=(--layout-planner moving_shapes)
+fi
 "$PY" training/export_pipeline.py --model dim --config "$CONFIG" --sample-size 32 --flow-shift "$SHIFT" \
-  --checkpoint "$LATEST" --text-encoder "$TEXT_DIR" --out "$ASSET_DIR" --fp16
+  --checkpoint "$LATEST" --text-encoder "$TEXT_DIR" --out "$ASSET_DIR" --fp16 "${EXPORT_ARGS[@]}"
 echo "shipped $ASSET_DIR from $LATEST"
