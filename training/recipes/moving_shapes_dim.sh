@@ -20,9 +20,9 @@
 #   that text tower. Stage 7 (STAGE7=1, the default; needs stage 6): layout conditioning added to words1c's
 #   model (zero-initialised, so it starts as words1c) and trained on the clips' layouts (per object its noun
 #   phrase and its box in every frame), 25 % of the clips without one, 40 % given a prefix (half of them one
-#   frame), LR 3e-4 cooled down from 600 of 1,100 steps, global batch 16, in $RUN_DIR-layout; the pipeline
-#   plans a layout from each prompt (layout_planner "moving_shapes"). The last stage's EMA weights are exported as a TextToVideoPipeline (sampler at that stage's
-#   shift) in fp16 (loads as fp32).
+#   frame), LR 3e-4 cooled down from 500 of 900 steps, global batch 16, in $RUN_DIR-layout; the pipeline
+#   plans a layout from each prompt (layout_planner "moving_shapes"). The last stage's EMA weights are
+#   exported as a TextToVideoPipeline (sampler at that stage's shift) in fp16 (loads as fp32).
 # SCAN=raster trains the plain raster-order ablation with the same budget (not shipped: set ASSET_DIR to keep it).
 # THREADS=1 lets two runs share the 2 cores fairly. Every stage resumes from its folder. The shipped weights:
 # stage 1 for 2,502 steps (115 min), resumed with STEPS=6000 MINUTES=37 THREADS=1 (stopped at step 3,411); then
@@ -32,7 +32,8 @@
 # (61 min) and all 900 (55 min, the other core busy); stage 6 from the shipped stage-5 folder: the CLIP 11 min,
 # words1 and words1b on one core each stopped by 50- and 30-minute limits (replayed here by --stop-at-step),
 # words1c all 1,300 steps on two DDP processes with THREADS=1 (83 min); stage 7 from the shipped stage-6 folder
-# on two DDP processes with THREADS=1, stopped by its time limit (replayed here by --stop-at-step).
+# (this recipe: from words1c's fp32 EMA) on two DDP processes with THREADS=1, ~5 s a step (the first 500 steps
+# under a longer schedule whose LR was the same constant there, then resumed with this one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -53,7 +54,6 @@ STAGE5_MINUTES=${STAGE5_MINUTES:-120}
 STAGE6=${STAGE6:-1}
 STAGE6_MINUTES=${STAGE6_MINUTES:-240}
 STAGE7=${STAGE7:-1}
-STAGE7_STOP=${STAGE7_STOP:-1100}
 PROCS=${PROCS:-2}
 CLIP_DIR=${CLIP_DIR:-assets/clip-shapes}
 WORDS_CLIP_DIR=${WORDS_CLIP_DIR:-$RUN_DIR-clip-words}
@@ -130,9 +130,9 @@ if [[ "$STAGE2_STEPS" -gt 0 ]]; then
             --grad-accum "$ACCUM"
           if [[ "$STAGE7" == 1 ]]; then
             # Stage 7: layouts (the pipeline plans one per prompt and the model draws along it)
-            shift3_stage "$RUN_DIR-layout" 3e-4 0.4 1100 "$STAGE6_MINUTES" 600 --one-frame-share 0.5 \
+            shift3_stage "$RUN_DIR-layout" 3e-4 0.4 900 "$STAGE6_MINUTES" 500 --one-frame-share 0.5 \
               --grad-accum "$ACCUM" --init-config '{"layout_conditioning": true}' --dataset-args '{"layout": true}' \
-              --layout-drop-prob 0.25 --eval-every 250 --stop-at-step "$STAGE7_STOP"
+              --layout-drop-prob 0.25 --eval-every 250
             LAYOUT=1
           fi
         fi
