@@ -377,11 +377,6 @@ def parse_video_caption(caption: str, frames: int | None = None, size: int | Non
 MAX_LAYOUT_OBJECTS = 2  # objects per clip, so per layout
 
 
-def noun_phrase(obj: dict) -> str:
-    """An object's noun phrase as captions write it: "a red circle", "an orange square"."""
-    return _noun_phrase(obj)
-
-
 def layout_boxes(movers: Sequence[Mover], side: int, frames: int) -> np.ndarray:
     """Bounding boxes ``[K, frames, 4]`` float32 ``(x0, y0, x1, y1)`` (x1, y1 exclusive, pixels) of ``movers``,
     frame by frame: the box ``render_scene`` fills around each centre."""
@@ -424,16 +419,14 @@ def plan_layout(caption: str, rng: np.random.Generator, size: int = 32, frames: 
 
 @dataclass(frozen=True)
 class ClipSample:
-    """One rendered clip: ``frames`` uint8 ``[F, S, S, 3]``, its ``caption`` and ``spec``, and ``tracks``: per
-    object, the ``(cx, cy)`` centre pixel in each frame."""
+    """One rendered clip: ``frames`` uint8 ``[F, S, S, 3]``, its ``caption`` and ``spec``, ``tracks``: per
+    object, the ``(cx, cy)`` centre pixel in each frame, and ``boxes``: the objects' ``layout_boxes``."""
 
     frames: np.ndarray
     caption: str
     spec: dict
     tracks: list[list[tuple[int, int]]]
-    boxes: np.ndarray | None = None  # [K, F, 4] float32: layout_boxes of the objects
-
-
+    boxes: np.ndarray | None = None  # [K, F, 4] float32
 
 
 def _random_object(rng: np.random.Generator, side: int) -> dict:
