@@ -177,7 +177,7 @@ def build(args: argparse.Namespace) -> Training:
             raise SystemExit(f"the text encoder's pooled features are {text_encoder.embed_dim} wide; the model "
                              f"expects pooled_text_dim={model.pooled_dim}")
         objective = TextConditioned(objective, text_encoder, use_pooled=use_pooled)
-        if getattr(train_ds, "layout", False) and not getattr(model.config, "layout_conditioning", False):
+        if getattr(train_ds, "layout_planner", None) and not getattr(model.config, "layout_conditioning", False):
             raise SystemExit("the dataset serves layouts, but the model has no layout_conditioning (--init-config "
                              "'{\"layout_conditioning\": true}' adds it to a trained model)")
         if args.train_text_encoder:
@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
     start_script(args.output_dir, args.threads)
     t = build(args)
     planner = getattr(t.train_ds, "prompt_planner", None)  # layout captions: the pipeline plans prompts too
-    layout_planner = "moving_shapes" if getattr(t.train_ds, "layout", False) else None  # and layouts of clips
+    layout_planner = getattr(t.train_ds, "layout_planner", None)  # clip layouts: the pipeline plans them too
     sample_fn = None
     if args.sample_every:
         if t.text_encoder is None:

@@ -555,6 +555,11 @@ class MovingShapesDataset(Dataset):
         self.seed = _check_non_negative("seed", seed)
         self.categories = _check_categories(categories)
 
+    @property
+    def layout_planner(self) -> str | None:
+        """The text-to-video pipeline's planner for a model trained on these items' layouts (None: no layouts)."""
+        return "moving_shapes" if self.layout else None
+
     def __len__(self) -> int:
         return int(self.length)
 

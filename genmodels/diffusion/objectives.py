@@ -74,20 +74,23 @@ class TextConditioned:
         captions = batch.get("caption")
         if captions is None:
             raise KeyError("a text-conditioned objective needs batch['caption'] (a list of strings)")
-        device = batch["pixel_values"].device
         trained = unwrap_text_trained(model)[1]
-        if trained is not None:
-            tokens, mask, pooled = trained.encode(list(captions))
-        else:
-            if next(self.text_encoder.parameters()).device != device:
-                self.text_encoder.to(device)
-            with torch.no_grad():
-                tokens, mask, pooled = self.text_encoder.encode(list(captions))
+        tokens, mask, pooled = self._encode(list(captions), trained, batch["pixel_values"].device)
         batch = {**batch, "encoder_hidden_states": tokens, "encoder_attention_mask": mask,
                  "pooled_text": pooled if self.use_pooled else None}
         if batch.get("layout_phrases") is not None and not torch.is_tensor(batch["layout_phrases"]):
             batch["layout_phrases"] = self.encode_phrases(batch, trained)
         return self.objective(model, batch, generator)
+
+    def _encode(self, texts: list[str], trained, device):
+        """``encode(texts)`` by the model's own trained encoder (with gradients) or the frozen one (moved to
+        ``device`` once, without gradients)."""
+        if trained is not None:
+            return trained.encode(texts)
+        if next(self.text_encoder.parameters()).device != device:
+            self.text_encoder.to(device)
+        with torch.no_grad():
+            return self.text_encoder.encode(texts)
 
     def encode_phrases(self, batch: dict, trained=None) -> torch.Tensor:
         """``batch["layout_phrases"]`` (per item, the objects' noun phrases joined by "|", as many as
@@ -98,12 +101,7 @@ class TextConditioned:
         phrases = [p for line in batch["layout_phrases"] for p in line.split("|") if p]
         if len(phrases) != int(valid.sum()):
             raise ValueError(f"layout_phrases name {len(phrases)} objects, layout_valid marks {int(valid.sum())}")
-        encoder = trained if trained is not None else self.text_encoder
-        if trained is not None:
-            pooled = encoder.encode(phrases)[2]
-        else:
-            with torch.no_grad():
-                pooled = encoder.encode(phrases)[2]
+        pooled = self._encode(phrases, trained, valid.device)[2]
         out = pooled.new_zeros(b, k, pooled.shape[-1])
         out[valid.to(pooled.device)] = pooled
         return out
