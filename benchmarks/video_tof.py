@@ -38,6 +38,12 @@ seeds) the report gives best-of-N's **expected** score at every N: the pick amon
 from the pool, averaged exactly over all N-subsets (``genmodels.search.selection_accuracy``), and the same
 headlines against that curve.
 
+``--layout off`` samples every clip from the prompt alone (``plan_layout=False``). With the default ``auto`` a
+pipeline that has a layout planner (the shipped stage-7 model) lays out best-of-N's 8-frame clips, but not the
+trees' shorter first units or their continuations, which the planner does not draw; such a model passes nearly
+every prompt in one sample, so search has nothing to find. ``--reuse-pool`` refuses a pool drawn with another
+layout setting or by other weights (the transformer's sha256), even at the same ``--model`` path.
+
 ``--summarize RESULT.json [MORE.json ...]`` re-prints (and with ``--json`` re-writes) a report from saved
 per-prompt records, without a model, re-selecting best-of-N at every N from each prompt's stored pool. Several
 files combine: records of the same prompt (same pool) merge their trees (e.g. a ``--roots 8`` run with
@@ -113,6 +119,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="take each prompt's best-of-N pool (verifier terms, oracle scores) from a saved run with the "
                         "same model, clip verifier, steps, guidance, frames and direction weight instead of sampling "
                         "it again (the pool is deterministic in its seeds); only the trees are run")
+    p.add_argument("--layout", choices=["auto", "off"], default="auto",
+                   help="auto: the pipeline plans a layout where it can (best-of-N's 8-frame clips, with a model that "
+                        "has a planner; never the trees' shorter units or continuations); off: plan_layout=False "
+                        "for every call, so both searches sample from the prompt alone")
     p.add_argument("--batch-size", type=int, default=16, help="best-of-N clips per pipeline call")
     p.add_argument("--quick", action="store_true", help="2 prompts, 2 steps, roots 1 2 (a smoke run)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -285,7 +295,8 @@ def print_report(result: dict, verifier: str) -> None:
     s = result["settings"]
     print(f"{s['prompts']} prompts, {s['frames']} frames, {s['units']} units of {s['frames_per_unit']}, "
           f"{result['nfe_per_clip']} NFE per clip, {result['seconds'] / 60:.1f} min; verifier {verifier}; "
-          + ("grown units: tree cost in clip-equivalent NFE" if s.get("grow") else "every unit a whole clip"))
+          + ("grown units: tree cost in clip-equivalent NFE" if s.get("grow") else "every unit a whole clip")
+          + ("; no layouts planned" if s.get("layout") == "off" else ""))
     keys = (*KEYS, "mean")
     print(f"{'NFE':>6} | {'ToF roots':>9} {'calls NFE':>9} {'cost':>7} " + " ".join(f"{k:>8}" for k in keys)
           + f" | {'BoN N':>5} " + " ".join(f"{k:>8}" for k in keys))
@@ -387,7 +398,21 @@ def resummarize(args: argparse.Namespace) -> dict:
     return result
 
 
-POOL_KEYS = ("model", "clip", "steps", "guidance", "frames", "direction_weight")
+POOL_KEYS = ("model", "model_sha256", "clip", "steps", "guidance", "frames", "direction_weight", "layout")
+
+
+def model_fingerprint(folder: Path) -> str:
+    """sha256 of the transformer's weights, so a pool drawn by another model saved at the same path (an older
+    shipped checkpoint) is never reused."""
+    import hashlib
+
+    weights = sorted((folder / "transformer").glob("*.safetensors"))
+    if not weights:
+        raise SystemExit(f"{folder} has no transformer/*.safetensors")
+    digest = hashlib.sha256()
+    for path in weights:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def saved_pools(path: str, settings: dict, pool: int) -> dict[str, dict]:
@@ -421,6 +446,8 @@ def main(argv=None) -> dict:
     items = select_prompts(load_video_eval_set(), args.limit, args.per_category, args.skip_per_category)
     frames = int(items[0]["spec"]["frames"])
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
+    if args.layout == "off":
+        call["plan_layout"] = False
     units = math.ceil(frames / args.frames_per_unit)
     configs = {r: video_tree_config(r, units, args.first_candidates) for r in sorted(set(args.roots))}
     matched = matched_clips(configs, {"frames_per_unit": args.frames_per_unit, "frames": frames, "grow": args.grow,
@@ -428,8 +455,9 @@ def main(argv=None) -> dict:
     pool = max(max(matched.values()), args.max_n or 0)
     ns = list(range(1, pool + 1))
 
-    pool_settings = {"model": args.model, "clip": args.clip, "steps": args.steps, "guidance": args.guidance,
-                     "frames": frames, "direction_weight": args.direction_weight}
+    pool_settings = {"model": args.model, "model_sha256": model_fingerprint(_folder(args.model)), "clip": args.clip,
+                     "steps": args.steps, "guidance": args.guidance, "frames": frames,
+                     "direction_weight": args.direction_weight, "layout": args.layout}
     reused = saved_pools(args.reuse_pool, pool_settings, pool) if args.reuse_pool else None
     per_prompt = []
     t0 = time.perf_counter()
@@ -468,13 +496,12 @@ def main(argv=None) -> dict:
         per_prompt.append(record)
     seconds = time.perf_counter() - t0
 
-    settings = {"model": args.model, "clip": args.clip, "prompts": len(items), "per_category": args.per_category,
+    settings = {**pool_settings, "prompts": len(items), "per_category": args.per_category,
                 "skip_per_category": args.skip_per_category,
-                "frames": frames, "steps": args.steps, "guidance": args.guidance,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,
                 "first_stage": args.first_stage, "pool_from": args.reuse_pool,
-                "direction_weight": args.direction_weight, "device": device, "verifier": verifier.name,
+                "device": device, "verifier": verifier.name,
                 "verifier_repr": repr(verifier),
                 "seed_rule": "best-of-N candidate j: prompt seed + j; tree: seeds from the prompt seed on"}
     result = summarize(per_prompt, ns, configs, settings, seconds)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import video_tof
 from genmodels.search import TreeConfig, video_tree_config
@@ -114,6 +115,15 @@ def test_smoke_run_on_two_prompts_writes_json_and_a_plot(folders, tmp_path, caps
     assert reran["settings"]["pool_from"] == str(out)
     with pytest.raises(SystemExit, match="guidance"):
         video_tof.main([*args, "--reuse-pool", str(out), "--guidance", "3"])
+    with pytest.raises(SystemExit, match="layout"):
+        video_tof.main([*args, "--reuse-pool", str(out), "--layout", "off"])
+    # a pool drawn by other weights saved at the same path (an older shipped checkpoint) is not reused
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["model_sha256"] == video_tof.model_fingerprint(model)
+    saved["settings"]["model_sha256"] = "0" * 64
+    (tmp_path / "older.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="model_sha256"):
+        video_tof.main([*args, "--reuse-pool", str(tmp_path / "older.json")])
 
 
 def test_saved_runs_combine_trees_of_the_same_prompts_and_pool_other_prompts(tmp_path):
@@ -176,3 +186,37 @@ def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
         assert t["roots"] == roots and t["clip_nfe_mean"] < t["nfe_mean"]
     one = report["per_prompt"][0]["tree_of_frames"]["1"]
     assert one["nfe"] == 5 * 2 and one["clip_nfe"] == (2 * 2 + 4 + 6 + 8) * 2 / 8
+
+
+def test_layout_off_samples_every_clip_from_the_prompt_alone(tmp_path, monkeypatch):
+    """With a layout-planning model, ``--layout auto`` lets best-of-N's 8-frame clips follow a planned layout (the
+    trees' 4-frame units and continuations get none); ``--layout off`` plans none anywhere."""
+    from genmodels.diffusion.flow import make_flow_scheduler
+    from genmodels.dim import DiffusionMamba
+    from genmodels.pipelines.text_to_video import TextToVideoPipeline
+    from genmodels.text import CLIPTextEncoder
+
+    torch.manual_seed(0)
+    config = {**DiffusionMamba.tiny_config(), "sample_size": 32, "num_frames": 8, "layout_conditioning": True}
+    TextToVideoPipeline(transformer=DiffusionMamba(**config), scheduler=make_flow_scheduler("dpmsolver++"),
+                        text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()),
+                        layout_planner="moving_shapes").save_pretrained(tmp_path / "model")
+    clip = save_tiny_open_clip(tmp_path / "clip")
+    calls, original = [], TextToVideoPipeline.__call__
+
+    def recording(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls.append((kwargs.get("first_frames") is not None, kwargs.get("num_frames"), out.layouts is not None))
+        return out
+
+    monkeypatch.setattr(TextToVideoPipeline, "__call__", recording)
+    common = ["--model", str(tmp_path / "model"), "--clip", str(clip), "--quick", "--roots", "1", "--grow",
+              "--frames-per-unit", "4", "--device", "cpu", "--no-progress"]
+    auto = video_tof.main(common)
+    assert auto["settings"]["layout"] == "auto"
+    planned = {(continuing, frames) for continuing, frames, laid_out in calls if laid_out}
+    assert planned == {(False, 8)}  # best-of-N's whole clips only
+    assert any(not continuing and frames == 4 and not laid_out for continuing, frames, laid_out in calls)
+    calls.clear()
+    off = video_tof.main([*common, "--layout", "off"])
+    assert off["settings"]["layout"] == "off" and calls and not any(laid_out for *_, laid_out in calls)
