@@ -168,10 +168,22 @@ def _pyplot():
     return plt
 
 
+def _plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2 and 5 × 10^k labelled as plain numbers (20, 50, 100) on a log axis; matplotlib's default
+    labels every minor tick of a short range as 2×10^1, 3×10^1, … and they run into each other."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _finish(plt, fig, ax, path: str | Path) -> Path:
     """Grid, legend, tight layout; the PNG written atomically; the figure closed."""
     from genmodels.io import atomic_path
 
+    if ax.get_xscale() == "log":
+        _plain_log_ticks(ax.xaxis)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
