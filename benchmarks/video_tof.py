@@ -117,8 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="best-of-N pool per prompt (default: the largest tree's nominal cost in clips)")
     p.add_argument("--reuse-pool", default=None, metavar="RESULT_JSON",
                    help="take each prompt's best-of-N pool (verifier terms, oracle scores) from a saved run with the "
-                        "same model, clip verifier, steps, guidance, frames and direction weight instead of sampling "
-                        "it again (the pool is deterministic in its seeds); only the trees are run")
+                        "same model (path and weights), clip verifier, steps, guidance, frames, direction weight and "
+                        "--layout instead of sampling it again (the pool is deterministic in its seeds); only the "
+                        "trees are run")
     p.add_argument("--layout", choices=["auto", "off"], default="auto",
                    help="auto: the pipeline plans a layout where it can (best-of-N's 8-frame clips, with a model that "
                         "has a planner; never the trees' shorter units or continuations); off: plan_layout=False "
