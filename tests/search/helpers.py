@@ -64,21 +64,24 @@ def save_tiny_open_clip(folder: Path) -> Path:
     return folder
 
 
-def tiny_text_to_video_pipeline(sample_size: int = 32, num_frames: int = 8):
+def tiny_text_to_video_pipeline(sample_size: int = 32, num_frames: int = 8, layout_planner: str | None = None):
     """DiffusionMamba tiny (patch 4, width 64, depth 2, frame conditioning) at ``sample_size`` px and
     ``num_frames`` frames (default 32 px × 8, the moving-shapes world's clips, so the oracle can read them) +
-    DPM-Solver++ + tiny CLIP text encoder; random weights (seed 0) nudged so the velocity field is not trivial."""
+    DPM-Solver++ + tiny CLIP text encoder; random weights (seed 0) nudged so the velocity field is not trivial.
+    ``layout_planner``: a layout-conditioned model with that planner."""
     from genmodels.diffusion.flow import make_flow_scheduler
     from genmodels.dim import DiffusionMamba
     from genmodels.pipelines.text_to_video import TextToVideoPipeline
     from genmodels.text import CLIPTextEncoder
 
     torch.manual_seed(0)
-    model = DiffusionMamba(**{**DiffusionMamba.tiny_config(), "sample_size": sample_size, "num_frames": num_frames})
+    model = DiffusionMamba(**{**DiffusionMamba.tiny_config(), "sample_size": sample_size, "num_frames": num_frames,
+                              "layout_conditioning": layout_planner is not None})
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     pipe = TextToVideoPipeline(transformer=model, scheduler=make_flow_scheduler("dpmsolver++"),
-                               text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()))
+                               text_encoder=CLIPTextEncoder(**CLIPTextEncoder.tiny_config()),
+                               layout_planner=layout_planner)
     pipe.set_progress_bar_config(disable=True)
     return pipe
