@@ -170,22 +170,29 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(strai
         proc.start()
         started = time.monotonic()
         if mode == "start-up":  # start-up: model, data, accelerate, reading the checkpoint
+            # a random delay, cut short when the run has rewound metrics.jsonl (it is about to take its first
+            # step): a resumed run starts in a fraction of a second, and must not train on before the kill
             where = "start-up"
-            time.sleep(rng.uniform(0.0, 1.5))
+            delay = rng.uniform(0.0, 0.3)
+
+            def started_training(d=delay, old=old_log) -> bool:
+                return time.monotonic() - started >= d or _inode(out / "metrics.jsonl") not in (None, old)
+
+            wait_for(started_training, proc, poll=0.001)
         elif mode == "writing":  # while this run writes a checkpoint (its checkpoint-N.tmp-<pid> folder exists)
             where = "writing a checkpoint"
             pattern = f"checkpoint-*.tmp-{proc.pid}"
             assert wait_for(lambda p=pattern: any(out.glob(p)), proc, poll=0.001), log.read_text()[-3000:]
             time.sleep(rng.uniform(0.0, 0.01))
-        else:  # after this run logged a step (its rewound metrics.jsonl is a new file), 0-150 ms on
-            target = min(resume_from + rng.randint(1, 3), STEPS - 4)
+        else:  # after this run logged a step (its rewound metrics.jsonl is a new file), 0-50 ms on
+            target = min(resume_from + rng.randint(1, 3), STEPS - 10)
             where = f"after step {target}"
 
             def reached(t=target, old=old_log) -> bool:
                 return _inode(out / "metrics.jsonl") not in (None, old) and last_logged_step(out) >= t
 
             assert wait_for(reached, proc), log.read_text()[-3000:]
-            time.sleep(rng.uniform(0.0, 0.15))
+            time.sleep(rng.uniform(0.0, 0.05))  # a step takes ~30 ms here: the kill lands 0-2 steps on
         assert proc.is_alive(), f"run {i} ended before its kill ({where}): {log.read_text()[-3000:]}"
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
