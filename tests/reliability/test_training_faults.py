@@ -175,8 +175,8 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(strai
             where = "start-up"
             delay = rng.uniform(0.0, 0.3)
 
-            def started_training(d=delay, old=old_log) -> bool:
-                return time.monotonic() - started >= d or _inode(out / "metrics.jsonl") not in (None, old)
+            def started_training(d=delay, old=old_log, t0=started) -> bool:
+                return time.monotonic() - t0 >= d or _inode(out / "metrics.jsonl") not in (None, old)
 
             wait_for(started_training, proc, poll=0.001)
         elif mode == "writing":  # while this run writes a checkpoint (its checkpoint-N.tmp-<pid> folder exists)
