@@ -44,6 +44,13 @@ trees' shorter first units or their continuations, which the planner does not dr
 every prompt in one sample, so search has nothing to find. ``--reuse-pool`` refuses a pool drawn with another
 layout setting or by other weights (the transformer's sha256), even at the same ``--model`` path.
 
+**Previews** (``--screen S --preview-steps P``): each root's first unit is chosen among S drafts drawn at P steps
+from their seeds (``TreeConfig.screen``); the verifier ranks the drafts and only the ``--first-candidates`` best
+seeds are drawn at ``--steps`` (a deterministic sampler from the same noise lands near its draft). The drafts'
+NFE counts in the tree's cost. ``--preview-steps`` also adds a third curve, **best-of-N with previews**: N
+whole-clip drafts of the pool's seeds at P steps, the verifier's best drawn in full (it is the pool's clip of that
+seed), N × P + ``--steps`` NFE: the same screening without the tree, so a reader sees which of the two earns a gain.
+
 ``--summarize RESULT.json [MORE.json ...]`` re-prints (and with ``--json`` re-writes) a report from saved
 per-prompt records, without a model, re-selecting best-of-N at every N from each prompt's stored pool. Several
 files combine: records of the same prompt (same pool) merge their trees (e.g. a ``--roots 8`` run with
@@ -107,6 +114,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--extend-steps", type=int, default=None,
                    help="denoising steps of the tree's continuation units (default --steps); the first unit and "
                         "best-of-N keep --steps")
+    p.add_argument("--screen", type=int, default=0,
+                   help="previews per root's first unit (TreeConfig.screen): the tree ranks S cheap drafts of the "
+                        "first unit (--preview-steps) and draws the --first-candidates best in full (default 0: none)")
+    p.add_argument("--preview-steps", type=int, default=None,
+                   help="steps of a preview (with --screen); also adds the baseline 'best-of-N with previews': N "
+                        "whole-clip previews of the pool's seeds, the best drawn in full (N × P + steps NFE)")
     p.add_argument("--first-stage", choices=["start", "motion"], default="start",
                    help="the verifier stage of the first unit: 'start' (Video-T1: scene only, CLIP terms) or "
                         "'motion' (all terms, direction included; for first units long enough to show motion)")
@@ -142,9 +155,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.limit, args.steps, args.roots = min(args.limit or 2, 2), 2, [1, 2]
     if min(args.roots) < 1 or args.steps < 1 or args.batch_size < 1 or args.first_candidates < 1 \
             or (args.per_category is not None and args.per_category < 1) \
-            or (args.extend_steps is not None and args.extend_steps < 1) or args.skip_per_category < 0:
-        p.error("--roots, --steps, --batch-size, --first-candidates, --per-category and --extend-steps must be at "
-                "least 1, --skip-per-category at least 0")
+            or (args.extend_steps is not None and args.extend_steps < 1) or args.skip_per_category < 0 \
+            or (args.preview_steps is not None and args.preview_steps < 1):
+        p.error("--roots, --steps, --batch-size, --first-candidates, --per-category, --extend-steps and "
+                "--preview-steps must be at least 1, --skip-per-category at least 0")
+    if args.screen and (args.screen < args.first_candidates or args.preview_steps is None):
+        p.error("--screen needs --preview-steps and at least --first-candidates previews")
     return args
 
 
@@ -153,17 +169,21 @@ def _folder(path: str) -> Path:
     return ROOT / folder if not folder.exists() and (ROOT / folder).exists() else folder
 
 
-def nominal_cost(config: TreeConfig, grow: tuple[int, int] | None = None, extend_ratio: float = 1.0) -> int:
+def nominal_cost(config: TreeConfig, grow: tuple[int, int] | None = None, extend_ratio: float = 1.0,
+                 preview_ratio: float = 0.0) -> int:
     """Pipeline calls (clips) of a tree whose median pruning keeps ceil(live / 2) at every judged depth; with
     ``grow = (frames_per_unit, num_frames)`` a call at depth d weighs (d + 1) · frames_per_unit / num_frames of a
-    clip (grown units); calls after the first unit weigh ``extend_ratio`` more (their steps / a clip's steps).
-    The total is rounded up to whole clips."""
+    clip (grown units); calls after the first unit weigh ``extend_ratio`` more (their steps / a clip's steps), and
+    screened units' previews ``preview_ratio`` (preview steps / a clip's steps). The total is rounded up to whole
+    clips."""
     live, calls = 1, 0.0
-    for depth, (branches, candidates) in enumerate(zip(config.branches, config.candidates, strict=True)):
+    for depth, (branches, candidates, screen) in enumerate(zip(config.branches, config.candidates, config.screen,
+                                                               strict=True)):
         live *= branches
         weight = 1.0 if grow is None else min((depth + 1) * grow[0], grow[1]) / grow[1]
+        previews = live * screen * weight * preview_ratio
         weight *= extend_ratio if depth > 0 else 1.0
-        calls += live * candidates * weight
+        calls += live * candidates * weight + previews
         if depth in config.judge_depths:
             live = math.ceil(live / 2)
     return math.ceil(calls - 1e-9)
@@ -235,11 +255,24 @@ def expected_best_of_n(per_prompt: list[dict], nfe_per_clip: int) -> list[dict]:
             for i, n in enumerate(ns)]
 
 
+def previewed_best_of_n(per_prompt: list[dict], ns: list[int]) -> list[dict]:
+    """'best-of-N with previews': per prompt the verifier ranks N whole-clip previews of the pool's first N seeds
+    (``preview_scores``, drawn at fewer steps) and the best seed is drawn in full, which is the pool's clip of that
+    seed; cost N × preview NFE + one clip's NFE. The screening a tree's ``--screen`` does, without the tree."""
+    rows = []
+    for n in ns:
+        picks = [p["oracle"][int(np.argmax(p["preview_scores"][:n]))] for p in per_prompt]
+        nfe = n * per_prompt[0]["preview_nfe_per_clip"] + per_prompt[0]["nfe_per_clip"]
+        rows.append({"n": n, "nfe": nfe, **mean_scores(picks)})
+    return rows
+
+
 def matched_clips(configs: dict[int, TreeConfig], settings: dict) -> dict[int, int]:
     """Each tree's nominal cost in clips (its matched best-of-N), grown units weighed when ``settings["grow"]``."""
     grow = (settings["frames_per_unit"], settings["frames"]) if settings.get("grow") else None
     ratio = (settings.get("extend_steps") or settings["steps"]) / settings["steps"]
-    return {r: nominal_cost(c, grow, ratio) for r, c in configs.items()}
+    preview = (settings.get("preview_steps") or 0) / settings["steps"]
+    return {r: nominal_cost(c, grow, ratio, preview) for r, c in configs.items()}
 
 
 def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConfig], settings: dict,
@@ -263,10 +296,15 @@ def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConf
 
     expected = expected_best_of_n(per_prompt, nfe_per_clip)
     headlines, headlines_expected = headlines_against(best_of_n), headlines_against(expected)
+    previewed = {}
+    if all("preview_scores" in p for p in per_prompt):
+        curve = previewed_best_of_n(per_prompt, [n for n in ns if n <= min(len(p["preview_scores"])
+                                                                           for p in per_prompt)])
+        previewed = {"best_of_n_preview": curve, "headline_preview": headlines_against(curve)["all"]}
     return {
         "settings": settings,
         "configs": {str(r): {"branches": c.branches, "candidates": c.candidates, "judge_depths": sorted(c.judge_depths),
-                             "nominal_clips": matched[r]} for r, c in configs.items()},
+                             "screen": c.screen, "nominal_clips": matched[r]} for r, c in configs.items()},
         "seconds": seconds,
         "nfe_per_clip": nfe_per_clip,
         "best_of_n": best_of_n,
@@ -277,13 +315,17 @@ def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConf
         "best_of_n_expected": expected,
         "headline_expected": headlines_expected["all"],
         "headline_expected_mean": headlines_expected["mean"],
+        **previewed,
         "per_prompt": per_prompt,
     }
 
 
 def plot_report(path: str, result: dict) -> None:
     bon, tree = result["best_of_n"], result["tree_of_frames"]
-    plot_score_vs_nfe(path, {
+    previewed = result.get("best_of_n_preview")
+    extra = {} if not previewed else {
+        "best-of-N with previews: all 3 checks pass": ([b["nfe"] for b in previewed], [b["all"] for b in previewed])}
+    plot_score_vs_nfe(path, {**extra,
         "best-of-N: all 3 checks pass": ([b["nfe"] for b in bon], [b["all"] for b in bon]),
         "Tree-of-Frames (cost): all 3 checks pass": ([t["clip_nfe_mean"] for t in tree], [t["all"] for t in tree]),
         "best-of-N: mean of the 3 checks": ([b["nfe"] for b in bon], [b["mean"] for b in bon]),
@@ -311,6 +353,10 @@ def print_report(result: dict, verifier: str) -> None:
             f"N={b['n']} {b['all']:.3f} / {b['mean']:.3f}" for b in result["best_of_n_expected"]))
         heads += [("expected 'all'", result["headline_expected"]),
                   ("expected mean of the 3 checks", result["headline_expected_mean"])]
+    if "best_of_n_preview" in result:
+        print("best-of-N with previews (N previews, the best drawn in full; all / mean): " + ", ".join(
+            f"N={b['n']} ({b['nfe']}) {b['all']:.3f} / {b['mean']:.3f}" for b in result["best_of_n_preview"]))
+        heads.append(("'all' of best-of-N with previews", result["headline_preview"]))
     for name, h in heads:
         best = f"best-of-N's best {name} {h['best_of_n_best']:.3f} (first at {h['best_of_n_nfe']} NFE)"
         if h["degenerate"]:
@@ -347,7 +393,18 @@ def print_reweighted(rows: dict[str, list[dict]], nfe_per_clip: int) -> None:
         print(f"{w:>8} | " + " ".join(f"{r['all']:>6.3f} / {r['mean']:.3f}" for r in row))
 
 
-TREE_KEYS = ("frames_per_unit", "grow", "units", "first_candidates", "extend_steps", "first_stage")
+TREE_KEYS = ("frames_per_unit", "grow", "units", "first_candidates", "extend_steps", "first_stage", "screen",
+             "preview_steps")
+
+
+def _same_setting(key: str, a: dict, b: dict) -> bool:
+    """Whether two runs agree on a setting; a run saved before ``screen`` existed had none (0), and preview steps
+    matter only where both runs drew previews."""
+    if key == "screen":
+        return (a.get(key) or 0) == (b.get(key) or 0)
+    if key == "preview_steps" and (a.get(key) is None or b.get(key) is None):
+        return not (a.get("screen") or b.get("screen"))
+    return a.get(key) == b.get(key)
 
 
 def combine_saved(paths: list[str]) -> tuple[list[dict], dict[int, TreeConfig], dict, float]:
@@ -355,14 +412,14 @@ def combine_saved(paths: list[str]) -> tuple[list[dict], dict[int, TreeConfig], 
     runs = [json.loads(Path(path).read_text()) for path in paths]
     settings = dict(runs[0]["settings"])
     for path, run in zip(paths[1:], runs[1:]):
-        differ = [k for k in (*POOL_KEYS, *TREE_KEYS) if run["settings"].get(k) != settings.get(k)]
+        differ = [k for k in (*POOL_KEYS, *TREE_KEYS) if not _same_setting(k, run["settings"], settings)]
         if differ:
             raise SystemExit(f"{path} differs from {paths[0]} in {', '.join(differ)}; the runs cannot be combined")
     configs: dict[int, TreeConfig] = {}
     records: dict[str, dict] = {}
     for path, run in zip(paths, runs):
         for r, c in run["configs"].items():
-            configs[int(r)] = TreeConfig(c["branches"], c["candidates"], frozenset(c["judge_depths"]))
+            configs[int(r)] = TreeConfig(c["branches"], c["candidates"], frozenset(c["judge_depths"]), c.get("screen"))
         for p in run["per_prompt"]:
             if p["id"] not in records:
                 records[p["id"]] = {**p, "tree_of_frames": dict(p["tree_of_frames"])}
@@ -372,10 +429,14 @@ def combine_saved(paths: list[str]) -> tuple[list[dict], dict[int, TreeConfig], 
             if mine["verifier_scores"][:common] != p["verifier_scores"][:common] or mine["seed"] != p["seed"]:
                 raise SystemExit(f"{path}: prompt {p['id']} has another pool than in an earlier file")
             mine["tree_of_frames"].update(p["tree_of_frames"])
+            if "preview_scores" in p and "preview_scores" not in mine:
+                mine.update(preview_scores=p["preview_scores"], preview_nfe_per_clip=p["preview_nfe_per_clip"])
     per_prompt = list(records.values())
     roots = set.intersection(*(set(map(int, p["tree_of_frames"])) for p in per_prompt))
     configs = {r: c for r, c in sorted(configs.items()) if r in roots}
-    settings.update(prompts=len(per_prompt), summarized_from=list(paths))
+    settings.update(prompts=len(per_prompt), summarized_from=list(paths),
+                    preview_steps=next((r["settings"].get("preview_steps") for r in runs
+                                        if r["settings"].get("preview_steps")), None))
     return per_prompt, configs, settings, float(sum(run["seconds"] for run in runs))
 
 
@@ -450,9 +511,10 @@ def main(argv=None) -> dict:
     if args.layout == "off":
         call["plan_layout"] = False
     units = math.ceil(frames / args.frames_per_unit)
-    configs = {r: video_tree_config(r, units, args.first_candidates) for r in sorted(set(args.roots))}
+    configs = {r: video_tree_config(r, units, args.first_candidates, args.screen) for r in sorted(set(args.roots))}
     matched = matched_clips(configs, {"frames_per_unit": args.frames_per_unit, "frames": frames, "grow": args.grow,
-                                      "steps": args.steps, "extend_steps": args.extend_steps})
+                                      "steps": args.steps, "extend_steps": args.extend_steps,
+                                      "preview_steps": args.preview_steps if args.screen else None})
     pool = max(max(matched.values()), args.max_n or 0)
     ns = list(range(1, pool + 1))
 
@@ -484,9 +546,15 @@ def main(argv=None) -> dict:
                   "verifier_terms": terms_saved, "oracle": oracle,
                   "tree_of_frames": {}}
         record["best_of_n"] = best_of_n_records(scores, oracle, ns)
+        if args.preview_steps:  # whole-clip previews of the pool's seeds, for best-of-N with previews
+            generate = text_to_video_generate_fn(pipe, item["prompt"], num_frames=frames,
+                                                 **{**call, "num_inference_steps": args.preview_steps})
+            previews = sample_candidates(generate, pool, [seed + j for j in range(pool)], args.batch_size)
+            record["preview_scores"] = verifier.score(previews.outputs, context).tolist()
+            record["preview_nfe_per_clip"] = int(previews.nfe[0])
         for roots, config in configs.items():
             gen = VideoChunkGenerator(pipe, item["prompt"], frames, args.frames_per_unit, grow=args.grow,
-                                      extend_steps=args.extend_steps, **call)
+                                      extend_steps=args.extend_steps, preview_steps=args.preview_steps, **call)
             result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
                                 tree_config=config, seed=seed,
                                 stage_fn=motion_from_start_stage if args.first_stage == "motion" else None)
@@ -501,6 +569,7 @@ def main(argv=None) -> dict:
                 "skip_per_category": args.skip_per_category,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,
+                "screen": args.screen, "preview_steps": args.preview_steps,
                 "first_stage": args.first_stage, "pool_from": args.reuse_pool,
                 "device": device, "verifier": verifier.name,
                 "verifier_repr": repr(verifier),

@@ -47,6 +47,7 @@ from genmodels.search.selectors import (
 )
 from genmodels.search.tree_of_frames import (
     PianoRollBarGenerator,
+    PreviewingUnitGenerator,
     RollState,
     TreeConfig,
     TreeResult,
@@ -180,6 +181,7 @@ __all__ = [
     "InKeyVerifier",
     "OnsetGridVerifier",
     "PianoRollBarGenerator",
+    "PreviewingUnitGenerator",
     "PowerLawFit",
     "RollState",
     "SearchResult",

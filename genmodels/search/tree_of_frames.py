@@ -8,7 +8,11 @@ The search, with per-depth lists (depth d = the d-th unit, 0-based, U = number o
 
 1. **Branching.** ``branches[0]`` roots; at depth d > 0 every live branch gets ``branches[d]`` children.
 2. **Candidates per unit.** Each root / child is the best of ``candidates[d]`` draws under the verifier (no verifier
-   call when there is one draw).
+   call when there is one draw). With ``screen[d] = S > 0`` the unit is first drawn S times as cheap **previews**
+   (``generator.preview``: the same seeds at a few denoising steps), the verifier ranks them, and only the
+   ``candidates[d]`` best seeds are drawn in full; the previews' NFE counts in the unit's cost. A deterministic
+   sampler from the same noise lands near its full-step result, so a preview screens a seed for a fraction of a
+   draw.
 3. **Judging.** At each depth in ``judge_depths``, after the depth's units are made, the live branches are scored
    and those scoring at or above the median survive (ties keep more; if none did, the best one).
 4. **Stages.** The verifier's context carries ``stage``: ``"start"`` at depth 0, ``"end"`` at depths ≥ U − 2,
@@ -59,6 +63,15 @@ class UnitGenerator(Protocol):
     def output(self, state: Any) -> Any: ...
 
 
+@runtime_checkable
+class PreviewingUnitGenerator(UnitGenerator, Protocol):
+    """A ``UnitGenerator`` that can also draw cheap previews of a unit (``TreeConfig.screen``): ``preview(parent,
+    n, seeds)`` (``parent`` None for a first unit) returns what ``start`` / ``extend`` would with the same seeds,
+    approximately, for less NFE."""
+
+    def preview(self, parent: Any | None, n_candidates: int, seeds: list[int]) -> UnitBatch: ...
+
+
 def default_stage(depth: int, num_units: int) -> str:
     """Video-T1's criteria schedule: ``"start"`` (scene) at depth 0, ``"end"`` (ending state) from depth U − 2 on,
     ``"motion"`` (action) in between."""
@@ -84,11 +97,13 @@ def prune_at_median(scores: Sequence[float]) -> np.ndarray:
 @dataclass
 class TreeConfig:
     """Per-depth lists, one entry per unit (``len`` = U): ``branches`` (roots at depth 0, then children per live
-    branch), ``candidates`` (draws per new unit, best kept), ``judge_depths`` (median pruning after these depths)."""
+    branch), ``candidates`` (draws per new unit, best kept), ``judge_depths`` (median pruning after these depths),
+    ``screen`` (previews per new unit, the ``candidates`` best drawn in full; 0 = none; default all 0)."""
 
     branches: list[int]
     candidates: list[int]
     judge_depths: frozenset[int] = field(default_factory=frozenset)
+    screen: list[int] | None = None
 
     def __post_init__(self):
         self.branches, self.candidates = [int(b) for b in self.branches], [int(c) for c in self.candidates]
@@ -98,6 +113,13 @@ class TreeConfig:
                              f"{len(self.candidates)}")
         if min(self.branches) < 1 or min(self.candidates) < 1:
             raise ValueError("every branches / candidates entry must be at least 1")
+        self.screen = [0] * len(self.branches) if self.screen is None else [int(s) for s in self.screen]
+        if len(self.screen) != len(self.branches):
+            raise ValueError(f"screen needs one entry per unit, got {len(self.screen)} for {len(self.branches)} units")
+        bad = [d for d, (s, c) in enumerate(zip(self.screen, self.candidates)) if s and s < c]
+        if min(self.screen) < 0 or bad:
+            raise ValueError(f"every screen entry must be 0 (no previews) or at least that depth's candidates, got "
+                             f"screen {self.screen} for candidates {self.candidates}")
         if any(not 0 <= d < len(self.branches) for d in self.judge_depths):
             raise ValueError(f"judge_depths must lie in 0..{len(self.branches) - 1}, got {sorted(self.judge_depths)}")
 
@@ -156,6 +178,10 @@ def tree_of_frames(generator: UnitGenerator, verifier: Verifier, config: TreeCon
         scores = verifier.score([generator.output(s) for s in batch.states], context)
         return batch.states[select_argmax(scores)]
 
+    if any(config.screen) and not callable(getattr(generator, "preview", None)):
+        raise ValueError(f"TreeConfig.screen asks for previews, which {type(generator).__name__} cannot draw "
+                         f"(it has no preview method)")
+
     live: list[Any] = []
     for depth in range(units):
         context = ctx(depth, stage_fn(depth, units))
@@ -165,7 +191,17 @@ def tree_of_frames(generator: UnitGenerator, verifier: Verifier, config: TreeCon
         else:
             parents = [p for p in live for _ in range(config.branches[depth])]
         for parent in parents:
-            seeds = draw_seeds(n_cand)
+            if config.screen[depth]:  # the n_cand seeds whose previews score best (ties: the earlier seed)
+                seeds = draw_seeds(config.screen[depth])
+                previews = generator.preview(parent, len(seeds), seeds)
+                if len(previews.states) != len(seeds):
+                    raise ValueError(f"the generator returned {len(previews.states)} previews for {len(seeds)}")
+                spent += int(previews.nfe)
+                scores = verifier.score([generator.output(s) for s in previews.states], context)
+                order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+                seeds = [seeds[i] for i in sorted(order[:n_cand])]
+            else:
+                seeds = draw_seeds(n_cand)
             batch = generator.start(n_cand, seeds) if parent is None else generator.extend(parent, n_cand, seeds)
             if len(batch.states) != n_cand:
                 raise ValueError(f"the generator returned {len(batch.states)} states for {n_cand} candidates")

@@ -88,11 +88,15 @@ class VideoChunkGenerator:
     ``num_inference_steps``: continuing is a temporal inpainting with most of the clip's content fixed, and a tree
     can spend fewer steps there than on its first unit. The first unit (``start``) keeps ``num_inference_steps``,
     also when it continues given frames: it decides the clip's motion. The NFE counts whatever steps ran.
+    ``preview_steps``: the steps of ``preview(parent, n, seeds)``, the same draw as ``start`` / ``extend`` with
+    those seeds at fewer steps (a deterministic sampler from the same noise), which a tree with
+    ``TreeConfig.screen`` ranks to choose the seeds it draws in full.
     ``call_kwargs``: ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``.
     """
 
     def __init__(self, pipe, prompt: str, num_frames: int | None = None, frames_per_unit: int = 2,
-                 grow: bool = False, extend_steps: int | None = None, **call_kwargs):
+                 grow: bool = False, extend_steps: int | None = None, preview_steps: int | None = None,
+                 **call_kwargs):
         if not getattr(pipe, "accepts_generator_list", False):
             raise ValueError(f"{type(pipe).__name__} does not take one generator per clip, which the tree needs")
         self.pipe, self.prompt = pipe, prompt
@@ -112,11 +116,15 @@ class VideoChunkGenerator:
                                          or extend_steps < 1):
             raise ValueError(f"extend_steps must be a positive integer or None, got {extend_steps!r}")
         self.extend_steps = extend_steps
+        if preview_steps is not None and (isinstance(preview_steps, bool) or not isinstance(preview_steps, int)
+                                          or preview_steps < 1):
+            raise ValueError(f"preview_steps must be a positive integer or None, got {preview_steps!r}")
+        self.preview_steps = preview_steps
         self.clip_nfe = 0.0
 
     def extra_repr(self) -> str:
         return (f"num_frames={self.num_frames}, frames_per_unit={self.frames_per_unit}, num_units={self.num_units}, "
-                f"grow={self.grow}, extend_steps={self.extend_steps}")
+                f"grow={self.grow}, extend_steps={self.extend_steps}, preview_steps={self.preview_steps}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -152,6 +160,19 @@ class VideoChunkGenerator:
         return self._draw(state, min(len(state) + self.frames_per_unit, self.num_frames), seeds[:n_candidates],
                           self.extend_steps)
 
+    def preview(self, parent: np.ndarray | None, n_candidates: int, seeds: list[int]) -> UnitBatch:
+        """``start`` (``parent`` None) or ``extend(parent, …)`` at ``preview_steps`` denoising steps."""
+        if self.preview_steps is None:
+            raise ValueError("this VideoChunkGenerator has no preview_steps; pass preview_steps=… to screen units")
+        if parent is None:
+            first = self.primer
+            keep = self.frames_per_unit if first is None else min(len(first) + self.frames_per_unit, self.num_frames)
+        else:
+            if len(parent) >= self.num_frames:
+                raise ValueError(f"the clip is complete ({self.num_frames} frames); nothing left to extend")
+            first, keep = parent, min(len(parent) + self.frames_per_unit, self.num_frames)
+        return self._draw(first, keep, seeds[:n_candidates], self.preview_steps)
+
 
 # The Tree-of-Frames defaults of `lingen generate --search tree-of-frames` and the app's Video tab: the configuration
 # that reached best-of-N's best score at 0.30-0.60x of its compute in BENCHMARKS.md ("A first unit that shows
@@ -178,14 +199,16 @@ def tree_extend_steps(steps: int, fraction: float = TREE_EXTEND_FRACTION) -> int
     return max(1, math.ceil(fraction * steps))
 
 
-def video_tree_config(n: int, num_units: int, first_candidates: int = 2) -> TreeConfig:
+def video_tree_config(n: int, num_units: int, first_candidates: int = 2, screen: int = 0) -> TreeConfig:
     """Video-T1's Tree-of-Frames schedule (``TreeConfig.video_t1``) scaled to ``n`` roots and ``num_units`` units.
 
     - ``branches``: ``n`` roots (Video-T1: 8), then one child per live branch (as Video-T1);
     - ``candidates``: the first unit is the best of ``first_candidates`` draws (Video-T1: 5, then 2), every later
       unit one draw (here a draw costs a whole clip's NFE, so per-unit best-of is kept to the start);
     - ``judge_depths``: Video-T1's relative depths 4/16, 9/16, 13/16, i.e. ``floor(f · U)``, those before the
-      last unit (the final best-of over the leaves judges the last one); with 16 units exactly 4, 9, 13.
+      last unit (the final best-of over the leaves judges the last one); with 16 units exactly 4, 9, 13;
+    - ``screen``: with ``screen`` > 0 each root's first unit is chosen among that many cheap previews, the
+      ``first_candidates`` best drawn in full (the generator needs ``preview_steps``); later units are not screened.
 
     Median pruning at each judged depth halves the live branches (ties keep more), so for U = 4 (judged at
     depths 1, 2) the cost is ``first_candidates·n + n + n/2 + n/4`` pipeline calls (rounded up per depth).
@@ -195,15 +218,16 @@ def video_tree_config(n: int, num_units: int, first_candidates: int = 2) -> Tree
                          f"{first_candidates}")
     judge = {math.floor(f * num_units) for f in (4 / 16, 9 / 16, 13 / 16)}
     return TreeConfig(branches=[n] + [1] * (num_units - 1), candidates=[first_candidates] + [1] * (num_units - 1),
-                      judge_depths=frozenset(d for d in judge if d < num_units - 1))
+                      judge_depths=frozenset(d for d in judge if d < num_units - 1),
+                      screen=[screen] + [0] * (num_units - 1))
 
 
 def tree_seed_budget(config: TreeConfig) -> int:
     """Seeds a tree with ``config`` draws at most (no pruning): a stride that keeps several trees' seeds apart."""
     live, total = 1, 0
-    for branches, candidates in zip(config.branches, config.candidates, strict=True):
+    for branches, candidates, screen in zip(config.branches, config.candidates, config.screen, strict=True):
         live *= branches
-        total += live * candidates
+        total += live * (screen or candidates)
     return total
 
 

@@ -31,6 +31,11 @@ def test_nominal_cost_halves_the_live_branches_at_judged_depths():
     assert video_tof.nominal_cost(video_tree_config(4, 4), grow=(2, 8), extend_ratio=0.5) == 5
     assert video_tof.matched_clips({4: video_tree_config(4, 4)}, {"frames_per_unit": 2, "frames": 8, "grow": True,
                                                                  "steps": 20, "extend_steps": 10}) == {4: 5}
+    # 4 roots each screening 6 drafts of a 4-of-8-frame first unit at 4 of 20 steps, the best drawn in full, 2
+    # continued at 8 steps: 4·(6·½·⅕ + ½) + 2·1·0.4 = 5.2 → 6 clips (the drafts are 2.4 of them)
+    screened = video_tree_config(4, 2, first_candidates=1, screen=6)
+    assert video_tof.nominal_cost(screened, grow=(4, 8), extend_ratio=0.4, preview_ratio=0.2) == 6
+    assert video_tof.nominal_cost(screened, grow=(4, 8), extend_ratio=0.4) == 3  # the drafts left out: 2.8 → 3
 
 
 def test_reach_fraction_finds_the_first_tree_budget_at_best_of_ns_best():
@@ -212,3 +217,27 @@ def test_layout_off_samples_every_clip_from_the_prompt_alone(tmp_path, monkeypat
     calls.clear()
     off = video_tof.main([*common, "--layout", "off"])
     assert off["settings"]["layout"] == "off" and calls and not any(laid_out for *_, laid_out in calls)
+
+
+def test_screened_trees_and_best_of_n_with_previews(folders, tmp_path):
+    model, clip = folders
+    report = video_tof.main(["--model", str(model), "--clip", str(clip), "--quick", "--roots", "1", "2", "--grow",
+                             "--frames-per-unit", "4", "--first-candidates", "1", "--screen", "3",
+                             "--preview-steps", "1", "--device", "cpu", "--batch-size", "4", "--no-progress",
+                             "--json", str(tmp_path / "r.json")])
+    assert report["settings"]["screen"] == 3 and report["configs"]["2"]["screen"] == [3, 0]
+    # 1 root: 3 one-step drafts of 4 frames + the chosen seed's 2-step draw + one 2-step continuation of 8 frames
+    one = report["per_prompt"][0]["tree_of_frames"]["1"]
+    assert one["nfe"] == 3 * 1 + 2 + 2 and one["clip_nfe"] == (3 * 1 + 2) * 4 / 8 + 2
+    # best-of-N with previews: the pick among N drafts of the pool's seeds is the pool's clip of that seed
+    pool = len(report["per_prompt"][0]["oracle"])
+    rows = report["best_of_n_preview"]
+    assert [r["n"] for r in rows] == list(range(1, pool + 1)) and rows[2]["nfe"] == 3 * 1 + 2
+    for r in rows:
+        picks = [p["oracle"][int(np.argmax(p["preview_scores"][: r["n"]]))] for p in report["per_prompt"]]
+        assert r["all"] == np.mean([o["all"] for o in picks])
+    assert "headline_preview" in report
+    again = video_tof.main(["--summarize", str(tmp_path / "r.json")])
+    assert again["best_of_n_preview"] == rows and again["headline_preview"] == report["headline_preview"]
+    with pytest.raises(SystemExit):  # --screen without --preview-steps
+        video_tof.parse_args(["--screen", "3"])

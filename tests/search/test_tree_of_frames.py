@@ -9,6 +9,7 @@ import torch
 from genmodels.search import (
     BusynessVerifier,
     PianoRollBarGenerator,
+    PreviewingUnitGenerator,
     StagedVerifier,
     TreeConfig,
     UnitBatch,
@@ -127,6 +128,45 @@ def test_bad_config_is_refused():
         TreeConfig([2, 1], [1])
     with pytest.raises(ValueError, match="judge_depths"):
         TreeConfig([2, 1], [1, 1], {2})
+    with pytest.raises(ValueError, match="screen needs one entry per unit"):
+        TreeConfig([2, 1], [1, 1], screen=[3])
+    with pytest.raises(ValueError, match="at least that depth's candidates"):
+        TreeConfig([2, 1], [2, 1], screen=[1, 0])
+    with pytest.raises(ValueError, match="at least that depth's candidates"):
+        TreeConfig([2, 1], [1, 1], screen=[-1, 0])
+    assert TreeConfig([2, 1], [1, 1]).screen == [0, 0]
+
+
+class PreviewingToy(ToyUnits):
+    """ToyUnits whose previews cost PREVIEW_NFE and whose full draws record which seeds they were given."""
+
+    PREVIEW_NFE = 12
+
+    def preview(self, parent, n_candidates, seeds):
+        self.calls.append(("preview", parent, list(seeds)))
+        base = () if parent is None else parent
+        return UnitBatch([(*base, s) for s in seeds], self.PREVIEW_NFE * n_candidates)
+
+
+def test_screened_units_draw_only_the_best_previews_seeds_in_full():
+    toy = PreviewingToy()
+    assert isinstance(toy, PreviewingUnitGenerator) and not isinstance(ToyUnits(), PreviewingUnitGenerator)
+    # the score peaks at seed ≡ 2 (mod 5): each root's previews 0-4 and 5-9 rank 2 (7) first, then 1 / 3 (6 / 8)
+    verifier = Recording(lambda s: -abs(s[-1] % 5 - 2) + 0.1 * (s[-1] % 5 == 1))
+    config = TreeConfig(branches=[2, 1], candidates=[2, 1], judge_depths={0}, screen=[5, 0])
+    result = tree_of_frames(toy, verifier, config, seed=0)
+    assert toy.calls[0] == ("preview", None, [0, 1, 2, 3, 4]) and toy.calls[1] == ("start", None, [1, 2])
+    assert toy.calls[2] == ("preview", None, [5, 6, 7, 8, 9]) and toy.calls[3] == ("start", None, [6, 7])
+    # each root the best of its two full draws (2, 7); both tie at the median cut and live on, one seed each
+    assert [c[0] for c in toy.calls[4:]] == ["extend", "extend"] and toy.calls[4][2] == [10]
+    # NFE: 2 × (5 previews + 2 full draws) + 2 continuations
+    assert result.nfe_per_depth == [2 * (5 * 12 + 2 * 60), 2 * 60] and result.seeds_used == 12
+    assert verifier.stages[0] == ("start", 0, 5)  # previews are judged with the unit's own stage
+    # a generator that cannot preview is refused before anything is drawn
+    plain = ToyUnits()
+    with pytest.raises(ValueError, match="no preview method"):
+        tree_of_frames(plain, verifier, config)
+    assert plain.calls == []
 
 
 # Piano rolls

@@ -135,6 +135,38 @@ def test_extend_steps_apply_to_continuations_only_and_are_counted(pipe):
             VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, extend_steps=bad)
 
 
+def test_previews_are_the_same_seeds_at_fewer_steps_and_are_counted(pipe):
+    gen = VideoChunkGenerator(pipe, PROMPT, FRAMES, 4, grow=True, preview_steps=1, num_inference_steps=3)
+    drafts = gen.preview(None, 2, [5, 6])
+    assert drafts.nfe == 2 * 1 and all(d.shape[0] == 4 for d in drafts.states)
+    one = pipe([PROMPT] * 2, num_frames=4, num_inference_steps=1, generator=generators([5, 6]),
+               output_type="np").frames
+    assert all(np.array_equal(a, b) for a, b in zip(drafts.states, one))
+    full = gen.start(2, [5, 6])
+    assert full.nfe == 2 * 3 and not np.array_equal(full.states[0], drafts.states[0])
+    more = gen.preview(full.states[0], 3, [7, 8, 9])  # a continuation's previews keep the parent's frames
+    assert all(s.shape[0] == 8 and np.array_equal(s[:4], full.states[0]) for s in more.states)
+    assert gen.clip_nfe == pytest.approx((2 * 1 * 4 + 2 * 3 * 4 + 3 * 1 * 8) / FRAMES)
+    assert "preview_steps=1" in repr(gen)
+    with pytest.raises(ValueError, match="no preview_steps"):
+        VideoChunkGenerator(pipe, PROMPT, FRAMES, 4).preview(None, 1, [0])
+    with pytest.raises(ValueError, match="nothing left to extend"):
+        gen.preview(more.states[0], 1, [0])
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="preview_steps"):
+            VideoChunkGenerator(pipe, PROMPT, FRAMES, 4, preview_steps=bad)
+
+
+def test_a_screened_video_tree_draws_its_first_units_from_the_best_drafts(pipe, clip_video):
+    gen = VideoChunkGenerator(pipe, PROMPT, FRAMES, 4, grow=True, preview_steps=1, num_inference_steps=2)
+    config = video_tree_config(2, gen.num_units, first_candidates=1, screen=3)
+    assert config.screen == [3, 0] and tree_seed_budget(config) == 2 * 3 + 2
+    result = tree_of_frames(gen, clip_video, config, context={"prompt": PROMPT}, seed=0)
+    # per root: 3 one-step drafts of 4 frames, the best seed's 2-step draw; 1 of 2 branches continued (2 steps)
+    assert result.nfe_per_depth == [2 * (3 * 1 + 2), 2] and result.output.shape[0] == FRAMES
+    assert gen.clip_nfe == pytest.approx((2 * (3 * 1 + 2) * 4 + 2 * 8) / FRAMES)
+
+
 def test_chunk_generator_with_a_primer_starts_by_continuing_it(pipe):
     primer = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     gen = VideoChunkGenerator(pipe, PROMPT, FRAMES, 2, num_inference_steps=STEPS, first_frames=primer)
