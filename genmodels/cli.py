@@ -48,7 +48,8 @@ VIDEO_VERIFIERS = ("clip-video", "clip-video-direction", "oracle")
 # tree-of-frames: how the first unit is judged (genmodels.search.TREE_FIRST_STAGES, not imported here: the CLI
 # imports torch only once a command needs it), and the options only that search takes
 TREE_FIRST_STAGE_CHOICES = ("motion", "start")
-TREE_OPTIONS = ("frames_per_unit", "grow_units", "extend_steps", "first_stage")
+TREE_OPTIONS = ("frames_per_unit", "grow_units", "extend_steps", "first_stage", "screen")
+TREE_SCREEN = 6  # drafts per root's first unit with --preview-steps (genmodels.search.TREE_SCREEN, tested equal)
 MAX_CANDIDATES = 1024
 ORACLE_WARNING = ("the shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not what a "
                   "deployable search achieves; do not report it as a verifier result")
@@ -244,6 +245,14 @@ def _add_generate(sub) -> None:
     s.add_argument("--first-stage", choices=TREE_FIRST_STAGE_CHOICES,
                    help="tree-of-frames: how the first unit is judged: motion (default: every verifier term, "
                         "direction of motion included) or start (Video-T1: the scene only)")
+    s.add_argument("--preview-steps", type=int,
+                   help="video searches: judge cheap drafts at this many denoising steps instead of whole clips "
+                        "(a deterministic sampler from the same seed lands near its draft). best-of-n / tournament: "
+                        "the --n candidates are drafts and the chosen seed is drawn again at --steps; tree-of-frames: "
+                        "each root's first unit is chosen among --screen drafts, the best drawn at --steps. The NFE "
+                        "counts the drafts (BENCHMARKS.md: 16 drafts at 4 steps select as well as 16 whole clips)")
+    s.add_argument("--screen", type=int,
+                   help=f"tree-of-frames with --preview-steps: drafts per root's first unit (default {TREE_SCREEN})")
     s.add_argument("--save-candidates", action="store_true",
                    help="also write every candidate, DIR/candidates/IIII-JJ.png (prompt I, candidate J); for clips "
                         "DIR/candidates/IIII-JJ.gif (tree-of-frames: the final leaves)")
@@ -343,7 +352,7 @@ def generate(args) -> list[dict]:
     fastvar = _check_var_options(args, cls, model_dir) if var else _refuse_var_options(args, cls, model_dir)
     if hasattr(cls, "check_video_inputs"):
         return _generate_video(args, cls, prompts, model_dir)
-    video_only = _given(args, "frames", "first_frames", "layout", "fps", "mp4_scale", *TREE_OPTIONS)
+    video_only = _given(args, "frames", "first_frames", "layout", "fps", "mp4_scale", "preview_steps", *TREE_OPTIONS)
     if getattr(args, "search", "none") == "tree-of-frames":
         video_only.insert(0, "--search tree-of-frames")
     if getattr(args, "verifier", None) in VIDEO_VERIFIERS and args.verifier not in IMAGE_VERIFIERS:
@@ -485,7 +494,7 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
                        f"(clips are verified by {' or '.join(VIDEO_VERIFIERS)})")
     search = getattr(args, "search", "none")
     if search == "none":
-        needs_search = _given(args, "save_candidates", *TREE_OPTIONS)
+        needs_search = _given(args, "save_candidates", "preview_steps", *TREE_OPTIONS)
         if verifier is not None:
             needs_search.insert(0, f"--verifier {verifier}")
         if getattr(args, "n", None) not in (None, 1):
@@ -494,6 +503,12 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
             raise CliError(f"{', '.join(needs_search)} need --search (best-of-n, tournament or tree-of-frames)")
     elif search != "tree-of-frames" and (tree_only := _given(args, *TREE_OPTIONS)):
         raise CliError(f"{', '.join(tree_only)} takes --search tree-of-frames, not {search}")
+    preview_steps = getattr(args, "preview_steps", None)
+    if preview_steps is not None and preview_steps < 1:
+        raise CliError(f"--preview-steps must be at least 1, got {preview_steps}")
+    if getattr(args, "screen", None) is not None and (args.screen < 1 or preview_steps is None):
+        raise CliError(f"--screen must be at least 1 and takes --preview-steps (the drafts' steps), got "
+                       f"--screen {args.screen}" + ("" if preview_steps else " without --preview-steps"))
     n = 1 if search == "none" else 4 if args.n is None else args.n
     if not 1 <= n <= MAX_CANDIDATES:
         raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")
@@ -702,6 +717,7 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         video_tree_config,
     )
 
+    preview = None if args.preview_steps is None else {**settings, "num_inference_steps": args.preview_steps}
     if args.verifier is None:
         args.verifier = "clip-video-direction"
     if not getattr(cls, "accepts_generator_list", False):
@@ -720,7 +736,9 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         grow = TREE_GROW_UNITS if args.grow_units is None else args.grow_units
         first_stage = TREE_FIRST_STAGE if args.first_stage is None else args.first_stage
         units = -(-to_make // per_unit)
-        config = video_tree_config(n, units)
+        screen = 0 if args.preview_steps is None else TREE_SCREEN if args.screen is None else args.screen
+        first_candidates = 2 if not screen else 1  # with drafts the best draft's seed is drawn once
+        config = video_tree_config(n, units, first_candidates, screen)
         stride = tree_seed_budget(config)
         if args.seed + len(prompts) * stride - 1 >= 2**63:
             raise CliError(f"--seed must be in 0..2^63 - {len(prompts) * stride} (the trees draw up to {stride} "
@@ -740,7 +758,10 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         base["tree"] = {"frames_per_unit": per_unit, "grow_units": grow, "extend_steps": extend_steps,
                         "first_stage": first_stage, "units": units,
                         "branches": config.branches,
-                        "candidates": config.candidates, "judge_depths": sorted(config.judge_depths)}
+                        "candidates": config.candidates, "judge_depths": sorted(config.judge_depths),
+                        "screen": config.screen}
+    if preview is not None:
+        base["preview_steps"] = args.preview_steps
     records: list[dict] = []
     curves_nfe, curves_best = [], []
     with tqdm(total=len(prompts) * (1 if tree else n), desc=args.search, unit="prompt" if tree else "clip") as bar:
@@ -748,13 +769,15 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
             context = {"prompt": prompt}
             if tree:
                 gen = VideoChunkGenerator(pipe, prompt, frames, per_unit, grow=grow, extend_steps=extend_steps,
+                                          preview_steps=args.preview_steps,
                                           **{k: v for k, v in settings.items() if k != "num_frames"})
                 seed = args.seed + index * stride
                 result = run_search("tree-of-frames", verifier=verifier, context=context, unit_generator=gen,
                                     tree_config=config, seed=seed, stage_fn=TREE_FIRST_STAGES[first_stage])
                 bar.update(1)
             else:
-                generate = text_to_video_generate_fn(pipe, prompt, **settings)
+                final = text_to_video_generate_fn(pipe, prompt, **settings)
+                generate = final if preview is None else text_to_video_generate_fn(pipe, prompt, **preview)
 
                 def with_progress(seeds, generate=generate):
                     made = generate(seeds)
@@ -763,7 +786,7 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
 
                 result = run_search(args.search, verifier=verifier, context=context, generate_fn=with_progress,
                                     n=n, seeds=[args.seed + index * n + j for j in range(n)],
-                                    batch_size=args.batch_size)
+                                    batch_size=args.batch_size, final_fn=None if preview is None else final)
             clip = result.output
             files = [f"{index:04d}.mp4", f"{index:04d}.gif"]
             write_mp4(clip, out / files[0], fps=fps, scale=scale)
@@ -783,9 +806,9 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
             else:
                 record.update(candidate_seeds=result.candidates.seeds,
                               nfe_per_candidate=[int(x) for x in result.nfe_per_candidate],
-                              comparisons=result.comparisons)
-                outputs = result.candidates.outputs
-                curves_nfe.append(np.cumsum(result.nfe_per_candidate))
+                              comparisons=result.comparisons, final_nfe=result.final_nfe)
+                outputs = result.candidates.outputs  # with --preview-steps: the drafts
+                curves_nfe.append(np.cumsum(result.nfe_per_candidate) + result.final_nfe)
                 curves_best.append(best_so_far(result.scores))
             if args.save_candidates:
                 record["candidate_files"] = [f"candidates/{index:04d}-{j:02d}.gif" for j in range(len(outputs))]

@@ -120,7 +120,8 @@ def test_tree_of_frames_defaults_are_the_measured_configuration(video_model, cli
     # depth 0; continuations at ceil(0.4 × 2) = 1 step; seeds ≤ 4 + 2
     for i, r in enumerate(manifest(out)):
         assert r["tree"] == {"frames_per_unit": 4, "grow_units": True, "extend_steps": 1, "first_stage": "motion",
-                             "units": 2, "branches": [2, 1], "candidates": [2, 1], "judge_depths": [0]}
+                             "units": 2, "branches": [2, 1], "candidates": [2, 1], "judge_depths": [0],
+                             "screen": [0, 0]}
         assert r["first_seed"] == 3 + 6 * i
         assert r["nfe_per_depth"] == [4 * STEPS, r["live_per_depth"][1] * 1]
         # the first unit's 4 frames cost half a clip per call; a continuation denoises the whole 8 frames
@@ -129,9 +130,42 @@ def test_tree_of_frames_defaults_are_the_measured_configuration(video_model, cli
 
 
 def test_the_cli_offers_the_first_stages_the_search_defines():
-    from genmodels.search import TREE_FIRST_STAGE, TREE_FIRST_STAGES
+    from genmodels.search import TREE_FIRST_STAGE, TREE_FIRST_STAGES, TREE_SCREEN
 
     assert set(cli.TREE_FIRST_STAGE_CHOICES) == set(TREE_FIRST_STAGES) and TREE_FIRST_STAGE in TREE_FIRST_STAGES
+    assert cli.TREE_SCREEN == TREE_SCREEN
+
+
+def test_best_of_n_on_drafts_draws_the_chosen_seed_in_full(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "best-of-n", "--n", 3, "--clip", clip_dir, "--seed", 10,
+                  "--preview-steps", 1, "--save-candidates") == 0
+    for i, r in enumerate(manifest(out)):
+        assert r["preview_steps"] == 1 and r["candidate_seeds"] == [10 + 3 * i + j for j in range(3)]
+        assert r["nfe_per_candidate"] == [1] * 3 and r["final_nfe"] == STEPS and r["nfe"] == 3 * 1 + STEPS
+        assert r["chosen"] == int(np.argmax(r["scores"])) and r["seed"] == r["candidate_seeds"][r["chosen"]]
+        # the clip is the chosen seed at --steps, as a plain run with that seed draws it; the candidates are drafts
+        plain = tmp_path / f"plain{i}"
+        assert search(video_model, plain, "--seed", r["seed"], prompts=PROMPTS[i:i + 1]) == 0
+        clip = read_frames(out / r["files"][1])
+        assert np.array_equal(clip, read_frames(plain / "0000.gif"))
+        assert not np.array_equal(clip, read_frames(out / r["candidate_files"][r["chosen"]]))
+
+
+def test_tree_of_frames_on_drafts_screens_each_roots_first_unit(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "tree-of-frames", "--n", 2, "--clip", clip_dir, "--seed", 3,
+                  "--preview-steps", 1, prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(out)
+    assert r["preview_steps"] == 1 and r["tree"]["screen"] == [cli.TREE_SCREEN, 0]
+    assert r["tree"]["candidates"] == [1, 1]  # the best draft's seed is drawn once
+    # per root: TREE_SCREEN one-step drafts + one draw at --steps; then the live branches' 1-step continuations
+    assert r["nfe_per_depth"] == [2 * (cli.TREE_SCREEN * 1 + STEPS), r["live_per_depth"][1] * 1]
+    assert r["seeds_used"] == 2 * cli.TREE_SCREEN + r["live_per_depth"][1]
+    assert search(video_model, tmp_path / "three", "--search", "tree-of-frames", "--n", 1, "--clip", clip_dir,
+                  "--preview-steps", 1, "--screen", 3, prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(tmp_path / "three")
+    assert r["tree"]["screen"] == [3, 0] and r["nfe_per_depth"][0] == 3 * 1 + STEPS
 
 
 def test_tree_of_frames_the_video_t1_way_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_path):
@@ -144,7 +178,7 @@ def test_tree_of_frames_the_video_t1_way_records_the_tree_and_its_nfe(video_mode
     for i, r in enumerate(records):
         assert r["tree"] == {"frames_per_unit": 2, "grow_units": False, "extend_steps": STEPS,
                              "first_stage": "start", "units": 4, "branches": [2, 1, 1, 1],
-                             "candidates": [2, 1, 1, 1], "judge_depths": [1, 2]}
+                             "candidates": [2, 1, 1, 1], "judge_depths": [1, 2], "screen": [0] * 4}
         assert r["clip_nfe"] == r["nfe"]
         assert r["first_seed"] == 3 + 10 * i and r["seed"] is None
         assert r["nfe"] == sum(r["nfe_per_depth"]) == STEPS * r["seeds_used"]
@@ -223,6 +257,11 @@ def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
     ("extend_steps_zero", "--extend-steps must be at least 1"),
     ("extend_steps_without_tree", "--extend-steps takes --search tree-of-frames"),
     ("first_stage_without_search", "--first-stage need --search"),
+    ("preview_steps_zero", "--preview-steps must be at least 1"),
+    ("preview_steps_without_search", "--preview-steps need --search"),
+    ("preview_steps_on_image", "--preview-steps take a text-to-video model"),
+    ("screen_without_preview_steps", "--screen must be at least 1 and takes --preview-steps"),
+    ("screen_without_tree", "--screen takes --search tree-of-frames"),
     ("oracle_outside_grammar", "--verifier oracle needs moving-shapes captions"),
     ("oracle_small_clips", "at least 24 pixels"),
     ("missing_clip", "not an open_clip folder"),
@@ -263,6 +302,16 @@ def test_search_errors_exit_2_and_write_nothing(video_model, image_model, clip_d
         extra += ["--extend-steps", 4]
     elif case == "first_stage_without_search":
         extra = ["--first-stage", "start"]
+    elif case == "preview_steps_zero":
+        extra += ["--preview-steps", 0]
+    elif case == "preview_steps_without_search":
+        extra = ["--preview-steps", 4]
+    elif case == "preview_steps_on_image":
+        model, extra = image_model, ["--search", "best-of-n", "--preview-steps", 4]
+    elif case == "screen_without_preview_steps":
+        extra = ["--search", "tree-of-frames", "--clip", clip_dir, "--screen", 4]
+    elif case == "screen_without_tree":
+        extra += ["--preview-steps", 1, "--screen", 4]
     elif case == "oracle_outside_grammar":
         extra, prompts = ["--search", "best-of-n", "--verifier", "oracle"], ["a cat"]
     elif case == "oracle_small_clips":

@@ -76,6 +76,7 @@ from genmodels.search.video import (
     TREE_FIRST_STAGE,
     TREE_FIRST_STAGES,
     TREE_GROW_UNITS,
+    TREE_SCREEN,
     TREE_UNITS,
     CLIPVideoVerifier,
     VideoChunkGenerator,
@@ -101,7 +102,9 @@ class SearchResult:
     its seed (None for the tree, whose outputs come from several); ``scores``: ``[N]`` verifier scores of the
     candidates / leaves (empty without a verifier); ``nfe``: denoiser evaluations over everything generated;
     ``nfe_per_candidate``: ``[N]`` (None for the tree); ``comparisons``: tournament matches; ``seconds``: wall time
-    including verification; ``candidates`` / ``tree``: the full record.
+    including verification; ``candidates`` / ``tree``: the full record. With drafts (``run_search(final_fn=…)``)
+    the candidates are the drafts, ``output`` is the chosen seed drawn in full and ``nfe`` includes that draw
+    (``final_nfe``).
     """
 
     strategy: str
@@ -115,6 +118,7 @@ class SearchResult:
     seconds: float
     candidates: Candidates | None = None
     tree: TreeResult | None = None
+    final_nfe: int = 0
 
 
 def _compare_by_cached_scores(verifier: Verifier, scores: np.ndarray, outputs: list, context: Mapping):
@@ -129,7 +133,8 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
                generate_fn: GenerateFn | None = None, n: int = 1, seeds: Sequence[int] | None = None,
                batch_size: int | None = None, unit_generator: UnitGenerator | None = None,
                tree_config: TreeConfig | None = None, seed: int = 0,
-               stage_fn: Callable[[int, int], str] | None = None) -> SearchResult:
+               stage_fn: Callable[[int, int], str] | None = None,
+               final_fn: GenerateFn | None = None) -> SearchResult:
     """Dispatch one search.
 
     - ``"none"``: one sample (``seeds[0]``, default ``seed``) from ``generate_fn``; scored when a verifier is given.
@@ -137,9 +142,17 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
     - ``"tournament"``: the same ``n`` samples, a knockout bracket judged by the verifier (``n − 1`` comparisons).
     - ``"tree-of-frames"``: ``unit_generator`` searched with ``tree_config`` from ``seed`` (verifier stages from
       ``stage_fn``, default :func:`default_stage`).
+
+    ``final_fn`` (best-of-n and tournament): ``generate_fn`` then draws cheap **drafts** (e.g. the same pipeline at
+    a few denoising steps), the selection runs on them, and the chosen seed is drawn again by ``final_fn`` (full
+    steps) as the output; a deterministic sampler from the same noise lands near its draft, so N drafts screen N
+    seeds for a fraction of N full draws.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if final_fn is not None and strategy not in ("best-of-n", "tournament"):
+        raise ValueError(f"final_fn (drafts, then the chosen seed in full) is for best-of-n and tournament, not "
+                         f"{strategy}")
     context = dict(context or {})
     t0 = time.perf_counter()
     if strategy == "tree-of-frames":
@@ -164,8 +177,12 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
         index, comparisons = result.winners[0], result.comparisons
     else:
         index = select_argmax(scores) if strategy == "best-of-n" else 0
-    return SearchResult(strategy, cands.outputs[index], index, cands.seeds[index], scores, cands.total_nfe,
-                        cands.nfe, comparisons, time.perf_counter() - t0, candidates=cands)
+    output, final_nfe = cands.outputs[index], 0
+    if final_fn is not None:
+        outputs, nfe = final_fn([cands.seeds[index]])
+        output, final_nfe = outputs[0], int(nfe)
+    return SearchResult(strategy, output, index, cands.seeds[index], scores, cands.total_nfe + final_nfe,
+                        cands.nfe, comparisons, time.perf_counter() - t0, candidates=cands, final_nfe=final_nfe)
 
 
 __all__ = [
@@ -226,6 +243,7 @@ __all__ = [
     "video_tree_config",
     "TREE_EXTEND_FRACTION",
     "TREE_FIRST_STAGE",
+    "TREE_SCREEN",
     "TREE_FIRST_STAGES",
     "TREE_GROW_UNITS",
     "TREE_UNITS",

@@ -183,6 +183,8 @@ TREE_GROW_UNITS = True
 TREE_EXTEND_FRACTION = 0.4
 TREE_FIRST_STAGES = {"motion": motion_from_start_stage, "start": default_stage}
 TREE_FIRST_STAGE = "motion"
+# drafts per root's first unit when a tree screens by previews (`lingen generate --preview-steps`)
+TREE_SCREEN = 6
 
 
 def tree_frames_per_unit(to_make: int, units: int = TREE_UNITS) -> int:

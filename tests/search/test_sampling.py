@@ -48,6 +48,23 @@ def test_search_picks_the_best_and_records_everything(strategy):
     assert result.comparisons == (5 if strategy == "tournament" else 0)
 
 
+@pytest.mark.parametrize("strategy", ["best-of-n", "tournament"])
+def test_drafts_select_and_the_chosen_seed_is_drawn_in_full(strategy):
+    drawn = []
+
+    def full(seeds):
+        drawn.append(list(seeds))
+        return [("full", s) for s in seeds], 25
+
+    result = run_search(strategy, verifier=Identity(), generate_fn=toy_generate, n=6, seed=1, final_fn=full)
+    assert result.scores.tolist() == [1, 4, 9, 5, 3, 3] and result.seed == 3 and drawn == [[3]]
+    assert result.output == ("full", 3) and result.candidates.outputs[2] == 9  # the draft stays a candidate
+    assert result.nfe == 6 * 10 + 25 and result.final_nfe == 25
+    for other in ("none", "tree-of-frames"):
+        with pytest.raises(ValueError, match="final_fn"):
+            run_search(other, verifier=Identity(), generate_fn=toy_generate, final_fn=full)
+
+
 def test_search_none_is_one_plain_sample():
     result = run_search("none", generate_fn=toy_generate, n=8, seed=4)
     assert result.output == 5 and result.seed == 4 and result.nfe == 10 and len(result.scores) == 0
