@@ -47,9 +47,11 @@ layout setting or by other weights (the transformer's sha256), even at the same 
 **Previews** (``--screen S --preview-steps P``): each root's first unit is chosen among S drafts drawn at P steps
 from their seeds (``TreeConfig.screen``); the verifier ranks the drafts and only the ``--first-candidates`` best
 seeds are drawn at ``--steps`` (a deterministic sampler from the same noise lands near its draft). The drafts'
-NFE counts in the tree's cost. ``--preview-steps`` also adds a third curve, **best-of-N with previews**: N
-whole-clip drafts of the pool's seeds at P steps, the verifier's best drawn in full (it is the pool's clip of that
-seed), N × P + ``--steps`` NFE: the same screening without the tree, so a reader sees which of the two earns a gain.
+NFE counts in the tree's cost. ``--preview-steps`` also adds **best-of-N on drafts** (``run_search(final_fn=…,
+final_k=K)``, ``lingen generate --preview-steps``): N whole-clip drafts of the pool's seeds at P steps, the K best
+(``--preview-keep``, one curve per K) drawn in full (each is the pool's clip of that seed) and the verifier's best
+of those kept, N × P + K × ``--steps`` NFE: the same screening without the tree, so a reader sees which of the two
+earns a gain; and whether it reaches plain best-of-N's best at ≤ 0.6 of its NFE.
 
 ``--summarize RESULT.json [MORE.json ...]`` re-prints (and with ``--json`` re-writes) a report from saved
 per-prompt records, without a model, re-selecting best-of-N at every N from each prompt's stored pool. Several
@@ -118,8 +120,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="previews per root's first unit (TreeConfig.screen): the tree ranks S cheap drafts of the "
                         "first unit (--preview-steps) and draws the --first-candidates best in full (default 0: none)")
     p.add_argument("--preview-steps", type=int, default=None,
-                   help="steps of a preview (with --screen); also adds the baseline 'best-of-N with previews': N "
-                        "whole-clip previews of the pool's seeds, the best drawn in full (N × P + steps NFE)")
+                   help="steps of a preview (with --screen); also adds 'best-of-N on drafts': N whole-clip drafts "
+                        "of the pool's seeds, the --preview-keep best drawn in full (N × P + K × steps NFE)")
+    p.add_argument("--preview-keep", type=int, nargs="+", default=[1, 4], metavar="K",
+                   help="best-of-N on drafts: drafts drawn in full, one curve per K (default 1 4)")
     p.add_argument("--first-stage", choices=["start", "motion"], default="start",
                    help="the verifier stage of the first unit: 'start' (Video-T1: scene only, CLIP terms) or "
                         "'motion' (all terms, direction included; for first units long enough to show motion)")
@@ -156,9 +160,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if min(args.roots) < 1 or args.steps < 1 or args.batch_size < 1 or args.first_candidates < 1 \
             or (args.per_category is not None and args.per_category < 1) \
             or (args.extend_steps is not None and args.extend_steps < 1) or args.skip_per_category < 0 \
-            or (args.preview_steps is not None and args.preview_steps < 1):
-        p.error("--roots, --steps, --batch-size, --first-candidates, --per-category, --extend-steps and "
-                "--preview-steps must be at least 1, --skip-per-category at least 0")
+            or (args.preview_steps is not None and args.preview_steps < 1) or min(args.preview_keep) < 1:
+        p.error("--roots, --steps, --batch-size, --first-candidates, --per-category, --extend-steps, "
+                "--preview-steps and --preview-keep must be at least 1, --skip-per-category at least 0")
     if args.screen and (args.screen < args.first_candidates or args.preview_steps is None):
         p.error("--screen needs --preview-steps and at least --first-candidates previews")
     return args
@@ -255,14 +259,23 @@ def expected_best_of_n(per_prompt: list[dict], nfe_per_clip: int) -> list[dict]:
             for i, n in enumerate(ns)]
 
 
-def previewed_best_of_n(per_prompt: list[dict], ns: list[int]) -> list[dict]:
-    """'best-of-N with previews': per prompt the verifier ranks N whole-clip previews of the pool's first N seeds
-    (``preview_scores``, drawn at fewer steps) and the best seed is drawn in full, which is the pool's clip of that
-    seed; cost N × preview NFE + one clip's NFE. The screening a tree's ``--screen`` does, without the tree."""
+def drafts_pick(preview_scores, full_scores, n: int, keep: int) -> int:
+    """best-of-N on drafts among the first ``n`` seeds: the ``keep`` best drafts (ties: the earlier seed; with one
+    draft, the argmax) drawn in full, the verifier's best full draw (as ``run_search(final_fn, final_k)``)."""
+    drafts = np.asarray(preview_scores[:n], dtype=np.float64)
+    top = sorted(np.argsort(-drafts, kind="stable")[:keep].tolist())
+    return top[int(np.argmax(np.asarray(full_scores, dtype=np.float64)[top]))] if len(top) > 1 else top[0]
+
+
+def previewed_best_of_n(per_prompt: list[dict], ns: list[int], keep: int = 1) -> list[dict]:
+    """'best-of-N on drafts': per prompt the verifier ranks N whole-clip drafts of the pool's first N seeds
+    (``preview_scores``, drawn at fewer steps), the ``keep`` best seeds are drawn in full (the pool's clips of
+    those seeds, ``verifier_scores``) and the best of those is kept; cost N × draft NFE + min(keep, N) clips'
+    NFE. The screening a tree's ``--screen`` does, without the tree."""
     rows = []
     for n in ns:
-        picks = [p["oracle"][int(np.argmax(p["preview_scores"][:n]))] for p in per_prompt]
-        nfe = n * per_prompt[0]["preview_nfe_per_clip"] + per_prompt[0]["nfe_per_clip"]
+        picks = [p["oracle"][drafts_pick(p["preview_scores"], p["verifier_scores"], n, keep)] for p in per_prompt]
+        nfe = n * per_prompt[0]["preview_nfe_per_clip"] + min(keep, n) * per_prompt[0]["nfe_per_clip"]
         rows.append({"n": n, "nfe": nfe, **mean_scores(picks)})
     return rows
 
@@ -298,9 +311,15 @@ def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConf
     headlines, headlines_expected = headlines_against(best_of_n), headlines_against(expected)
     previewed = {}
     if all("preview_scores" in p for p in per_prompt):
-        curve = previewed_best_of_n(per_prompt, [n for n in ns if n <= min(len(p["preview_scores"])
-                                                                           for p in per_prompt)])
-        previewed = {"best_of_n_preview": curve, "headline_preview": headlines_against(curve)["all"]}
+        drafted = [n for n in ns if n <= min(len(p["preview_scores"]) for p in per_prompt)]
+        curves = {str(k): previewed_best_of_n(per_prompt, drafted, k) for k in settings.get("preview_keep", [1])}
+        plain = ([b["nfe"] for b in best_of_n], [b["all"] for b in best_of_n])
+        previewed = {"best_of_n_preview": curves,
+                     "headline_preview": {k: headlines_against(c)["all"] for k, c in curves.items()},
+                     # does best-of-N on drafts reach plain best-of-N's best "all", and at what share of its NFE
+                     "headline_drafts_vs_plain": {k: reach_fraction(*plain, [b["nfe"] for b in c],
+                                                                    [b["all"] for b in c])
+                                                  for k, c in curves.items()}}
     return {
         "settings": settings,
         "configs": {str(r): {"branches": c.branches, "candidates": c.candidates, "judge_depths": sorted(c.judge_depths),
@@ -322,9 +341,8 @@ def summarize(per_prompt: list[dict], ns: list[int], configs: dict[int, TreeConf
 
 def plot_report(path: str, result: dict) -> None:
     bon, tree = result["best_of_n"], result["tree_of_frames"]
-    previewed = result.get("best_of_n_preview")
-    extra = {} if not previewed else {
-        "best-of-N with previews: all 3 checks pass": ([b["nfe"] for b in previewed], [b["all"] for b in previewed])}
+    extra = {f"best-of-N on drafts, {k} drawn in full: all 3 checks pass":
+             ([b["nfe"] for b in c], [b["all"] for b in c]) for k, c in result.get("best_of_n_preview", {}).items()}
     plot_score_vs_nfe(path, {**extra,
         "best-of-N: all 3 checks pass": ([b["nfe"] for b in bon], [b["all"] for b in bon]),
         "Tree-of-Frames (cost): all 3 checks pass": ([t["clip_nfe_mean"] for t in tree], [t["all"] for t in tree]),
@@ -353,10 +371,15 @@ def print_report(result: dict, verifier: str) -> None:
             f"N={b['n']} {b['all']:.3f} / {b['mean']:.3f}" for b in result["best_of_n_expected"]))
         heads += [("expected 'all'", result["headline_expected"]),
                   ("expected mean of the 3 checks", result["headline_expected_mean"])]
-    if "best_of_n_preview" in result:
-        print("best-of-N with previews (N previews, the best drawn in full; all / mean): " + ", ".join(
-            f"N={b['n']} ({b['nfe']}) {b['all']:.3f} / {b['mean']:.3f}" for b in result["best_of_n_preview"]))
-        heads.append(("'all' of best-of-N with previews", result["headline_preview"]))
+    for k, curve in result.get("best_of_n_preview", {}).items():
+        print(f"best-of-N on drafts, the {k} best drawn in full (N (NFE) all / mean): " + ", ".join(
+            f"N={b['n']} ({b['nfe']}) {b['all']:.3f} / {b['mean']:.3f}" for b in curve))
+        heads.append((f"'all' of best-of-N on drafts (keep {k})", result["headline_preview"][k]))
+        h = result["headline_drafts_vs_plain"][k]
+        reached = "never" if h["fraction"] is None else \
+            f"at {h['tree_of_frames_nfe']:.0f} NFE = {h['fraction']:.2f} × (target ≤ {TARGET_FRACTION})"
+        print(f"best-of-N on drafts (keep {k}) reaches plain best-of-N's best 'all' {h['best_of_n_best']:.3f} "
+              f"(first at {h['best_of_n_nfe']} NFE): {reached}")
     for name, h in heads:
         best = f"best-of-N's best {name} {h['best_of_n_best']:.3f} (first at {h['best_of_n_nfe']} NFE)"
         if h["degenerate"]:
@@ -442,6 +465,7 @@ def combine_saved(paths: list[str]) -> tuple[list[dict], dict[int, TreeConfig], 
 
 def resummarize(args: argparse.Namespace) -> dict:
     per_prompt, configs, settings, seconds = combine_saved(args.summarize)
+    settings["preview_keep"] = args.preview_keep
     pool = min(len(p["oracle"]) for p in per_prompt)
     ns = list(range(1, pool + 1))
     for p in per_prompt:  # best-of-N at every N, from the stored pool
@@ -569,7 +593,7 @@ def main(argv=None) -> dict:
                 "skip_per_category": args.skip_per_category,
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,
-                "screen": args.screen, "preview_steps": args.preview_steps,
+                "screen": args.screen, "preview_steps": args.preview_steps, "preview_keep": args.preview_keep,
                 "first_stage": args.first_stage, "pool_from": args.reuse_pool,
                 "device": device, "verifier": verifier.name,
                 "verifier_repr": repr(verifier),

@@ -251,6 +251,9 @@ def _add_generate(sub) -> None:
                         "the --n candidates are drafts and the chosen seed is drawn again at --steps; tree-of-frames: "
                         "each root's first unit is chosen among --screen drafts, the best drawn at --steps. The NFE "
                         "counts the drafts (BENCHMARKS.md: 16 drafts at 4 steps select as well as 16 whole clips)")
+    s.add_argument("--preview-keep", type=int,
+                   help="best-of-n with --preview-steps: the best drafts drawn in full, the verifier's best of them "
+                        "kept (default: a quarter of --n, rounded up; BENCHMARKS.md: 4 of 16 drafts match best-of-16)")
     s.add_argument("--screen", type=int,
                    help=f"tree-of-frames with --preview-steps: drafts per root's first unit (default {TREE_SCREEN})")
     s.add_argument("--save-candidates", action="store_true",
@@ -352,7 +355,8 @@ def generate(args) -> list[dict]:
     fastvar = _check_var_options(args, cls, model_dir) if var else _refuse_var_options(args, cls, model_dir)
     if hasattr(cls, "check_video_inputs"):
         return _generate_video(args, cls, prompts, model_dir)
-    video_only = _given(args, "frames", "first_frames", "layout", "fps", "mp4_scale", "preview_steps", *TREE_OPTIONS)
+    video_only = _given(args, "frames", "first_frames", "layout", "fps", "mp4_scale", "preview_steps", "preview_keep",
+                        *TREE_OPTIONS)
     if getattr(args, "search", "none") == "tree-of-frames":
         video_only.insert(0, "--search tree-of-frames")
     if getattr(args, "verifier", None) in VIDEO_VERIFIERS and args.verifier not in IMAGE_VERIFIERS:
@@ -494,7 +498,7 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
                        f"(clips are verified by {' or '.join(VIDEO_VERIFIERS)})")
     search = getattr(args, "search", "none")
     if search == "none":
-        needs_search = _given(args, "save_candidates", "preview_steps", *TREE_OPTIONS)
+        needs_search = _given(args, "save_candidates", "preview_steps", "preview_keep", *TREE_OPTIONS)
         if verifier is not None:
             needs_search.insert(0, f"--verifier {verifier}")
         if getattr(args, "n", None) not in (None, 1):
@@ -506,12 +510,17 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
     preview_steps = getattr(args, "preview_steps", None)
     if preview_steps is not None and preview_steps < 1:
         raise CliError(f"--preview-steps must be at least 1, got {preview_steps}")
+    keep = getattr(args, "preview_keep", None)
+    if keep is not None and (search != "best-of-n" or preview_steps is None):
+        raise CliError("--preview-keep takes --search best-of-n and --preview-steps")
     if getattr(args, "screen", None) is not None and (args.screen < 1 or preview_steps is None):
         raise CliError(f"--screen must be at least 1 and takes --preview-steps (the drafts' steps), got "
                        f"--screen {args.screen}" + ("" if preview_steps else " without --preview-steps"))
     n = 1 if search == "none" else 4 if args.n is None else args.n
     if not 1 <= n <= MAX_CANDIDATES:
         raise CliError(f"--n must be in 1..{MAX_CANDIDATES}, got {n}")
+    if keep is not None and not 1 <= keep <= n:
+        raise CliError(f"--preview-keep must be in 1..{n} (--n), got {keep}")
     fps = DEFAULT_FPS if args.fps is None else args.fps
     if not 0 < fps <= MAX_FPS:  # NaN fails too
         raise CliError(f"--fps must be in (0, {MAX_FPS:g}], got {fps}")
@@ -718,6 +727,9 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
     )
 
     preview = None if args.preview_steps is None else {**settings, "num_inference_steps": args.preview_steps}
+    final_k = 1
+    if preview is not None and args.search == "best-of-n":
+        final_k = -(-n // 4) if args.preview_keep is None else args.preview_keep
     if args.verifier is None:
         args.verifier = "clip-video-direction"
     if not getattr(cls, "accepts_generator_list", False):
@@ -762,6 +774,8 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
                         "screen": config.screen}
     if preview is not None:
         base["preview_steps"] = args.preview_steps
+        if not tree:
+            base["preview_keep"] = final_k
     records: list[dict] = []
     curves_nfe, curves_best = [], []
     with tqdm(total=len(prompts) * (1 if tree else n), desc=args.search, unit="prompt" if tree else "clip") as bar:
@@ -786,7 +800,8 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
 
                 result = run_search(args.search, verifier=verifier, context=context, generate_fn=with_progress,
                                     n=n, seeds=[args.seed + index * n + j for j in range(n)],
-                                    batch_size=args.batch_size, final_fn=None if preview is None else final)
+                                    batch_size=args.batch_size, final_fn=None if preview is None else final,
+                                    final_k=final_k)
             clip = result.output
             files = [f"{index:04d}.mp4", f"{index:04d}.gif"]
             write_mp4(clip, out / files[0], fps=fps, scale=scale)
@@ -807,6 +822,9 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
                 record.update(candidate_seeds=result.candidates.seeds,
                               nfe_per_candidate=[int(x) for x in result.nfe_per_candidate],
                               comparisons=result.comparisons, final_nfe=result.final_nfe)
+                if result.final_seeds is not None:
+                    record.update(final_seeds=result.final_seeds,
+                                  final_scores=[float(x) for x in result.final_scores] if final_k > 1 else None)
                 outputs = result.candidates.outputs  # with --preview-steps: the drafts
                 curves_nfe.append(np.cumsum(result.nfe_per_candidate) + result.final_nfe)
                 curves_best.append(best_so_far(result.scores))

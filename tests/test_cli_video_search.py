@@ -142,6 +142,7 @@ def test_best_of_n_on_drafts_draws_the_chosen_seed_in_full(video_model, clip_dir
                   "--preview-steps", 1, "--save-candidates") == 0
     for i, r in enumerate(manifest(out)):
         assert r["preview_steps"] == 1 and r["candidate_seeds"] == [10 + 3 * i + j for j in range(3)]
+        assert r["preview_keep"] == 1 and r["final_seeds"] == [r["seed"]]  # ceil(3 / 4) = 1 drawn in full
         assert r["nfe_per_candidate"] == [1] * 3 and r["final_nfe"] == STEPS and r["nfe"] == 3 * 1 + STEPS
         assert r["chosen"] == int(np.argmax(r["scores"])) and r["seed"] == r["candidate_seeds"][r["chosen"]]
         # the clip is the chosen seed at --steps, as a plain run with that seed draws it; the candidates are drafts
@@ -150,6 +151,21 @@ def test_best_of_n_on_drafts_draws_the_chosen_seed_in_full(video_model, clip_dir
         clip = read_frames(out / r["files"][1])
         assert np.array_equal(clip, read_frames(plain / "0000.gif"))
         assert not np.array_equal(clip, read_frames(out / r["candidate_files"][r["chosen"]]))
+
+
+def test_best_of_n_on_drafts_keeps_the_best_of_several_full_draws(video_model, clip_dir, tmp_path):
+    out = tmp_path / "out"
+    assert search(video_model, out, "--search", "best-of-n", "--n", 5, "--clip", clip_dir, "--seed", 7,
+                  "--preview-steps", 1, prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(out)
+    top2 = sorted(np.argsort(-np.array(r["scores"]), kind="stable")[:2].tolist())  # ceil(5 / 4) = 2 kept
+    assert r["preview_keep"] == 2 and r["final_seeds"] == [7 + j for j in top2]
+    assert r["final_nfe"] == 2 * STEPS and r["nfe"] == 5 * 1 + 2 * STEPS
+    assert r["seed"] == r["final_seeds"][int(np.argmax(r["final_scores"]))]
+    assert search(video_model, tmp_path / "three", "--search", "best-of-n", "--n", 5, "--clip", clip_dir,
+                  "--preview-steps", 1, "--preview-keep", 5, prompts=PROMPTS[:1]) == 0
+    (r,) = manifest(tmp_path / "three")
+    assert r["final_seeds"] == list(range(5)) and r["nfe"] == 5 * 1 + 5 * STEPS
 
 
 def test_tree_of_frames_on_drafts_screens_each_roots_first_unit(video_model, clip_dir, tmp_path):
@@ -262,6 +278,9 @@ def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
     ("preview_steps_on_image", "--preview-steps take a text-to-video model"),
     ("screen_without_preview_steps", "--screen must be at least 1 and takes --preview-steps"),
     ("screen_without_tree", "--screen takes --search tree-of-frames"),
+    ("preview_keep_without_preview_steps", "--preview-keep takes --search best-of-n and --preview-steps"),
+    ("preview_keep_on_tournament", "--preview-keep takes --search best-of-n"),
+    ("preview_keep_above_n", "--preview-keep must be in 1..4"),
     ("oracle_outside_grammar", "--verifier oracle needs moving-shapes captions"),
     ("oracle_small_clips", "at least 24 pixels"),
     ("missing_clip", "not an open_clip folder"),
@@ -312,6 +331,12 @@ def test_search_errors_exit_2_and_write_nothing(video_model, image_model, clip_d
         extra = ["--search", "tree-of-frames", "--clip", clip_dir, "--screen", 4]
     elif case == "screen_without_tree":
         extra += ["--preview-steps", 1, "--screen", 4]
+    elif case == "preview_keep_without_preview_steps":
+        extra += ["--preview-keep", 2]
+    elif case == "preview_keep_on_tournament":
+        extra = ["--search", "tournament", "--clip", clip_dir, "--preview-steps", 1, "--preview-keep", 2]
+    elif case == "preview_keep_above_n":
+        extra += ["--preview-steps", 1, "--preview-keep", 5]
     elif case == "oracle_outside_grammar":
         extra, prompts = ["--search", "best-of-n", "--verifier", "oracle"], ["a cat"]
     elif case == "oracle_small_clips":

@@ -103,8 +103,9 @@ class SearchResult:
     candidates / leaves (empty without a verifier); ``nfe``: denoiser evaluations over everything generated;
     ``nfe_per_candidate``: ``[N]`` (None for the tree); ``comparisons``: tournament matches; ``seconds``: wall time
     including verification; ``candidates`` / ``tree``: the full record. With drafts (``run_search(final_fn=…)``)
-    the candidates are the drafts, ``output`` is the chosen seed drawn in full and ``nfe`` includes that draw
-    (``final_nfe``).
+    the candidates are the drafts; ``final_seeds`` the best drafts' seeds drawn in full, ``final_scores`` their
+    verifier scores, ``output`` the best of those full draws (``index`` / ``seed``: its draft), and ``nfe``
+    includes the full draws (``final_nfe``).
     """
 
     strategy: str
@@ -119,6 +120,8 @@ class SearchResult:
     candidates: Candidates | None = None
     tree: TreeResult | None = None
     final_nfe: int = 0
+    final_seeds: list[int] | None = None
+    final_scores: np.ndarray | None = None
 
 
 def _compare_by_cached_scores(verifier: Verifier, scores: np.ndarray, outputs: list, context: Mapping):
@@ -134,7 +137,7 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
                batch_size: int | None = None, unit_generator: UnitGenerator | None = None,
                tree_config: TreeConfig | None = None, seed: int = 0,
                stage_fn: Callable[[int, int], str] | None = None,
-               final_fn: GenerateFn | None = None) -> SearchResult:
+               final_fn: GenerateFn | None = None, final_k: int = 1) -> SearchResult:
     """Dispatch one search.
 
     - ``"none"``: one sample (``seeds[0]``, default ``seed``) from ``generate_fn``; scored when a verifier is given.
@@ -146,13 +149,18 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
     ``final_fn`` (best-of-n and tournament): ``generate_fn`` then draws cheap **drafts** (e.g. the same pipeline at
     a few denoising steps), the selection runs on them, and the chosen seed is drawn again by ``final_fn`` (full
     steps) as the output; a deterministic sampler from the same noise lands near its draft, so N drafts screen N
-    seeds for a fraction of N full draws.
+    seeds for a fraction of N full draws. best-of-n with ``final_k`` > 1 draws the ``final_k`` best drafts' seeds
+    in full (one batched call) and keeps the verifier's best of those, which forgives a draft that misranks.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     if final_fn is not None and strategy not in ("best-of-n", "tournament"):
         raise ValueError(f"final_fn (drafts, then the chosen seed in full) is for best-of-n and tournament, not "
                          f"{strategy}")
+    if isinstance(final_k, bool) or not isinstance(final_k, (int, np.integer)) or final_k < 1 \
+            or (final_k > 1 and (final_fn is None or strategy != "best-of-n")):
+        raise ValueError(f"final_k must be a positive integer, above 1 only for best-of-n with final_fn, got "
+                         f"{final_k!r}")
     context = dict(context or {})
     t0 = time.perf_counter()
     if strategy == "tree-of-frames":
@@ -177,12 +185,21 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
         index, comparisons = result.winners[0], result.comparisons
     else:
         index = select_argmax(scores) if strategy == "best-of-n" else 0
-    output, final_nfe = cands.outputs[index], 0
+    output, final_nfe, final_seeds, final_scores = cands.outputs[index], 0, None, None
     if final_fn is not None:
-        outputs, nfe = final_fn([cands.seeds[index]])
-        output, final_nfe = outputs[0], int(nfe)
+        # the final_k best drafts (ties: the earlier seed), in seed order; with one, the selection's own pick
+        top = [index] if final_k == 1 else sorted(np.argsort(-scores, kind="stable")[:final_k].tolist())
+        final_seeds = [cands.seeds[i] for i in top]
+        outputs, nfe = final_fn(final_seeds)
+        outputs = list(outputs)
+        if len(outputs) != len(top):
+            raise ValueError(f"final_fn returned {len(outputs)} outputs for {len(top)} seeds")
+        final_scores = verifier.score(outputs, context) if len(top) > 1 else np.zeros(1)
+        best = select_argmax(final_scores) if len(top) > 1 else 0
+        index, output, final_nfe = top[best], outputs[best], int(nfe) * len(top)
     return SearchResult(strategy, output, index, cands.seeds[index], scores, cands.total_nfe + final_nfe,
-                        cands.nfe, comparisons, time.perf_counter() - t0, candidates=cands, final_nfe=final_nfe)
+                        cands.nfe, comparisons, time.perf_counter() - t0, candidates=cands, final_nfe=final_nfe,
+                        final_seeds=final_seeds, final_scores=final_scores)
 
 
 __all__ = [

@@ -229,15 +229,23 @@ def test_screened_trees_and_best_of_n_with_previews(folders, tmp_path):
     # 1 root: 3 one-step drafts of 4 frames + the chosen seed's 2-step draw + one 2-step continuation of 8 frames
     one = report["per_prompt"][0]["tree_of_frames"]["1"]
     assert one["nfe"] == 3 * 1 + 2 + 2 and one["clip_nfe"] == (3 * 1 + 2) * 4 / 8 + 2
-    # best-of-N with previews: the pick among N drafts of the pool's seeds is the pool's clip of that seed
+    # best-of-N on drafts, keep 1: the pick among N drafts of the pool's seeds is the pool's clip of that seed
     pool = len(report["per_prompt"][0]["oracle"])
-    rows = report["best_of_n_preview"]
+    rows = report["best_of_n_preview"]["1"]
     assert [r["n"] for r in rows] == list(range(1, pool + 1)) and rows[2]["nfe"] == 3 * 1 + 2
     for r in rows:
         picks = [p["oracle"][int(np.argmax(p["preview_scores"][: r["n"]]))] for p in report["per_prompt"]]
         assert r["all"] == np.mean([o["all"] for o in picks])
-    assert "headline_preview" in report
+    # keep 4: the 4 best drafts' full clips, the verifier's best of them; min(4, N) clips drawn in full
+    four = report["best_of_n_preview"]["4"]
+    assert [r["nfe"] for r in four] == [1 + 2, 2 + 4, 3 + 6, 4 + 8] and pool == 4
+    assert four[3]["all"] == report["best_of_n"][3]["all"]  # all 4 drawn in full: plain best-of-4's pick
+    assert video_tof.drafts_pick([0.1, 0.9, 0.5, 0.8], [5.0, 3.0, 7.0, 2.0], 4, 2) == 1  # drafts 1, 3: full 3 > 2
+    assert video_tof.drafts_pick([0.1, 0.9, 0.5, 0.8], [5.0, 1.0, 7.0, 9.0], 4, 2) == 3
+    assert video_tof.drafts_pick([0.1, 0.9, 0.5, 0.8], [5.0, 1.0, 7.0, 9.0], 4, 1) == 1
+    assert set(report["headline_preview"]) == {"1", "4"} and set(report["headline_drafts_vs_plain"]) == {"1", "4"}
     again = video_tof.main(["--summarize", str(tmp_path / "r.json")])
-    assert again["best_of_n_preview"] == rows and again["headline_preview"] == report["headline_preview"]
+    assert again["best_of_n_preview"] == report["best_of_n_preview"]
+    assert again["headline_preview"] == report["headline_preview"]
     with pytest.raises(SystemExit):  # --screen without --preview-steps
         video_tof.parse_args(["--screen", "3"])

@@ -65,6 +65,29 @@ def test_drafts_select_and_the_chosen_seed_is_drawn_in_full(strategy):
             run_search(other, verifier=Identity(), generate_fn=toy_generate, final_fn=full)
 
 
+def test_drafts_with_several_finals_keep_the_best_full_draw():
+    def full(seeds):  # the full draw ranks differently from its draft: seed 1 is best in full
+        return [("full", s) for s in seeds], 25
+
+    class FullAware(Verifier):
+        def _score(self, outputs, context):
+            return [(10 - o[1]) if isinstance(o, tuple) else o for o in outputs]
+
+    # drafts 1 4 9 5 3 3 (seeds 1..6): the 3 best are seeds 3, 4, 2; in full, seed 2 scores best (10 - 2)
+    result = run_search("best-of-n", verifier=FullAware(), generate_fn=toy_generate, n=6, seed=1, final_fn=full,
+                        final_k=3)
+    assert result.final_seeds == [2, 3, 4] and result.final_scores.tolist() == [8, 7, 6]
+    assert result.output == ("full", 2) and result.seed == 2 and result.index == 1
+    assert result.nfe == 6 * 10 + 3 * 25 and result.final_nfe == 75
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="final_k"):
+            run_search("best-of-n", verifier=FullAware(), generate_fn=toy_generate, final_fn=full, final_k=bad)
+    for kwargs in ({"final_k": 2}, {"final_k": 2, "final_fn": full, "strategy": "tournament"}):
+        with pytest.raises(ValueError, match="final_k"):
+            run_search(kwargs.pop("strategy", "best-of-n"), verifier=FullAware(), generate_fn=toy_generate, n=3,
+                       **kwargs)
+
+
 def test_search_none_is_one_plain_sample():
     result = run_search("none", generate_fn=toy_generate, n=8, seed=4)
     assert result.output == 5 and result.seed == 4 and result.nfe == 10 and len(result.scores) == 0
