@@ -113,6 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a unit denoises only the frames kept so far (VideoChunkGenerator(grow=True)); tree cost is "
                         "then counted in clip-equivalent NFE (NFE × frames / clip frames)")
     p.add_argument("--first-candidates", type=int, default=2, help="draws for the first unit of each root")
+    p.add_argument("--extend-candidates", type=int, default=1,
+                   help="draws per continuation unit, the verifier's best kept (default 1, Video-T1's)")
     p.add_argument("--extend-steps", type=int, default=None,
                    help="denoising steps of the tree's continuation units (default --steps); the first unit and "
                         "best-of-N keep --steps")
@@ -160,9 +162,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if min(args.roots) < 1 or args.steps < 1 or args.batch_size < 1 or args.first_candidates < 1 \
             or (args.per_category is not None and args.per_category < 1) \
             or (args.extend_steps is not None and args.extend_steps < 1) or args.skip_per_category < 0 \
-            or (args.preview_steps is not None and args.preview_steps < 1) or min(args.preview_keep) < 1:
-        p.error("--roots, --steps, --batch-size, --first-candidates, --per-category, --extend-steps, "
-                "--preview-steps and --preview-keep must be at least 1, --skip-per-category at least 0")
+            or (args.preview_steps is not None and args.preview_steps < 1) or min(args.preview_keep) < 1 \
+            or args.extend_candidates < 1:
+        p.error("--roots, --steps, --batch-size, --first-candidates, --extend-candidates, --per-category, "
+                "--extend-steps, --preview-steps and --preview-keep must be at least 1, --skip-per-category at least 0")
     if args.screen and (args.screen < args.first_candidates or args.preview_steps is None):
         p.error("--screen needs --preview-steps and at least --first-candidates previews")
     return args
@@ -417,14 +420,15 @@ def print_reweighted(rows: dict[str, list[dict]], nfe_per_clip: int) -> None:
 
 
 TREE_KEYS = ("frames_per_unit", "grow", "units", "first_candidates", "extend_steps", "first_stage", "screen",
-             "preview_steps")
+             "preview_steps", "extend_candidates")
 
 
 def _same_setting(key: str, a: dict, b: dict) -> bool:
     """Whether two runs agree on a setting; a run saved before ``screen`` existed had none (0), and preview steps
     matter only where both runs drew previews."""
-    if key == "screen":
-        return (a.get(key) or 0) == (b.get(key) or 0)
+    if key in ("screen", "extend_candidates"):  # runs saved before these existed: 0 drafts, 1 draw
+        default = 0 if key == "screen" else 1
+        return (a.get(key) or default) == (b.get(key) or default)
     if key == "preview_steps" and (a.get(key) is None or b.get(key) is None):
         return not (a.get("screen") or b.get("screen"))
     return a.get(key) == b.get(key)
@@ -535,7 +539,8 @@ def main(argv=None) -> dict:
     if args.layout == "off":
         call["plan_layout"] = False
     units = math.ceil(frames / args.frames_per_unit)
-    configs = {r: video_tree_config(r, units, args.first_candidates, args.screen) for r in sorted(set(args.roots))}
+    configs = {r: video_tree_config(r, units, args.first_candidates, args.screen, args.extend_candidates)
+               for r in sorted(set(args.roots))}
     matched = matched_clips(configs, {"frames_per_unit": args.frames_per_unit, "frames": frames, "grow": args.grow,
                                       "steps": args.steps, "extend_steps": args.extend_steps,
                                       "preview_steps": args.preview_steps if args.screen else None})
@@ -594,6 +599,7 @@ def main(argv=None) -> dict:
                 "frames_per_unit": args.frames_per_unit, "grow": args.grow, "units": units,
                 "first_candidates": args.first_candidates, "extend_steps": args.extend_steps,
                 "screen": args.screen, "preview_steps": args.preview_steps, "preview_keep": args.preview_keep,
+                "extend_candidates": args.extend_candidates,
                 "first_stage": args.first_stage, "pool_from": args.reuse_pool,
                 "device": device, "verifier": verifier.name,
                 "verifier_repr": repr(verifier),

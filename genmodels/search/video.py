@@ -201,7 +201,8 @@ def tree_extend_steps(steps: int, fraction: float = TREE_EXTEND_FRACTION) -> int
     return max(1, math.ceil(fraction * steps))
 
 
-def video_tree_config(n: int, num_units: int, first_candidates: int = 2, screen: int = 0) -> TreeConfig:
+def video_tree_config(n: int, num_units: int, first_candidates: int = 2, screen: int = 0,
+                      extend_candidates: int = 1) -> TreeConfig:
     """Video-T1's Tree-of-Frames schedule (``TreeConfig.video_t1``) scaled to ``n`` roots and ``num_units`` units.
 
     - ``branches``: ``n`` roots (Video-T1: 8), then one child per live branch (as Video-T1);
@@ -210,16 +211,18 @@ def video_tree_config(n: int, num_units: int, first_candidates: int = 2, screen:
     - ``judge_depths``: Video-T1's relative depths 4/16, 9/16, 13/16, i.e. ``floor(f · U)``, those before the
       last unit (the final best-of over the leaves judges the last one); with 16 units exactly 4, 9, 13;
     - ``screen``: with ``screen`` > 0 each root's first unit is chosen among that many cheap previews, the
-      ``first_candidates`` best drawn in full (the generator needs ``preview_steps``); later units are not screened.
+      ``first_candidates`` best drawn in full (the generator needs ``preview_steps``); later units are not screened;
+    - ``extend_candidates``: draws per later unit (default 1, Video-T1's), the verifier's best kept.
 
     Median pruning at each judged depth halves the live branches (ties keep more), so for U = 4 (judged at
     depths 1, 2) the cost is ``first_candidates·n + n + n/2 + n/4`` pipeline calls (rounded up per depth).
     """
-    if n < 1 or num_units < 1 or first_candidates < 1:
-        raise ValueError(f"n, num_units and first_candidates must be at least 1, got {n}, {num_units}, "
-                         f"{first_candidates}")
+    if n < 1 or num_units < 1 or first_candidates < 1 or extend_candidates < 1:
+        raise ValueError(f"n, num_units, first_candidates and extend_candidates must be at least 1, got {n}, "
+                         f"{num_units}, {first_candidates}, {extend_candidates}")
     judge = {math.floor(f * num_units) for f in (4 / 16, 9 / 16, 13 / 16)}
-    return TreeConfig(branches=[n] + [1] * (num_units - 1), candidates=[first_candidates] + [1] * (num_units - 1),
+    return TreeConfig(branches=[n] + [1] * (num_units - 1),
+                      candidates=[first_candidates] + [extend_candidates] * (num_units - 1),
                       judge_depths=frozenset(d for d in judge if d < num_units - 1),
                       screen=[screen] + [0] * (num_units - 1))
 

@@ -36,6 +36,9 @@ def test_nominal_cost_halves_the_live_branches_at_judged_depths():
     screened = video_tree_config(4, 2, first_candidates=1, screen=6)
     assert video_tof.nominal_cost(screened, grow=(4, 8), extend_ratio=0.4, preview_ratio=0.2) == 6
     assert video_tof.nominal_cost(screened, grow=(4, 8), extend_ratio=0.4) == 3  # the drafts left out: 2.8 → 3
+    # two draws per continuation: 4·(6·½·⅕ + ½) + 2·2·0.4 = 6.0 clips
+    doubled = video_tree_config(4, 2, first_candidates=1, screen=6, extend_candidates=2)
+    assert video_tof.nominal_cost(doubled, grow=(4, 8), extend_ratio=0.4, preview_ratio=0.2) == 6
 
 
 def test_reach_fraction_finds_the_first_tree_budget_at_best_of_ns_best():

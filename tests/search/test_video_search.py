@@ -161,6 +161,10 @@ def test_a_screened_video_tree_draws_its_first_units_from_the_best_drafts(pipe, 
     gen = VideoChunkGenerator(pipe, PROMPT, FRAMES, 4, grow=True, preview_steps=1, num_inference_steps=2)
     config = video_tree_config(2, gen.num_units, first_candidates=1, screen=3)
     assert config.screen == [3, 0] and tree_seed_budget(config) == 2 * 3 + 2
+    two = video_tree_config(2, 2, first_candidates=1, screen=3, extend_candidates=2)
+    assert two.candidates == [1, 2] and tree_seed_budget(two) == 2 * 3 + 2 * 2
+    with pytest.raises(ValueError, match="extend_candidates"):
+        video_tree_config(2, 2, extend_candidates=0)
     result = tree_of_frames(gen, clip_video, config, context={"prompt": PROMPT}, seed=0)
     # per root: 3 one-step drafts of 4 frames, the best seed's 2-step draw; 1 of 2 branches continued (2 steps)
     assert result.nfe_per_depth == [2 * (3 * 1 + 2), 2] and result.output.shape[0] == FRAMES
