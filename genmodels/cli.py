@@ -48,7 +48,7 @@ VIDEO_VERIFIERS = ("clip-video", "clip-video-direction", "oracle")
 # tree-of-frames: how the first unit is judged (genmodels.search.TREE_FIRST_STAGES, not imported here: the CLI
 # imports torch only once a command needs it), and the options only that search takes
 TREE_FIRST_STAGE_CHOICES = ("motion", "start")
-TREE_OPTIONS = ("frames_per_unit", "grow_units", "extend_steps", "first_stage", "screen")
+TREE_OPTIONS = ("frames_per_unit", "grow_units", "extend_steps", "extend_candidates", "first_stage", "screen")
 TREE_SCREEN = 6  # drafts per root's first unit with --preview-steps (genmodels.search.TREE_SCREEN, tested equal)
 MAX_CANDIDATES = 1024
 ORACLE_WARNING = ("the shapes oracle is the evaluator: selecting with it measures coverage (pass@k), not what a "
@@ -242,6 +242,9 @@ def _add_generate(sub) -> None:
     s.add_argument("--extend-steps", type=int,
                    help="tree-of-frames: denoising steps of a continuation (every unit after the first; default: 40%% "
                         "of --steps, rounded up: 8 of 20)")
+    s.add_argument("--extend-candidates", type=int,
+                   help="tree-of-frames: draws per continuation, the verifier's best kept (default 1, Video-T1's; "
+                        "BENCHMARKS.md measures 2 with --preview-steps 4)")
     s.add_argument("--first-stage", choices=TREE_FIRST_STAGE_CHOICES,
                    help="tree-of-frames: how the first unit is judged: motion (default: every verifier term, "
                         "direction of motion included) or start (Video-T1: the scene only)")
@@ -750,7 +753,10 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         units = -(-to_make // per_unit)
         screen = 0 if args.preview_steps is None else TREE_SCREEN if args.screen is None else args.screen
         first_candidates = 2 if not screen else 1  # with drafts the best draft's seed is drawn once
-        config = video_tree_config(n, units, first_candidates, screen)
+        extend_candidates = 1 if args.extend_candidates is None else args.extend_candidates
+        if extend_candidates < 1:
+            raise CliError(f"--extend-candidates must be at least 1, got {extend_candidates}")
+        config = video_tree_config(n, units, first_candidates, screen, extend_candidates)
         stride = tree_seed_budget(config)
         if args.seed + len(prompts) * stride - 1 >= 2**63:
             raise CliError(f"--seed must be in 0..2^63 - {len(prompts) * stride} (the trees draw up to {stride} "

@@ -179,9 +179,10 @@ def test_tree_of_frames_on_drafts_screens_each_roots_first_unit(video_model, cli
     assert r["nfe_per_depth"] == [2 * (cli.TREE_SCREEN * 1 + STEPS), r["live_per_depth"][1] * 1]
     assert r["seeds_used"] == 2 * cli.TREE_SCREEN + r["live_per_depth"][1]
     assert search(video_model, tmp_path / "three", "--search", "tree-of-frames", "--n", 1, "--clip", clip_dir,
-                  "--preview-steps", 1, "--screen", 3, prompts=PROMPTS[:1]) == 0
+                  "--preview-steps", 1, "--screen", 3, "--extend-candidates", 2, prompts=PROMPTS[:1]) == 0
     (r,) = manifest(tmp_path / "three")
-    assert r["tree"]["screen"] == [3, 0] and r["nfe_per_depth"][0] == 3 * 1 + STEPS
+    assert r["tree"]["screen"] == [3, 0] and r["tree"]["candidates"] == [1, 2]
+    assert r["nfe_per_depth"] == [3 * 1 + STEPS, 2 * 1]  # two 1-step draws of the one continuation
 
 
 def test_tree_of_frames_the_video_t1_way_records_the_tree_and_its_nfe(video_model, clip_dir, tmp_path):
@@ -272,6 +273,8 @@ def test_oracle_verifier_is_marked_in_the_manifest(video_model, tmp_path):
     ("frames_per_unit_too_large", "--frames-per-unit must be in 1..8"),
     ("extend_steps_zero", "--extend-steps must be at least 1"),
     ("extend_steps_without_tree", "--extend-steps takes --search tree-of-frames"),
+    ("extend_candidates_zero", "--extend-candidates must be at least 1"),
+    ("extend_candidates_without_tree", "--extend-candidates takes --search tree-of-frames"),
     ("first_stage_without_search", "--first-stage need --search"),
     ("preview_steps_zero", "--preview-steps must be at least 1"),
     ("preview_steps_without_search", "--preview-steps need --search"),
@@ -319,6 +322,10 @@ def test_search_errors_exit_2_and_write_nothing(video_model, image_model, clip_d
         extra = ["--search", "tree-of-frames", "--clip", clip_dir, "--extend-steps", 0]
     elif case == "extend_steps_without_tree":
         extra += ["--extend-steps", 4]
+    elif case == "extend_candidates_zero":
+        extra = ["--search", "tree-of-frames", "--clip", clip_dir, "--extend-candidates", 0]
+    elif case == "extend_candidates_without_tree":
+        extra += ["--extend-candidates", 2]
     elif case == "first_stage_without_search":
         extra = ["--first-stage", "start"]
     elif case == "preview_steps_zero":
