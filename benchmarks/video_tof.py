@@ -105,6 +105,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-per-category", type=int, default=0,
                    help="with --per-category: skip the first S prompts of each category (a set held out from a run "
                         "on the first S)")
+    p.add_argument("--eval-seed", type=int, default=None,
+                   help="prompts from a fresh evaluation set drawn with this seed (make_video_eval_set; ids prefixed "
+                        "'s<seed>-') instead of the fixed one (seed 2025), for a check on prompts no run has seen")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--roots", type=int, nargs="+", default=[1, 2, 4, 8], help="tree roots, one tree per value")
@@ -488,7 +491,8 @@ def resummarize(args: argparse.Namespace) -> dict:
     return result
 
 
-POOL_KEYS = ("model", "model_sha256", "clip", "steps", "guidance", "frames", "direction_weight", "layout")
+POOL_KEYS = ("model", "model_sha256", "clip", "steps", "guidance", "frames", "direction_weight", "layout",
+             "eval_seed")
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -518,8 +522,17 @@ def saved_pools(path: str, settings: dict, pool: int) -> dict[str, dict]:
     return records
 
 
+def eval_items(eval_seed: int | None) -> list[dict]:
+    """The fixed evaluation set, or with ``eval_seed`` a fresh one drawn the same way (ids ``s<seed>-…``, so its
+    records never merge with the fixed set's)."""
+    from genmodels.eval.video_oracle import load_video_eval_set, make_video_eval_set
+
+    if eval_seed is None:
+        return load_video_eval_set()
+    return [{**item, "id": f"s{eval_seed}-{item['id']}"} for item in make_video_eval_set(eval_seed)]
+
+
 def main(argv=None) -> dict:
-    from genmodels.eval.video_oracle import load_video_eval_set
     from genmodels.loading import load_pipeline
     from genmodels.pipelines.text_to_video import TextToVideoPipeline
 
@@ -533,7 +546,7 @@ def main(argv=None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     verifier = CLIPVideoVerifier.from_folder(_folder(args.clip), device=device,
                                              direction_weight=args.direction_weight)
-    items = select_prompts(load_video_eval_set(), args.limit, args.per_category, args.skip_per_category)
+    items = select_prompts(eval_items(args.eval_seed), args.limit, args.per_category, args.skip_per_category)
     frames = int(items[0]["spec"]["frames"])
     call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
     if args.layout == "off":
@@ -549,7 +562,7 @@ def main(argv=None) -> dict:
 
     pool_settings = {"model": args.model, "model_sha256": model_fingerprint(_folder(args.model)), "clip": args.clip,
                      "steps": args.steps, "guidance": args.guidance, "frames": frames,
-                     "direction_weight": args.direction_weight, "layout": args.layout}
+                     "direction_weight": args.direction_weight, "layout": args.layout, "eval_seed": args.eval_seed}
     reused = saved_pools(args.reuse_pool, pool_settings, pool) if args.reuse_pool else None
     per_prompt = []
     t0 = time.perf_counter()

@@ -252,3 +252,14 @@ def test_screened_trees_and_best_of_n_with_previews(folders, tmp_path):
     assert again["headline_preview"] == report["headline_preview"]
     with pytest.raises(SystemExit):  # --screen without --preview-steps
         video_tof.parse_args(["--screen", "3"])
+
+
+def test_a_fresh_evaluation_set_has_other_prompts_and_its_own_ids():
+    from genmodels.eval.video_oracle import load_video_eval_set
+
+    fixed, fresh = video_tof.eval_items(None), video_tof.eval_items(7)
+    assert fixed == load_video_eval_set() and len(fresh) == len(fixed)
+    assert all(f["id"] == "s7-" + g["id"] for f, g in zip(fresh, fixed, strict=True))
+    assert [f["category"] for f in fresh] == [g["category"] for g in fixed]
+    assert sum(f["prompt"] != g["prompt"] or f["seed"] != g["seed"] for f, g in zip(fresh, fixed, strict=True)) > 50
+    assert video_tof.eval_items(7) == fresh  # drawn deterministically from the seed
