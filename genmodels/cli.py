@@ -250,10 +250,11 @@ def _add_generate(sub) -> None:
                         "direction of motion included) or start (Video-T1: the scene only)")
     s.add_argument("--preview-steps", type=int,
                    help="video searches: judge cheap drafts at this many denoising steps instead of whole clips "
-                        "(a deterministic sampler from the same seed lands near its draft). best-of-n / tournament: "
-                        "the --n candidates are drafts and the chosen seed is drawn again at --steps; tree-of-frames: "
-                        "each root's first unit is chosen among --screen drafts, the best drawn at --steps. The NFE "
-                        "counts the drafts (BENCHMARKS.md: 16 drafts at 4 steps select as well as 16 whole clips)")
+                        "(a deterministic sampler from the same seed lands near its draft). The --n candidates are "
+                        "drafts; best-of-n draws the --preview-keep best again at --steps and keeps the verifier's "
+                        "best, tournament its winner; tree-of-frames chooses each root's first unit among --screen "
+                        "drafts, the best drawn at --steps. The NFE counts the drafts (BENCHMARKS.md: 16 drafts at "
+                        "4 steps, 4 drawn in full, select as well as 16 whole clips)")
     s.add_argument("--preview-keep", type=int,
                    help="best-of-n with --preview-steps: the best drafts drawn in full, the verifier's best of them "
                         "kept (default: a quarter of --n, rounded up; BENCHMARKS.md: 4 of 16 drafts match best-of-16)")
