@@ -442,7 +442,9 @@ def combine_saved(paths: list[str]) -> tuple[list[dict], dict[int, TreeConfig], 
     runs = [json.loads(Path(path).read_text()) for path in paths]
     settings = dict(runs[0]["settings"])
     for path, run in zip(paths[1:], runs[1:]):
-        differ = [k for k in (*POOL_KEYS, *TREE_KEYS) if not _same_setting(k, run["settings"], settings)]
+        # prompts from other evaluation sets pool (their ids differ); everything else must agree
+        differ = [k for k in (*POOL_KEYS, *TREE_KEYS) if k != "eval_seed"
+                  and not _same_setting(k, run["settings"], settings)]
         if differ:
             raise SystemExit(f"{path} differs from {paths[0]} in {', '.join(differ)}; the runs cannot be combined")
     configs: dict[int, TreeConfig] = {}
@@ -465,6 +467,7 @@ def combine_saved(paths: list[str]) -> tuple[list[dict], dict[int, TreeConfig], 
     roots = set.intersection(*(set(map(int, p["tree_of_frames"])) for p in per_prompt))
     configs = {r: c for r, c in sorted(configs.items()) if r in roots}
     settings.update(prompts=len(per_prompt), summarized_from=list(paths),
+                    eval_seeds=sorted({r["settings"].get("eval_seed") for r in runs}, key=lambda x: (x is not None, x)),
                     preview_steps=next((r["settings"].get("preview_steps") for r in runs
                                         if r["settings"].get("preview_steps")), None))
     return per_prompt, configs, settings, float(sum(run["seconds"] for run in runs))

@@ -165,6 +165,11 @@ def test_saved_runs_combine_trees_of_the_same_prompts_and_pool_other_prompts(tmp
     assert pooled["settings"]["prompts"] == 3 and [t["roots"] for t in pooled["tree_of_frames"]] == [1, 4]
     with pytest.raises(SystemExit, match="guidance"):
         video_tof.main(["--summarize", str(paths[0]), str(paths[3])])
+    # a run on a fresh evaluation set pools with the fixed set's (its ids are its own)
+    fresh = tmp_path / "fresh.json"
+    fresh.write_text(json.dumps(run(["s9-p1"], [1, 2], eval_seed=9)))
+    both = video_tof.main(["--summarize", str(paths[0]), str(fresh)])
+    assert both["settings"]["prompts"] == 3 and both["settings"]["eval_seeds"] == [None, 9]
 
 
 def test_grown_units_cost_their_share_of_a_clip(folders, tmp_path):
