@@ -85,6 +85,7 @@ from genmodels.search import (  # noqa: E402
     plot_score_vs_nfe,
     run_search,
     sample_candidates,
+    select_top_k,
     selection_accuracy,
     text_to_video_generate_fn,
     video_tree_config,
@@ -268,8 +269,7 @@ def expected_best_of_n(per_prompt: list[dict], nfe_per_clip: int) -> list[dict]:
 def drafts_pick(preview_scores, full_scores, n: int, keep: int) -> int:
     """best-of-N on drafts among the first ``n`` seeds: the ``keep`` best drafts (ties: the earlier seed; with one
     draft, the argmax) drawn in full, the verifier's best full draw (as ``run_search(final_fn, final_k)``)."""
-    drafts = np.asarray(preview_scores[:n], dtype=np.float64)
-    top = sorted(np.argsort(-drafts, kind="stable")[:keep].tolist())
+    top = select_top_k(preview_scores[:n], keep)
     return top[int(np.argmax(np.asarray(full_scores, dtype=np.float64)[top]))] if len(top) > 1 else top[0]
 
 

@@ -514,6 +514,8 @@ def _generate_video(args, cls, prompts: list[str], model_dir: Path) -> list[dict
     preview_steps = getattr(args, "preview_steps", None)
     if preview_steps is not None and preview_steps < 1:
         raise CliError(f"--preview-steps must be at least 1, got {preview_steps}")
+    if getattr(args, "extend_candidates", None) is not None and args.extend_candidates < 1:
+        raise CliError(f"--extend-candidates must be at least 1, got {args.extend_candidates}")
     keep = getattr(args, "preview_keep", None)
     if keep is not None and (search != "best-of-n" or preview_steps is None):
         raise CliError("--preview-keep takes --search best-of-n and --preview-steps")
@@ -755,8 +757,6 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         screen = 0 if args.preview_steps is None else TREE_SCREEN if args.screen is None else args.screen
         first_candidates = 2 if not screen else 1  # with drafts the best draft's seed is drawn once
         extend_candidates = 1 if args.extend_candidates is None else args.extend_candidates
-        if extend_candidates < 1:
-            raise CliError(f"--extend-candidates must be at least 1, got {extend_candidates}")
         config = video_tree_config(n, units, first_candidates, screen, extend_candidates)
         stride = tree_seed_budget(config)
         if args.seed + len(prompts) * stride - 1 >= 2**63:

@@ -43,6 +43,7 @@ from genmodels.search.selectors import (
     pixel_features,
     select_argmax,
     select_majority,
+    select_top_k,
     tournament_select,
 )
 from genmodels.search.tree_of_frames import (
@@ -188,7 +189,7 @@ def run_search(strategy: str, *, verifier: Verifier | None = None, context: Mapp
     output, final_nfe, final_seeds, final_scores = cands.outputs[index], 0, None, None
     if final_fn is not None:
         # the final_k best drafts (ties: the earlier seed), in seed order; with one, the selection's own pick
-        top = [index] if final_k == 1 else sorted(np.argsort(-scores, kind="stable")[:final_k].tolist())
+        top = [index] if final_k == 1 else select_top_k(scores, final_k)
         final_seeds = [cands.seeds[i] for i in top]
         outputs, nfe = final_fn(final_seeds)
         outputs = list(outputs)
@@ -250,6 +251,7 @@ __all__ = [
     "run_search",
     "sample_candidates",
     "select_argmax",
+    "select_top_k",
     "select_majority",
     "selection_accuracy",
     "text_to_image_generate_fn",

@@ -1,6 +1,6 @@
 """Selectors: pick the output among N scored or compared candidates.
 
-- ``select_argmax(scores)``: the best score (first on ties);
+- ``select_argmax(scores)``: the best score (first on ties); ``select_top_k(scores, k)``: the k best, in order;
 - ``select_majority(features)``: self-consistency, the candidate most similar on average to the others;
 - ``knockout_tournament(n, compare, k)``: SANA-1.5's bracket, pairs (i, i+1), the winner of each pair advances,
   byes for an odd one out, until ``k`` survive: exactly N − k comparisons.
@@ -21,6 +21,13 @@ def select_argmax(scores: Sequence[float]) -> int:
     if scores.ndim != 1 or not len(scores):
         raise ValueError(f"scores must be a non-empty [N] vector, got shape {list(scores.shape)}")
     return int(np.argmax(scores))
+
+
+def select_top_k(scores: Sequence[float], k: int) -> list[int]:
+    """Indices of the ``k`` highest of ``scores`` (the earlier on ties), ascending: the drafts a search draws in
+    full. ``k`` = 1 gives ``[select_argmax(scores)]``."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return sorted(order[:k].tolist())
 
 
 # Agreement

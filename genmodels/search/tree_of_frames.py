@@ -38,7 +38,7 @@ import numpy as np
 
 from genmodels.music.roll import ROLL_PITCHES, STEPS_PER_BAR, check_roll
 from genmodels.search.sampling import generators
-from genmodels.search.selectors import select_argmax
+from genmodels.search.selectors import select_argmax, select_top_k
 from genmodels.search.verifiers import Verifier
 
 
@@ -198,8 +198,7 @@ def tree_of_frames(generator: UnitGenerator, verifier: Verifier, config: TreeCon
                     raise ValueError(f"the generator returned {len(previews.states)} previews for {len(seeds)}")
                 spent += int(previews.nfe)
                 scores = verifier.score([generator.output(s) for s in previews.states], context)
-                order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-                seeds = [seeds[i] for i in sorted(order[:n_cand])]
+                seeds = [seeds[i] for i in select_top_k(scores, n_cand)]
             else:
                 seeds = draw_seeds(n_cand)
             batch = generator.start(n_cand, seeds) if parent is None else generator.extend(parent, n_cand, seeds)
