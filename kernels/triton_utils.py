@@ -86,14 +86,34 @@ def check_launchable(*tensors: torch.Tensor | None) -> None:
                            "interpreted; set the variable before anything imports triton")
 
 
-def autotune(configs: list, key: list[str]) -> Callable:
+def autotune(configs: list, key: list[str], keep: Callable[..., bool] | None = None) -> Callable:
     """``triton.autotune`` over ``configs`` on a GPU; only the first config under the interpreter.
 
     Multi-config autotuning asks the GPU driver for a benchmarker, which fails on a CPU-only machine, and
-    timing simulated kernels would be meaningless anyway."""
+    timing simulated kernels would be meaningless anyway. ``keep(config, **launch_kwargs)`` drops, before
+    anything is compiled, the configs that spill registers or overflow shared memory for a launch (its
+    constexprs: tile sizes, ``PREC`` ...), as found by ``python -m kernels.aot``; it must keep at least one."""
     import triton
 
-    return triton.autotune(configs[:1] if interpreting() else configs, key=key)
+    if interpreting():
+        return triton.autotune(configs[:1], key=key)
+    prune = None
+    if keep is not None:
+        prune = {"early_config_prune": lambda cfgs, named_args, **kw: [c for c in cfgs if keep(c, **kw)]}
+    return triton.autotune(configs, key=key, prune_configs_by=prune)
+
+
+def gpu_arch() -> int:
+    """Compute capability × 10 of the GPU the kernels are being compiled for (80 A100, 90 H100 / H200): the
+    active triton driver's target, so ``kernels.aot``'s stand-in targets answer too."""
+    from triton.runtime.driver import driver
+
+    return int(driver.active.get_current_target().arch)
+
+
+def shape_of(config) -> tuple[int | None, int, int]:
+    """(BV, num_warps, num_stages) of an autotune config, the terms the ``keep`` rules are written in."""
+    return config.kwargs.get("BV"), config.num_warps, config.num_stages
 
 
 def tile(n: int, lo: int = 16, hi: int | None = None) -> int:

@@ -10,7 +10,8 @@ config is used.
 * Non-causal (SANA): S = S0 + Kᵀ V, O = Q S. Stage 1 splits T into spans, one program per (span, B·H,
   V-tile) sums its k_nᵀ v_n into a float32 partial state; stage 2 adds the partials (a deterministic
   reduction, no atomics); stage 3 computes O = Q S tile by tile. A fused variant applies SANA's ReLU to q and
-  k, appends the normaliser column and divides by φ(q)·z + eps inside the kernels
+  k, sums the normaliser z = Σ φ(k_n) beside the state (stored as its column V) and divides by φ(q)·z + eps
+  inside the kernels
   (:func:`linear_attention_relu_normalized_triton`).
 * Causal ("fused chunk", no materialised chunk states): one program per (V-tile, B·H) walks the chunks with
   S [K, BV] in registers: O_n = (Q Kᵀ ⊙ D ⊙ M) V + (Q ⊙ e^{G}) S, S ← e^{G_C} ⊙ S + (K ⊙ e^{G_C − G})ᵀ V,
@@ -32,14 +33,17 @@ from ..triton_utils import (
     autotune,
     check_launchable,
     dot_precision,
+    gpu_arch,
     last_dim_contiguous,
+    shape_of,
     strides,
     tile,
     with_recompute_backward,
 )
 from .chunk import linear_attention_torch
 
-CHUNK = 64  # causal chunk without decay or with a per-head decay
+CHUNK = 64  # causal chunk without decay or with a per-head decay, keys ≤ 64 wide, tensor-core (TF32) dots
+CHUNK_SMALL = 32  # wider keys or IEEE float32 dots: a 64-row chunk leaves no config without register spills
 CHUNK_PER_KEY = 16  # per-key decay: the exact pairwise exponent is a [C, C, K-slice] tile
 SPAN = 1024  # tokens per partial state in the non-causal reduction (at least)
 
@@ -48,16 +52,29 @@ SPAN = 1024  # tokens per partial state in the non-causal reduction (at least)
 # Non-causal: split-T partial states, reduction, then O = Q S
 
 
-@autotune([triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)], key=["K", "VS", "BT", "BK", "BV"])
+_SPLIT_CONFIGS = [triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)]
+
+
+def _split_keep(config, BK, PREC, **_):
+    """Keys wider than 64 or IEEE float32 dots need 8 warps: at 4 the tiles spill; with TF32 dots and keys
+    ≤ 64 wide both fit on sm_90, only 4 warps on sm_80 (``kernels.aot``)."""
+    if BK <= 64 and PREC == "tf32":
+        return config.num_warps == 4 or gpu_arch() >= 90
+    return config.num_warps == 8
+
+
+@autotune(_SPLIT_CONFIGS, key=["K", "VS", "BT", "BK", "BV", "PREC"], keep=_split_keep)
 @triton.jit
 def _kv_partial_kernel(k_ptr, v_ptr, part_ptr, skb, skh, skt, svb, svh, svt, H, T, K, V, VS, span,
                        BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RELU: tl.constexpr,
                        ONES: tl.constexpr, PREC: tl.constexpr):
     """Partial state P[bh, s] = Σ_{n in span s} φ(k_n) [v_n; 1]ᵀ.
 
-    Grid (VS-tiles, spans, B·H). Registers: the [BK, BV] float32 accumulator; k [BT, BK] and v [BT, BV] tiles
-    stream through it. ``RELU`` applies φ = ReLU to k, ``ONES`` appends the normaliser column (column V of the
-    VS = V + 1 wide state, so z = Σ φ(k_n) comes out of the same dot). Output ``part``: [B·H, spans, K, VS]."""
+    Grid (V-tiles, spans, B·H). Registers: the [BK, BV] float32 accumulator; k [BT, BK] and v [BT, BV] tiles
+    stream through it. ``RELU`` applies φ = ReLU to k, ``ONES`` also sums z = Σ φ(k_n) (a [BK] column sum of
+    the k tiles already loaded) into column V of the VS = V + 1 wide state, written by the first V-tile's
+    programs; the dot stays V wide (a ones column in v would double a 64-wide tile to 128).
+    Output ``part``: [B·H, spans, K, VS]."""
     i_v, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     k_base = k_ptr + i_b.to(tl.int64) * skb + i_h.to(tl.int64) * skh
@@ -66,6 +83,7 @@ def _kv_partial_kernel(k_ptr, v_ptr, part_ptr, skb, skh, skt, svb, svh, svt, H, 
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     acc = tl.zeros([BK, BV], dtype=tl.float32)
+    z = tl.zeros([BK], dtype=tl.float32)
     end = tl.minimum((i_s + 1) * span, T)
     for t0 in range(i_s * span, end, BT):
         rows = t0 + o_t
@@ -77,14 +95,16 @@ def _kv_partial_kernel(k_ptr, v_ptr, part_ptr, skb, skh, skt, svb, svh, svt, H, 
         if RELU:
             k = tl.maximum(k, 0.0)
         if ONES:
-            v = tl.where(m_t[:, None] & (o_v == V)[None, :], 1.0, v)
+            z += tl.sum(k, 0)
         acc += tl.dot(tl.trans(k), v, input_precision=PREC)
     n_spans = tl.num_programs(1)
     out = part_ptr + (i_bh.to(tl.int64) * n_spans + i_s) * K * VS
-    tl.store(out + o_k[:, None] * VS + o_v[None, :], acc, mask=m_k[:, None] & (o_v < VS)[None, :])
+    tl.store(out + o_k[:, None] * VS + o_v[None, :], acc, mask=m_k[:, None] & m_v[None, :])
+    if ONES:
+        tl.store(out + o_k * VS + V, z, mask=m_k & (i_v == 0))
 
 
-@autotune([triton.Config({}, num_warps=4), triton.Config({}, num_warps=8)], key=["K", "V", "BT", "BK", "BV"])
+@autotune(_SPLIT_CONFIGS, key=["K", "V", "BT", "BK", "BV", "PREC"], keep=_split_keep)
 @triton.jit
 def _q_state_kernel(q_ptr, s_ptr, o_ptr, sqb, sqh, sqt, H, T, K, V, VS, eps,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RELU: tl.constexpr,
@@ -121,19 +141,22 @@ def _non_causal(q, k, v, s0, out, *, relu=False, normalize=False, eps=0.0):
     dv = v.shape[-1]
     vs = dv + int(normalize)
     bk, bt = tile(dk), 64
-    bv_state, bv_out = tile(vs, hi=128), tile(dv, hi=128)
-    n_v = triton.cdiv(vs, bv_state)
+    prec = dot_precision(q, k, v)
+    # IEEE float32 dots (FMA loops over whole operands): narrower value tiles, or 128-wide keys spill and, on
+    # sm_80, overflow shared memory (kernels.aot)
+    bv = tile(dv, hi=128 if prec == "tf32" else 64)
+    n_v = triton.cdiv(dv, bv)
     # enough spans to fill the GPU when B·H is small, each at least SPAN tokens long
     n_spans = max(1, min(triton.cdiv(t, SPAN), 512 // max(1, b * h * n_v)))
     span = triton.cdiv(triton.cdiv(t, n_spans), bt) * bt
     n_spans = triton.cdiv(t, span)
-    prec = dot_precision(q, k, v)
     parts = torch.empty(b * h, n_spans, dk, vs, device=q.device, dtype=torch.float32)
     _kv_partial_kernel[(n_v, n_spans, b * h)](k, v, parts, *strides(k, 4), *strides(v, 4), h, t, dk, dv, vs, span,
-                                              BT=bt, BK=bk, BV=bv_state, RELU=relu, ONES=normalize, PREC=prec)
+                                              BT=bt, BK=bk, BV=bv, RELU=relu, ONES=normalize, PREC=prec)
     state = parts.sum(1).view(b, h, dk, vs)  # the second stage: a deterministic reduction over spans
     if s0 is not None:
         state = state + s0.float()
+    bv_out = bv if prec == "tf32" else min(bv, 32)  # the output kernel's IEEE dots spill above 32 values
     _q_state_kernel[(triton.cdiv(dv, bv_out), triton.cdiv(t, bt), b * h)](
         q, state, out, *strides(q, 4), h, t, dk, dv, vs, eps,
         BT=bt, BK=bk, BV=bv_out, RELU=relu, NORMALIZE=normalize, PREC=prec)
@@ -145,11 +168,26 @@ def _non_causal(q, k, v, s0, out, *, relu=False, normalize=False, eps=0.0):
 
 
 # The walking kernels run one program per (V-tile, b, h): a narrower V-tile buys parallelism when B·H is small.
-_WALK_CONFIGS = [triton.Config({"BV": 64}, num_warps=4), triton.Config({"BV": 32}, num_warps=4),
-                 triton.Config({"BV": 128}, num_warps=8)]
+_WALK_CONFIGS = [triton.Config({"BV": bv}, num_warps=warps, num_stages=stages)
+                 for bv, warps, stages in ((64, 4, 3), (32, 4, 3), (128, 8, 3), (64, 8, 2), (16, 8, 2))]
 
 
-@autotune(_WALK_CONFIGS, key=["H", "K", "V", "DECAY"])
+def _walk_keep(config, BK, PREC, DECAY=0, **_):
+    """The walking kernels' configs without register spills (sm_80 / sm_90, ``python -m kernels.aot``): with
+    TF32 dots and keys ≤ 64 wide, 4-warp tiles of 32 or 64 values (128 at 8 warps, except with a per-head
+    decay); 128-wide keys (32-row chunks) need a narrower value tile or 8 warps; with a decay, sm_80 fits only
+    tiles of ≤ 32 values; IEEE float32 dots hold whole operands in registers: 16-value tiles at 8 warps."""
+    shape = shape_of(config)
+    if PREC != "tf32":
+        return shape == (16, 8, 2)
+    if DECAY and gpu_arch() < 90 and shape[0] > 32:
+        return False
+    if BK <= 64:
+        return shape in ((64, 4, 3), (32, 4, 3)) or (shape == (128, 8, 3) and DECAY != 1)
+    return shape in ((32, 4, 3), (64, 8, 2), (16, 8, 2))
+
+
+@autotune(_WALK_CONFIGS, key=["H", "K", "V", "DECAY", "PREC"], keep=_walk_keep)
 @triton.jit
 def _causal_kernel(q_ptr, k_ptr, v_ptr, g_ptr, s0_ptr, o_ptr, st_ptr,
                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sgb, sgh, sgt, H, T, K, V,
@@ -223,24 +261,30 @@ def _causal_kernel(q_ptr, k_ptr, v_ptr, g_ptr, s0_ptr, o_ptr, st_ptr,
     tl.store(st_ptr + st_off, s, mask=m_st)
 
 
+def _chunk(bk: int, prec: str) -> int:
+    """Rows per step of the walking kernels (``python -m kernels.aot`` shows why: registers and spills)."""
+    return CHUNK if bk <= 64 and prec == "tf32" else CHUNK_SMALL
+
+
 def _causal(q, k, v, g, s0, out, state):
     b, h, t, dk = q.shape
     dv = v.shape[-1]
     decay = 0 if g is None else (1 if g.ndim == 3 else 2)
     bk = tile(dk)
-    bt = CHUNK_PER_KEY if decay == 2 else CHUNK
+    prec = dot_precision(q, k, v)
+    bt = CHUNK_PER_KEY if decay == 2 else _chunk(bk, prec)
     g_strides = (0, 0, 0) if g is None else tuple(g.stride()[:3])  # (b, h, t); keys (per-key g) are dense
     _causal_kernel[lambda meta: (triton.cdiv(dv, meta["BV"]), b * h)](
         q, k, v, q if g is None else g, state if s0 is None else s0, out, state,
         *strides(q, 4), *strides(k, 4), *strides(v, 4), *g_strides, h, t, dk, dv,
-        BT=bt, BK=bk, BKS=min(bk, 32), DECAY=decay, HAS_S0=s0 is not None, PREC=dot_precision(q, k, v))
+        BT=bt, BK=bk, BKS=min(bk, 32), DECAY=decay, HAS_S0=s0 is not None, PREC=prec)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Block-causal: walk the blocks, state first, then the block's queries
 
 
-@autotune(_WALK_CONFIGS, key=["H", "K", "V"])
+@autotune(_WALK_CONFIGS, key=["H", "K", "V", "PREC"], keep=_walk_keep)
 @triton.jit
 def _block_causal_kernel(q_ptr, k_ptr, v_ptr, starts_ptr, s0_ptr, o_ptr, st_ptr,
                          sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, H, T, K, V, n_blocks,
@@ -287,8 +331,9 @@ def _block_causal(q, k, v, block_sizes, s0, out, state):
     b, h, t, dk = q.shape
     dv = v.shape[-1]
     bk = tile(dk)
-    # VAR's blocks grow geometrically: size the row tile to the typical block, 16 ≤ BT ≤ 64
-    bt = tile(max(block_sizes), hi=64)
+    # VAR's blocks grow geometrically: size the row tile to the largest block, 16 ≤ BT ≤ the causal chunk
+    prec = dot_precision(q, k, v)
+    bt = tile(max(block_sizes), hi=_chunk(bk, prec))
     bounds = [0]
     for size in block_sizes:
         bounds.append(bounds[-1] + size)
@@ -296,7 +341,7 @@ def _block_causal(q, k, v, block_sizes, s0, out, state):
     _block_causal_kernel[lambda meta: (triton.cdiv(dv, meta["BV"]), b * h)](
         q, k, v, starts, state if s0 is None else s0, out, state,
         *strides(q, 4), *strides(k, 4), *strides(v, 4), h, t, dk, dv, len(block_sizes),
-        BT=bt, BK=bk, HAS_S0=s0 is not None, PREC=dot_precision(q, k, v))
+        BT=bt, BK=bk, HAS_S0=s0 is not None, PREC=prec)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def _forward(q, k, v, *, kernel_size, scale):
     n_ty, n_tx = triton.cdiv(hy, TILE_H), triton.cdiv(wx, TILE_W)
     _na2d_kernel[(n_ty * n_tx, b * h)](q, k, v, out, hy, wx, d, dv, n_ty, scale * math.log2(math.e),
                                        KS=kernel_size, TH=TILE_H, TW=TILE_W, BKW=tile(TILE_W + kernel_size - 1),
-                                       BD=tile(d), BDV=tile(dv), PREC=dot_precision(q, k, v), num_warps=4)
+                                       BD=tile(d), BDV=tile(dv), PREC=dot_precision(q, k, v),
+                                       num_warps=8 if max(d, dv) > 64 else 4)  # 4 spill at 128 (kernels.aot)
     return (out,)
 
 

@@ -207,6 +207,12 @@ def test_non_causal_split_reduction_over_several_spans(monkeypatch, sana):
     _agree(_la(normalize=sana, feature_map="relu" if sana else None), q, k, v)
 
 
+def test_sana_form_with_several_value_tiles():
+    """V = 130 > 128: two V-tiles per span; the normaliser z is written once, by the first tile's programs."""
+    q, k, v = _randn(1, 1, 20, 16), _randn(1, 1, 20, 16), _randn(1, 1, 20, 130)
+    _agree(_la(normalize=True, feature_map="relu"), q, k, v, None, _randn(1, 1, 16, 131))
+
+
 @pytest.mark.parametrize("blocks", [[1] * 6, [1, 4, 9, 16, 30], [70], [3, 64, 2]])
 def test_block_causal_matches_dense_masked(blocks):
     t = sum(blocks)
@@ -252,6 +258,42 @@ def test_delta_rule_matches_step_loop(shape):
     _agree(_dr, *_delta_inputs(b, h, t, dk, dv), _randn(b, h, dk, dv))
 
 
+@pytest.mark.parametrize("shape", [(1, 2, 65, 16, 12), (1, 1, 100, 32, 40), (2, 1, 80, 8, 70)])
+def test_delta_rule_chunked_kernel_matches_step_loop(shape):
+    """Past RECURRENT_MAX steps the chunked kernel runs: odd lengths (a padded last chunk), K and V tiles wider
+    than the sizes, V split over several tiles (70 > 64)."""
+    from kernels.delta_rule import triton as dr_triton
+
+    b, h, t, dk, dv = shape
+    assert t > dr_triton.RECURRENT_MAX
+    _agree(_dr, *_delta_inputs(b, h, t, dk, dv), _randn(b, h, dk, dv))
+
+
+def test_delta_rule_chunked_and_recurrent_kernels_agree(monkeypatch):
+    from kernels.delta_rule import triton as dr_triton
+
+    inputs = [*_delta_inputs(1, 2, 50, 16, 16), _randn(1, 2, 16, 16)]
+    with use_backend("triton"):
+        recurrent = _dr(*inputs)
+        monkeypatch.setattr(dr_triton, "RECURRENT_MAX", 0)
+        chunked = _dr(*inputs)
+    for a, b in zip(recurrent, chunked):
+        assert rel_err(a, b) < TOL
+
+
+def test_delta_rule_chunked_kernel_with_strong_decay_stays_exact(monkeypatch):
+    """log_w down to −30 per step: the chunked PyTorch path must leave its factorised form here; the kernel
+    forms every pair exponent exactly and needs no such check."""
+    from kernels.delta_rule import triton as dr_triton
+
+    monkeypatch.setattr(dr_triton, "RECURRENT_MAX", 0)
+    r, log_w, k, v, a, b = _delta_inputs(1, 1, 40, 16, 16)
+    log_w = log_w * 50
+    assert log_w.min() < -25
+    out = _agree(_dr, r, log_w, k, v, a, b, _randn(1, 1, 16, 16))
+    assert torch.isfinite(out[0]).all()
+
+
 def test_delta_rule_two_pieces_with_carried_state_equal_one_pass():
     inputs = _delta_inputs(1, 2, 30, 16, 16)
     with use_backend("triton"):
@@ -262,10 +304,12 @@ def test_delta_rule_two_pieces_with_carried_state_equal_one_pass():
     assert rel_err(s_full, s2) < TOL
 
 
-def test_delta_rule_half_inputs():
-    inputs = _delta_inputs(1, 2, 24, 16, 16, dtype=torch.float16)
+@pytest.mark.parametrize("t", [24, 70])  # the recurrent and the chunked kernel
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_delta_rule_half_inputs(t, dtype):
+    inputs = _delta_inputs(1, 2, t, 16, 16, dtype=dtype)
     out = _agree(_dr, *inputs, _randn(1, 2, 16, 16), tol=HALF_TOL)
-    assert out[0].dtype == torch.float16 and out[1].dtype == torch.float32
+    assert out[0].dtype == dtype and out[1].dtype == torch.float32
 
 
 # ----------------------------------------------------------------------------------------------------------
