@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # idle OpenMP threads sleep instead of spinning (small matmuls on a busy 2-core machine are 20-60x faster)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-slow test-all lint bench assets-pianoroll assets-shapes assets-video assets-vqvae assets-var var128 var256 clean-venv
+.PHONY: demo test test-slow test-all lint bench aot gpu-wheels assets-pianoroll assets-shapes assets-video assets-vqvae assets-var var128 var256 clean-venv
 
 # The venv is (re)installed when pyproject.toml changes; pip takes torch from the files on the machine.
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,17 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m kernels.bench --json benchmarks/results/kernels_cpu.json
+
+# Compile every Triton kernel for the A100 and H100 / H200 targets on this CPU and report registers, spills,
+# shared memory and occupancy (kernels/aot.py; fails on a spill or a kernel that cannot launch).
+aot: $(VENV)/.installed
+	TRITON_INTERPRET=0 $(PY) -m kernels.aot --arch 90 --json benchmarks/results/kernels_aot_sm90.json
+	TRITON_INTERPRET=0 $(PY) -m kernels.aot --arch 80 --json benchmarks/results/kernels_aot_sm80.json
+
+# Wheels the GPU machine lacks (it has no network) for benchmarks/gpu_kernels.sh: flash-linear-attention's
+# kernels to compare against, and pytest for the CUDA run of the Triton tests.
+gpu-wheels: $(VENV)/.installed
+	$(PY) -m pip download --quiet --no-deps --dest .whl fla-core==0.6.0 einops pytest pluggy iniconfig
 
 clean-venv:
 	rm -rf $(VENV)

@@ -322,7 +322,8 @@ def run_cuda(args) -> dict:
                "triton": triton.__version__, "torch": torch.__version__, "ceilings": peak, "rows": []}
     print(f"# kernels.bench on {results['device']}, {results['shape']}, {args.dtype}, triton {triton.__version__}")
     print(f"# ceilings: bf16 matmul {peak['matmul_tflops']:.0f} TFLOP/s, device copy {peak['copy_gbps']:.0f} GB/s")
-    print(f"{'op':34s} {'path':7s} {'T':>6s} {'ms':>9s} {'TFLOP/s':>8s} {'%mm':>5s} {'GB/s':>7s} {'%copy':>6s}")
+    print(f"{'op':34s} {'path':7s} {'T':>6s} {'ms':>9s} {'TFLOP/s':>8s} {'%mm':>5s} {'GB/s':>7s} {'%copy':>6s} "
+          f"{'×floor':>6s}")
     fla = _fla_ops()
     item = torch.finfo(dtype).bits // 8
     lengths = [1024, 4096, 16384] if args.quick else [1024, 4096, 16384, 65536]
@@ -335,9 +336,11 @@ def run_cuda(args) -> dict:
             return
         flops, io = cost(kind, b, h, t, d, item)
         tf, gb = flops / ms / 1e9, io / ms / 1e6
-        results["rows"].append({"op": name, "path": path, "T": t, "ms": ms, "tflops": tf, "gbps": gb})
+        floor = peak["copy_gbps"] / gb  # time over the memory-bandwidth floor (minimum traffic at copy speed)
+        results["rows"].append({"op": name, "path": path, "T": t, "ms": ms, "tflops": tf, "gbps": gb,
+                                "x_floor": floor})
         print(f"{name:34s} {path:7s} {t:6d} {ms:9.3f} {tf:8.2f} {tf / peak['matmul_tflops']:5.1%} {gb:7.0f} "
-              f"{gb / peak['copy_gbps']:6.1%}")
+              f"{gb / peak['copy_gbps']:6.1%} {floor:6.2f}")
 
     def backends(name, t, make, kind, fla_fn=None):
         for path in ("triton", "torch"):
@@ -389,11 +392,43 @@ def run_cuda(args) -> dict:
                 continue
             px = b * h * side * side
             tf, gb = 4 * px * 49 * d / ms / 1e9, 4 * px * d * item / ms / 1e6
-            results["rows"].append({"op": "neighborhood 7x7", "path": path, "side": side, "ms": ms, "tflops": tf,
-                                    "gbps": gb})
+            results["rows"].append({"op": "neighborhood 7x7", "path": path, "T": side * side, "side": side, "ms": ms,
+                                    "tflops": tf, "gbps": gb})
             print(f"{'neighborhood 7x7':34s} {path:7s} {side:4d}^2 {ms:7.3f} {tf:8.2f} "
                   f"{tf / peak['matmul_tflops']:5.1%} {gb:7.0f} {gb / peak['copy_gbps']:6.1%}")
+    results["targets"] = cuda_targets(results["rows"])
+    print("# issue 9's targets (measured in this run):")
+    for line in results["targets"]:
+        print(f"#   {line['target']}: {line['measured']} {'✔' if line['met'] else '✘'}")
     return results
+
+
+def cuda_targets(rows: list[dict]) -> list[dict]:
+    """Issue 9's GPU targets read off one run's rows (each only where both sides were measured)."""
+    ms = {(r["op"], r["path"], r["T"]): r["ms"] for r in rows}
+    floor = {(r["op"], r["path"], r["T"]): r.get("x_floor") for r in rows}
+    out = []
+
+    def add(target, measured, met):
+        out.append({"target": target, "measured": measured, "met": bool(met)})
+
+    sana = ("linear non-causal (SANA relu+norm)", "triton", 16384)
+    if sana in ms and ("softmax SDPA", "torch", 16384) in ms:
+        ratio = ms[("softmax SDPA", "torch", 16384)] / ms[sana]
+        add("non-causal at 16k ≥ 5× faster than flash SDPA", f"{ratio:.1f}×", ratio >= 5)
+        add("non-causal at 16k within 1.25× of the memory floor", f"{floor[sana]:.2f}× the floor", floor[sana] <= 1.25)
+    for op, bound in (("linear causal", 1.3), ("linear causal + per-head decay", 1.3), ("delta rule (RWKV-7)", 1.5)):
+        for t in sorted({key[2] for key in ms if key[0] == op and 4096 <= key[2] <= 32768}):
+            if (op, "triton", t) in ms and (op, "fla", t) in ms:
+                ratio = ms[(op, "triton", t)] / ms[(op, "fla", t)]
+                add(f"{op} at {t} within {bound}× of fla", f"{ratio:.2f}× fla's time", ratio <= bound)
+    na = [r["T"] for r in rows if r["op"] == "neighborhood 7x7"]
+    for t in sorted(set(na)):
+        if ("neighborhood 7x7", "triton", t) in ms and ("neighborhood 7x7", "torch", t) in ms:
+            ratio = ms[("neighborhood 7x7", "torch", t)] / ms[("neighborhood 7x7", "triton", t)]
+            side = int(math.isqrt(t))
+            add(f"neighborhood 7×7 at {side}² ≥ 3× the PyTorch path", f"{ratio:.1f}×", ratio >= 3)
+    return out
 
 
 def main(argv=None) -> None:

@@ -52,3 +52,28 @@ def test_measure_series_batches_short_calls_and_caps_slow_ones_by_budget():
     assert rows[0]["calls"] >= 2 and rows[0]["samples"] == 5  # 1 ms calls: several per sample, all rounds
     assert rows[1]["calls"] == 1 and rows[1]["samples"] == 2  # 30 ms × 5 rounds > 70 ms budget: 2 rounds
     assert rows[1]["seconds"] == pytest.approx(0.03, rel=0.5)
+
+
+def test_cuda_targets_read_off_the_rows():
+    """The GPU run's verdicts on issue 9's targets: each computed from the two measured sides, met or not."""
+    from kernels.bench import cuda_targets
+
+    rows = [
+        {"op": "linear non-causal (SANA relu+norm)", "path": "triton", "T": 16384, "ms": 0.5, "x_floor": 3.9},
+        {"op": "softmax SDPA", "path": "torch", "T": 16384, "ms": 9.0},
+        {"op": "linear causal", "path": "triton", "T": 4096, "ms": 0.20},
+        {"op": "linear causal", "path": "fla", "T": 4096, "ms": 0.10},
+        {"op": "linear causal", "path": "triton", "T": 16384, "ms": 0.50},
+        {"op": "linear causal", "path": "fla", "T": 16384, "ms": 0.45},
+        {"op": "delta rule (RWKV-7)", "path": "triton", "T": 4096, "ms": 1.0},  # no fla row: no verdict
+        {"op": "neighborhood 7x7", "path": "triton", "T": 256 * 256, "ms": 1.0},
+        {"op": "neighborhood 7x7", "path": "torch", "T": 256 * 256, "ms": 13.0},
+    ]
+    got = {t["target"]: (t["measured"], t["met"]) for t in cuda_targets(rows)}
+    assert got == {
+        "non-causal at 16k ≥ 5× faster than flash SDPA": ("18.0×", True),
+        "non-causal at 16k within 1.25× of the memory floor": ("3.90× the floor", False),
+        "linear causal at 4096 within 1.3× of fla": ("2.00× fla's time", False),
+        "linear causal at 16384 within 1.3× of fla": ("1.11× fla's time", True),
+        "neighborhood 7×7 at 256² ≥ 3× the PyTorch path": ("13.0×", True),
+    }
