@@ -74,7 +74,8 @@ along them; the statistics name the layout. Model folder: `{video_folder}`
 Each tab's "Test-time search" makes *N* candidates (seeds *S* … *S*+*N*−1) and keeps the one a verifier scores best
 (best-of-*N*) or wins a knockout tournament of pairs; every candidate is shown with its score, with the NFE and
 the wall time. The Video tab also offers Tree-of-Frames: *N* clips grown by continuation, the first half of
-each the best of 2 draws, the weaker half of the branches pruned after it, the final clips shown. Verifiers: the
+each the best of 2 draws, the weaker half of the branches pruned after it, the final clips shown; "search on
+drafts" judges clips drawn at a fifth of the steps and draws only the best in full. Verifiers: the
 CLIP score of the prompt (pictures; over frames, with temporal consistency, for clips, optionally with the
 prompt's direction of motion; CLIP folder `{settings.model_dir("clip")}`, {clip_status}) and busyness, in-key
 and onset-grid scores (piano rolls). The shapes oracle is the evaluator, never a verifier here.

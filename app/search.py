@@ -162,13 +162,14 @@ def pianoroll_verifier(name: str, busyness: float) -> Verifier:
 
 class CandidateProgress:
     """A search's progress on ``progress`` (a ``gr.Progress``): the bar runs over the sampler steps of all ``n``
-    candidates and says "candidate j of N" (or "candidates j–k of N" for a batch); then "scoring".
+    candidates and says "candidate j of N" (or "candidates j–k of N" for a batch; ``noun``: "draft" when the
+    search runs on drafts); then "scoring".
 
     ``wrap`` the generate fn and pass ``on_step`` as the pipeline's ``callback(step, total)``.
     """
 
-    def __init__(self, progress: Callable[..., Any], n: int, verifier: str):
-        self.progress, self.n, self.verifier = progress, int(n), verifier
+    def __init__(self, progress: Callable[..., Any], n: int, verifier: str, noun: str = "candidate"):
+        self.progress, self.n, self.verifier, self.noun = progress, int(n), verifier, noun
         self.done = 0  # candidates finished
         self.batch = 1  # candidates in the current pipeline call
 
@@ -179,14 +180,14 @@ class CandidateProgress:
             out = generate_fn(seeds)
             self.done += len(seeds)
             if self.done >= self.n:
-                self.progress(1.0, desc=f"scoring {self.n} candidates ({self.verifier})")
+                self.progress(1.0, desc=f"scoring {self.n} {self.noun}s ({self.verifier})")
             return out
 
         return generate
 
     def on_step(self, step: int, total: int) -> None:
         first, last = self.done + 1, self.done + self.batch
-        desc = f"candidate {first} of {self.n}" if first == last else f"candidates {first}–{last} of {self.n}"
+        desc = f"{self.noun} {first} of {self.n}" if first == last else f"{self.noun}s {first}–{last} of {self.n}"
         self.progress((self.done * total + step * self.batch, self.n * total), desc=desc, unit="steps")
 
 
@@ -218,6 +219,12 @@ class TreeProgress:
         self._enter(len(state))
         return self.generator.extend(state, n_candidates, seeds)
 
+    def preview(self, parent: Any | None, n_candidates: int, seeds: list[int]):
+        """Drafts of a unit (a tree that screens by drafts), counted as that unit's pipeline calls."""
+        primer = self.generator.primer
+        self._enter(len(parent) if parent is not None else 0 if primer is None else len(primer))
+        return self.generator.preview(parent, n_candidates, seeds)
+
     def on_step(self, step: int, total: int) -> None:
         units = self.generator.num_units
         self.progress((self.unit * total + min(step, total), units * total),
@@ -238,29 +245,54 @@ def caption(seed: int, score: float, chosen: bool) -> str:
     return ("✓ " if chosen else "") + f"seed {seed} · score {score + 0.0:.4g}"  # + 0.0: no "-0"
 
 
-def shown(result: SearchResult, options: SearchOptions, pictures: Sequence[Any]) -> Shown:
-    """The display of ``result``, ``pictures[i]`` standing for candidate i (an image, or a file such as a GIF)."""
+def shown(result: SearchResult, options: SearchOptions, pictures: Sequence[Any], *,
+          draft_steps: int | None = None) -> Shown:
+    """The display of ``result``, ``pictures[i]`` standing for candidate i (an image, or a file such as a GIF).
+    ``draft_steps``: the search ran on drafts of that many steps (``run_search(final_fn=…)``): the candidates
+    shown are the drafts, and the line says which were drawn in full."""
     seeds, scores = result.candidates.seeds, result.scores
-    gallery = [(pic, caption(s, x, i == result.index)) for i, (pic, s, x) in enumerate(zip(pictures, seeds, scores))]
+    gallery = [(pic, caption(s, x, i == result.index).replace("seed", "draft · seed", 1 if draft_steps else 0))
+               for i, (pic, s, x) in enumerate(zip(pictures, seeds, scores))]
     how = f"{result.comparisons} comparisons" if options.strategy == "tournament" else "the highest score"
     per = result.nfe_per_candidate
-    line = (f"**{options.strategy}** over {len(seeds)} candidates scored by **{options.verifier}** ({how}): "
-            f"candidate {result.index + 1} (seed {result.seed}) chosen · {result.nfe} network evaluations (nfe) in "
-            f"all, {int(per[0])} per candidate · {result.seconds:.2f} s wall time (sampling and scoring)")
-    return Shown(gallery, line)
+    what = f"{len(seeds)} candidates"
+    if draft_steps:
+        what = f"{len(seeds)} drafts of {draft_steps} step{'s' if draft_steps > 1 else ''}"
+    line = f"**{options.strategy}** over {what} scored by **{options.verifier}** ({how})"
+    if draft_steps:
+        full = result.final_seeds or [result.seed]
+        if len(full) == 1:
+            best = "winning" if options.strategy == "tournament" else "best"
+            line += f"; the {best} draft (seed {result.seed}) drawn in full"
+        else:
+            line += (f"; the best {len(full)} drafts (seeds {', '.join(map(str, full))}) drawn in full, the "
+                     f"verifier's best kept: seed {result.seed}")
+        line += (f" · {result.nfe} network evaluations (nfe) in all, {int(per[0])} per draft and "
+                 f"{result.final_nfe // len(full)} per full draw")
+    else:
+        line += (f": candidate {result.index + 1} (seed {result.seed}) chosen · {result.nfe} network evaluations "
+                 f"(nfe) in all, {int(per[0])} per candidate")
+    return Shown(gallery, f"{line} · {result.seconds:.2f} s wall time (sampling and scoring)")
 
 
 def tree_shown(result: SearchResult, options: SearchOptions, pictures: Sequence[Any], *, units: int,
-               frames_per_unit: int, clip_nfe: float, clip_steps: int, grown: bool) -> Shown:
+               frames_per_unit: int, clip_nfe: float, clip_steps: int, grown: bool,
+               drafts: tuple[int, int, int] | None = None) -> Shown:
     """The display of a Tree-of-Frames ``result``: ``pictures[i]`` stands for final leaf i (captioned "leaf i ·
     score X", the chosen one marked); the line gives the roots, units, live branches per unit, the denoiser
     evaluations and their cost in whole clips (``clip_nfe`` / ``clip_steps``; ``grown``: units denoised only the
-    frames their branch had)."""
+    frames their branch had). ``drafts`` (screen, draft steps, draws per continuation): each root's first unit
+    was chosen among that many drafts and every continuation drawn that many times."""
     tree = result.tree
     gallery = [(pic, ("✓ " if i == result.index else "") + f"leaf {i + 1} · score {x + 0.0:.4g}")
                for i, (pic, x) in enumerate(zip(pictures, result.scores, strict=True))]
     live = " → ".join(str(k) for k in tree.live_per_depth)
-    line = (f"**{TREE}** from {options.n} roots, {units} unit{'s' if units > 1 else ''} of {frames_per_unit} "
+    screened = ""
+    if drafts is not None:
+        screen, steps, extend = drafts
+        screened = (f", each root's first unit the best of {screen} drafts of {steps} step{'s' if steps > 1 else ''}"
+                    f", each continuation the best of {extend} draws")
+    line = (f"**{TREE}** from {options.n} roots{screened}, {units} unit{'s' if units > 1 else ''} of {frames_per_unit} "
             f"frame{'s' if frames_per_unit > 1 else ''}, scored by **{options.verifier}**: branches alive after each "
             f"unit {live}; leaf {result.index + 1} of {len(tree.leaves)} chosen · {result.nfe} network evaluations "
             f"(nfe){' on growing clips' if grown else ''}, the compute of {clip_nfe / clip_steps:.1f} whole clips "
@@ -284,9 +316,9 @@ def display_visibility(value: Shown | None) -> Any:
 
 
 def search_controls(settings: Settings, verifiers: Mapping[str, str], prefix: str, note: str = "",
-                    strategies: Mapping[str, str] = STRATEGIES) -> tuple[Any, Any, Any]:
+                    strategies: Mapping[str, str] = STRATEGIES, drafts: str | None = None) -> tuple[Any, ...]:
     """The "Test-time search" accordion (closed, strategy none), its help followed by ``note``: returns its
-    (strategy, N, verifier) components."""
+    (strategy, N, verifier) components, and a "search on drafts" checkbox (off) labelled ``drafts`` when given."""
     with gr.Accordion("Test-time search", open=False, elem_id=f"{prefix}-search"):
         gr.Markdown(f"{HELP} {note}".strip())
         strategy = gr.Radio([(label, key) for key, label in strategies.items()], value=NONE, label="Strategy",
@@ -296,7 +328,10 @@ def search_controls(settings: Settings, verifiers: Mapping[str, str], prefix: st
                           label="N (candidates to search)", elem_id=f"{prefix}-search-n")
             verifier = gr.Dropdown([(label, key) for key, label in verifiers.items()], value=next(iter(verifiers)),
                                    label="Verifier", elem_id=f"{prefix}-search-verifier")
-    return strategy, n, verifier
+        if drafts is None:
+            return strategy, n, verifier
+        on_drafts = gr.Checkbox(False, label=drafts, elem_id=f"{prefix}-search-drafts")
+    return strategy, n, verifier, on_drafts
 
 
 def candidates_display(prefix: str) -> tuple[Any, Any, Any]:

@@ -723,6 +723,7 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
         TREE_GROW_UNITS,
         VideoChunkGenerator,
         best_so_far,
+        drafts_drawn_in_full,
         plot_score_vs_nfe,
         run_search,
         text_to_video_generate_fn,
@@ -735,7 +736,7 @@ def _generate_video_search(args, pipe, cls, prompts: list[str], settings: dict, 
     preview = None if args.preview_steps is None else {**settings, "num_inference_steps": args.preview_steps}
     final_k = 1
     if preview is not None and args.search == "best-of-n":
-        final_k = -(-n // 4) if args.preview_keep is None else args.preview_keep
+        final_k = drafts_drawn_in_full(n) if args.preview_keep is None else args.preview_keep
     if args.verifier is None:
         args.verifier = "clip-video-direction"
     if not getattr(cls, "accepts_generator_list", False):

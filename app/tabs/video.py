@@ -6,7 +6,10 @@ its first frames (a video, a GIF / WebP, or several images in the order listed):
 clip's first frames and the model makes the rest. "Test-time search" makes N candidate clips and keeps the one a
 CLIP-based video verifier scores best (``app.search``); they are all shown. Its Tree-of-Frames strategy grows N
 clips unit by unit instead (a quarter of the frames to make per unit, each unit the continuation of its branch),
-pruning the branches at the median after Video-T1's units; the final leaves are shown.
+pruning the branches at the median after Video-T1's units; the final leaves are shown. "Search on drafts" (off by
+default) runs either search on cheap drafts as measured in BENCHMARKS.md: best-of-N / tournament judge N clips
+drawn at a fifth of the steps and draw the best ⌈N/4⌉ (the tournament's winner) again in full; a tree chooses
+each root's first unit among 6 drafts and continues every surviving branch twice, keeping the better.
 
 Given frames, the rules a user can rely on (also shown in the tab):
 
@@ -46,12 +49,16 @@ from app.tabs.pianoroll import MAX_SEED, check_number
 from genmodels.pipelines.video_io import DEFAULT_FPS, MAX_FRAME_PIXELS, read_frames, write_gif, write_mp4
 from genmodels.search import run_search
 from genmodels.search.video import (
+    TREE_DRAFT_EXTEND,
     TREE_EXTEND_FRACTION,
     TREE_FIRST_STAGE,
     TREE_FIRST_STAGES,
     TREE_GROW_UNITS,
+    TREE_SCREEN,
     TREE_UNITS,
     VideoChunkGenerator,
+    draft_steps,
+    drafts_drawn_in_full,
     text_to_video_generate_fn,
     tree_extend_steps,
     tree_frames_per_unit,
@@ -186,11 +193,12 @@ class VideoTab:
     @user_errors
     def generate(self, prompt: str, frames: float, steps: float, guidance: float, seed: float, first_frames: Any,
                  strategy: str = search.NONE, n: float = search.DEFAULT_N, verifier: str = "clip-video-direction",
-                 progress: gr.Progress = gr.Progress()  # noqa: B008
+                 drafts: bool = False, progress: gr.Progress = gr.Progress()  # noqa: B008
                  ) -> tuple[str, list[str], str, search.Shown | None]:
         """Generate (or continue) one clip, or search ``n`` candidates (seeds ``seed``, ``seed + 1``, …) for the one
-        ``verifier`` scores best; returns the MP4 shown (magnified), the files to download (that MP4 and a GIF at
-        the model's size), the statistics and the search's candidates (None without search)."""
+        ``verifier`` scores best (on drafts when ``drafts``: the module docstring); returns the MP4 shown
+        (magnified), the files to download (that MP4 and a GIF at the model's size), the statistics and the
+        search's candidates (None without search)."""
         s = self.settings
         prompt = check_prompt(prompt, s.max_prompt_chars, what="clip", example=EXAMPLE_PROMPTS[0])
         frames = check_number("frames", frames, MIN_FRAMES, s.max_frames, integer=True)
@@ -199,6 +207,9 @@ class VideoTab:
         seed = check_number("seed", seed, 0, MAX_SEED, integer=True)
         options = search.check_search(strategy, n, verifier, verifiers=search.VIDEO_VERIFIERS, max_n=s.max_search_n,
                                       seed=seed, max_seed=MAX_SEED, strategies=search.VIDEO_STRATEGIES)
+        if not isinstance(drafts, bool):
+            raise ValueError(f"drafts must be true or false, got {drafts!r}")
+        preview = draft_steps(steps) if drafts and options.active else None  # clear error for a 1-step clip
         given = uploaded_frames(first_frames, max_frames=s.max_frames, max_pixels=min(s.max_image_pixels,
                                                                                       MAX_FRAME_PIXELS))
 
@@ -213,16 +224,28 @@ class VideoTab:
         call_kwargs = {"num_frames": frames, "num_inference_steps": steps, "guidance_scale": guidance,
                        "first_frames": given}
         if options.strategy == search.TREE:
-            return self._tree(prompt, pipe, options, seed, call_kwargs, note, progress)
+            return self._tree(prompt, pipe, options, seed, call_kwargs, note, progress, preview)
         if options.active:
             progress(0.0, desc="loading the verifier")
             judge = search.video_verifier(self.registry, options.verifier)
-            tracker = search.CandidateProgress(progress, options.n, options.verifier)
-            generate_fn = text_to_video_generate_fn(with_own_scheduler(pipe), prompt, callback=tracker.on_step,
-                                                    **call_kwargs)
+            tracker = search.CandidateProgress(progress, options.n, options.verifier,
+                                               noun="draft" if preview else "candidate")
+            drawn = with_own_scheduler(pipe)
+            steps_of_candidates = {**call_kwargs, "num_inference_steps": preview} if preview else call_kwargs
+            generate_fn = text_to_video_generate_fn(drawn, prompt, callback=tracker.on_step, **steps_of_candidates)
+            final_fn, final_k = None, 1
+            if preview:
+                final_k = drafts_drawn_in_full(options.n) if options.strategy == "best-of-n" else 1
+
+                def in_full(done: int, total: int) -> None:
+                    progress((done, total), desc=f"drawing the best {'draft' if final_k == 1 else f'{final_k} drafts'}"
+                             " in full", unit="steps")
+
+                final_fn = text_to_video_generate_fn(drawn, prompt, callback=in_full, **call_kwargs)
             found = run_search(options.strategy, verifier=judge, context={"prompt": prompt},
                                generate_fn=tracker.wrap(generate_fn), n=options.n,
-                               seeds=range(seed, seed + options.n), batch_size=s.search_batch)
+                               seeds=range(seed, seed + options.n), batch_size=s.search_batch, final_fn=final_fn,
+                               final_k=final_k)
             clip, seed, nfe, seconds = found.output, found.seed, found.nfe, found.seconds
         else:
             desc = "continuing" if given is not None else "generating"
@@ -243,7 +266,7 @@ class VideoTab:
             return str(mp4), [str(mp4), str(gif)], stats, None
         gifs = [str(write_gif(c, folder / f"candidate-seed{cs}.gif", fps=DEFAULT_FPS, scale=s.video_scale))
                 for c, cs in zip(found.candidates.outputs, found.candidates.seeds, strict=True)]
-        return str(mp4), [str(mp4), str(gif)], stats, search.shown(found, options, gifs)
+        return str(mp4), [str(mp4), str(gif)], stats, search.shown(found, options, gifs, draft_steps=preview)
 
     def _write(self, clip: np.ndarray, name: str) -> tuple[Path, Path, Path]:
         """A new output folder with the clip as the magnified MP4 shown and a GIF at the model's size."""
@@ -252,14 +275,19 @@ class VideoTab:
         return folder, mp4, write_gif(clip, folder / f"lingen-video-{name}.gif", fps=DEFAULT_FPS)
 
     def _tree(self, prompt: str, pipe: Any, options: search.SearchOptions, seed: int, call_kwargs: dict, note: str,
-              progress: Any) -> tuple[str, list[str], str, search.Shown]:
-        """A Tree-of-Frames search (``options.n`` roots; the module docstring), its seeds from ``seed`` on."""
+              progress: Any, preview: int | None = None) -> tuple[str, list[str], str, search.Shown]:
+        """A Tree-of-Frames search (``options.n`` roots; the module docstring), its seeds from ``seed`` on;
+        ``preview``: screen each root's first unit by drafts of that many steps."""
         frames, given = call_kwargs.pop("num_frames"), call_kwargs["first_frames"]
         to_make = frames - (0 if given is None else len(given))
         per_unit = tree_frames_per_unit(to_make)
         gen = VideoChunkGenerator(with_own_scheduler(pipe), prompt, frames, per_unit, grow=TREE_GROW_UNITS,
-                                  extend_steps=tree_extend_steps(call_kwargs["num_inference_steps"]), **call_kwargs)
-        config = video_tree_config(options.n, gen.num_units)
+                                  extend_steps=tree_extend_steps(call_kwargs["num_inference_steps"]),
+                                  preview_steps=preview, **call_kwargs)
+        if preview:  # the configuration measured in BENCHMARKS.md: 6 drafts, the best drawn once, 2 draws later
+            config = video_tree_config(options.n, gen.num_units, 1, TREE_SCREEN, TREE_DRAFT_EXTEND)
+        else:
+            config = video_tree_config(options.n, gen.num_units)
         budget = tree_seed_budget(config)
         if seed + budget - 1 > MAX_SEED:
             raise ValueError(f"a Tree-of-Frames search from {options.n} roots may use {budget} seeds, {seed} to "
@@ -278,7 +306,8 @@ class VideoTab:
         gifs = [str(write_gif(gen.output(leaf), folder / f"leaf-{i + 1}.gif", fps=DEFAULT_FPS,
                               scale=self.settings.video_scale)) for i, leaf in enumerate(found.tree.leaves)]
         shown = search.tree_shown(found, options, gifs, units=gen.num_units, frames_per_unit=per_unit,
-                                  clip_nfe=gen.clip_nfe, clip_steps=steps, grown=gen.grow)
+                                  clip_nfe=gen.clip_nfe, clip_steps=steps, grown=gen.grow,
+                                  drafts=(TREE_SCREEN, preview, TREE_DRAFT_EXTEND) if preview else None)
         return str(mp4), [str(mp4), str(gif)], stats, shown
 
 
@@ -332,13 +361,18 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> V
                     label="Optional: first frames to continue (a video, a GIF / WebP, or images in the order listed)",
                     file_count="multiple", file_types=["image", "video", ".gif", ".webp"], allow_reordering=True,
                     height=150, elem_id="video-first-frames")
-                strategy, n, verifier = search.search_controls(
+                strategy, n, verifier, drafts = search.search_controls(
                     settings, search.VIDEO_VERIFIERS, "video", strategies=search.VIDEO_STRATEGIES,
                     note=f"*Tree-of-Frames* grows N clips (the roots) in {TREE_UNITS} units: the first half of each "
                     "clip is the best of 2 draws, judged on motion too, the better half of the branches is kept, "
                     f"and each survivor is continued to full length at {TREE_EXTEND_FRACTION:.0%} of the steps; "
                     "about 1.2 times the compute of N plain clips (more, shorter denoiser calls), the final clips "
-                    "shown. The *direction* verifier also reads the prompt's direction of motion.")
+                    "shown. The *direction* verifier also reads the prompt's direction of motion. *Search on "
+                    "drafts* judges clips drawn at a fifth of the steps and draws only the best in full (best-of-N: "
+                    f"the best quarter; a tree: each first unit the best of {TREE_SCREEN} drafts, each continuation "
+                    f"the better of {TREE_DRAFT_EXTEND} draws): in BENCHMARKS.md such a tree from 4 roots reaches "
+                    "best-of-16's score at 0.38 of its compute.",
+                    drafts="Search on drafts (a fifth of the steps; the best drawn in full)")
                 generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="video-generate")
             with gr.Column(scale=1):
                 shown = f"{size * settings.video_scale}×{size * settings.video_scale}" if size \
@@ -350,7 +384,7 @@ def build_tab(demo: gr.Blocks, settings: Settings, registry: ModelRegistry) -> V
                                 file_count="multiple", interactive=False, elem_id="video-files")
                 candidates_box, candidates, search_line = search.candidates_display("video")
 
-    inputs = [prompt, frames, steps, guidance, seed, first_frames, strategy, n, verifier]
+    inputs = [prompt, frames, steps, guidance, seed, first_frames, strategy, n, verifier, drafts]
     outputs = [result, files, stats, searched]
     display = (searched, candidates_box, candidates, search_line)
     search.wire_display(generate_button.click(tab.generate, inputs, outputs, api_name="generate_video"), *display,

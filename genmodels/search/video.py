@@ -185,6 +185,27 @@ TREE_FIRST_STAGES = {"motion": motion_from_start_stage, "start": default_stage}
 TREE_FIRST_STAGE = "motion"
 # drafts per root's first unit when a tree screens by previews (`lingen generate --preview-steps`)
 TREE_SCREEN = 6
+# searching on drafts as measured in BENCHMARKS.md ("Video: screening by drafts"): drafts at 4 of 20 steps; a tree
+# continues each surviving branch twice (the verifier's best kept); best-of-N draws ⌈N/4⌉ best drafts in full
+DRAFT_FRACTION = 0.2
+TREE_DRAFT_EXTEND = 2
+
+
+def draft_steps(steps: int, fraction: float = DRAFT_FRACTION) -> int:
+    """Denoising steps of a draft: ``fraction`` of ``steps``, rounded, at least 1 and fewer than ``steps`` (4 of
+    20); ValueError for ``steps`` < 2, where a draft could not be cheaper than the clip."""
+    if steps < 2 or not 0 < fraction < 1:
+        raise ValueError(f"drafts need at least 2 steps (a draft is drawn at fewer steps than the clip) and a "
+                         f"fraction in (0, 1), got {steps} steps, fraction {fraction}")
+    return min(steps - 1, max(1, round(fraction * steps)))
+
+
+def drafts_drawn_in_full(n: int) -> int:
+    """best-of-N on drafts: how many of the best drafts are drawn in full, ⌈N/4⌉ (`lingen generate`'s default
+    ``--preview-keep``)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return -(-n // 4)
 
 
 def tree_frames_per_unit(to_make: int, units: int = TREE_UNITS) -> int:

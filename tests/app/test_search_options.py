@@ -480,3 +480,88 @@ def test_the_search_settings_read_the_environment(tmp_path):
     assert Settings(output_dir=tmp_path / "out").model_dir("clip").name == "clip-shapes"
     with pytest.raises(ValueError, match="max_search_n must be >= 2"):
         Settings(output_dir=tmp_path / "out", max_search_n=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Video searches on drafts
+
+DRAFT_CAPTION = re.compile(r"(✓ )?draft · seed (\d+) · score (-?[\d.e+-]+)$")
+
+
+def test_video_best_of_n_on_drafts_judges_drafts_and_draws_the_best_in_full(client):
+    """5 steps: drafts at round(0.2 · 5) = 1 step; N = 4 draws ⌈4/4⌉ = 1 draft again at the full 5 steps."""
+    _shown, files, stats = client.predict("a red circle moves to the right", VIDEO_FRAMES, 5, 4.0, 40, None,
+                                          "best-of-n", 4, "clip-video", True, api_name="/generate_video")
+    gallery, line = client.predict(api_name="/video_search_candidates")
+    rows = [DRAFT_CAPTION.match(item["caption"]) for item in gallery]
+    assert all(rows) and [int(r[2]) for r in rows] == [40, 41, 42, 43], [item["caption"] for item in gallery]
+    scores = [float(r[3]) for r in rows]
+    chosen = [i for i, r in enumerate(rows) if r[1]]
+    assert chosen == [int(np.argmax(scores))]
+    seed = 40 + chosen[0]
+    assert "**best-of-n** over 4 drafts of 1 step scored by **clip-video**" in line
+    assert f"the best draft (seed {seed}) drawn in full" in line
+    assert "9 network evaluations (nfe) in all, 1 per draft and 5 per full draw" in line  # 4 · 1 + 1 · 5
+    # the result is the chosen seed's full clip, the one a plain request with that seed gives; the draft is not
+    clip = read_frames(next(f for f in files if str(f).endswith(".gif")))
+    plain = read_frames(client.predict("a red circle moves to the right", VIDEO_FRAMES, 5, 4.0, seed, None,
+                                       api_name="/generate_video")[1][1])
+    assert np.array_equal(clip, plain) and f"seed {seed}" in stats and "9 network evaluations" in stats
+
+
+def test_video_best_of_n_on_drafts_keeps_the_verifiers_best_of_several_full_draws(search_settings, monkeypatch):
+    import app.tabs.video as video_tab
+
+    monkeypatch.setattr(video_tab, "drafts_drawn_in_full", lambda n: 2)
+    tab = VideoTab(search_settings, ModelRegistry(search_settings))
+    descs = []
+    _shown, _files, stats, found = tab.generate("a blue square moves down", VIDEO_FRAMES, 5, 4.0, 7, None,
+                                                "best-of-n", 4, "clip-video", True,
+                                                progress=lambda value, desc=None, **kw: descs.append(desc))
+    match = re.search(r"the best 2 drafts \(seeds (\d+), (\d+)\) drawn in full, the verifier's best kept: seed "
+                      r"(\d+) · 14 network evaluations", found.line)  # 4 · 1 + 2 · 5
+    assert match, found.line
+    drawn = {int(match[1]), int(match[2])}
+    assert int(match[3]) in drawn and drawn <= {7, 8, 9, 10}
+    scores = {int(r[2]): float(r[3]) for r in (DRAFT_CAPTION.match(c) for _, c in found.gallery)}
+    assert drawn == set(sorted(scores, key=lambda s: (-scores[s], s))[:2])  # the two best drafts
+    seen = list(dict.fromkeys(descs))
+    assert seen[:3] == ["loading the model", "loading the verifier", "draft 1 of 4"]
+    assert "scoring 4 drafts (clip-video)" in seen and seen[-1] == "drawing the best 2 drafts in full"
+
+
+def test_video_tournament_on_drafts_draws_its_winner_in_full(client):
+    _shown, _files, stats = client.predict("a blue square moves down", VIDEO_FRAMES, 5, 4.0, 3, None, "tournament", 3,
+                                           "clip-video", True, api_name="/generate_video")
+    _gallery, line = client.predict(api_name="/video_search_candidates")
+    match = re.search(r"the winning draft \(seed (\d+)\) drawn in full · 8 network evaluations", line)  # 3·1 + 5
+    assert match and "**tournament** over 3 drafts of 1 step" in line, line
+    assert f"seed {match[1]}" in stats
+
+
+def test_video_tree_on_drafts_screens_first_units_and_draws_continuations_twice(client):
+    _shown, _files, stats = client.predict("a red circle moves to the right", VIDEO_FRAMES, 5, 4.0, 4, None,
+                                           "tree-of-frames", 2, "clip-video", True, api_name="/generate_video")
+    gallery, line = client.predict(api_name="/video_search_candidates")
+    assert "from 2 roots, each root's first unit the best of 6 drafts of 1 step, each continuation the best of 2 " \
+           "draws, 2 units of 2 frames" in line, line
+    live = [int(k) for k in re.search(r"branches alive after each unit ([\d →]+);", line)[1].split(" → ")]
+    # first units: 6 drafts at 1 step + the best drawn once at 5 steps per root; then 2 draws per live branch at
+    # ceil(0.4 · 5) = 2 steps
+    nfe = 2 * 6 * 1 + 2 * 5 + live[0] * 2 * 2
+    assert f"{nfe} network evaluations (nfe)" in line and f"{nfe} network evaluations" in stats
+    assert len(gallery) == live[-1]
+
+
+def test_drafts_are_ignored_without_search_and_refused_for_a_one_step_clip(client):
+    plain = client.predict("a red circle moves to the right", VIDEO_FRAMES, 2, 4.0, 9, None,
+                           api_name="/generate_video")
+    ignored = client.predict("a red circle moves to the right", VIDEO_FRAMES, 2, 4.0, 9, None, "none", 2,
+                             "clip-video", True, api_name="/generate_video")
+    assert np.array_equal(read_frames(plain[1][1]), read_frames(ignored[1][1]))
+    with pytest.raises(AppError, match="drafts need at least 2 steps"):
+        client.predict("a red circle moves to the right", VIDEO_FRAMES, 1, 4.0, 9, None, "best-of-n", 2,
+                       "clip-video", True, api_name="/generate_video")
+    after = client.predict("a red circle moves to the right", VIDEO_FRAMES, 2, 4.0, 9, None,
+                           api_name="/generate_video")  # still serving
+    assert np.array_equal(read_frames(plain[1][1]), read_frames(after[1][1]))
