@@ -109,7 +109,6 @@ def compile_only(arch: int) -> Iterator[list]:
         raise RuntimeError("triton was imported under the interpreter in this process; run kernels.aot in a "
                            "fresh process without TRITON_INTERPRET=1")
 
-    from . import triton_utils
     from .delta_rule import triton as dr
     from .linear_attention import triton as la
     from .neighborhood import triton as na
@@ -145,7 +144,6 @@ def compile_only(arch: int) -> Iterator[list]:
         for fn in caches:
             fn.device_caches.clear()
         driver._active = previous
-        del triton_utils  # imported only to make sure the shared glue loads in compiled mode
 
 
 def _jit_functions(modules) -> list:
