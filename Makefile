@@ -46,7 +46,10 @@ aot: $(VENV)/.installed
 # Wheels the GPU machine lacks (it has no network) for benchmarks/gpu_kernels.sh: flash-linear-attention's
 # kernels to compare against, and pytest for the CUDA run of the Triton tests.
 gpu-wheels: $(VENV)/.installed
-	$(PY) -m pip download --quiet --no-deps --dest .whl fla-core==0.6.0 einops pytest pluggy iniconfig
+	$(PY) -m pip download --quiet --no-deps --dest .whl fla-core==0.6.0 einops pytest pluggy iniconfig packaging \
+	  pygments pytest-timeout
+	$(PY) -m pip download --quiet --no-deps --dest .whl --only-binary=:all: --platform any --python-version 3.10 \
+	  --implementation py tomli exceptiongroup  # pytest's on Python < 3.11, pure-Python builds
 
 clean-venv:
 	rm -rf $(VENV)
