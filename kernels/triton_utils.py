@@ -136,6 +136,14 @@ def dot_precision(*tensors: torch.Tensor | None) -> str:
     return "ieee"
 
 
+def native_dots(*tensors: torch.Tensor) -> bool:
+    """Whether a kernel may ``tl.dot`` these input tiles in their own dtype: all float16, or all bfloat16 outside
+    the interpreter (which reads bfloat16 operands as raw bits). A product of two half-precision values is exact in
+    the float32 accumulator, so such a dot equals the widened one, with half the registers for its operands."""
+    dtypes = {t.dtype for t in tensors}
+    return dtypes == {torch.float16} or (dtypes == {torch.bfloat16} and not interpreting())
+
+
 def last_dim_contiguous(x: torch.Tensor | None) -> torch.Tensor | None:
     """``x`` itself when its last dimension is dense (kernels take the other strides), else a contiguous copy."""
     if x is None or x.stride(-1) == 1:

@@ -35,6 +35,7 @@ from ..triton_utils import (
     dot_precision,
     gpu_arch,
     last_dim_contiguous,
+    native_dots,
     shape_of,
     strides,
     tile,
@@ -67,13 +68,15 @@ def _split_keep(config, BK, PREC, **_):
 @triton.jit
 def _kv_partial_kernel(k_ptr, v_ptr, part_ptr, skb, skh, skt, svb, svh, svt, H, T, K, V, VS, span,
                        BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RELU: tl.constexpr,
-                       ONES: tl.constexpr, PREC: tl.constexpr):
+                       ONES: tl.constexpr, PREC: tl.constexpr, NATIVE: tl.constexpr):
     """Partial state P[bh, s] = Σ_{n in span s} φ(k_n) [v_n; 1]ᵀ.
 
     Grid (V-tiles, spans, B·H). Registers: the [BK, BV] float32 accumulator; k [BT, BK] and v [BT, BV] tiles
     stream through it. ``RELU`` applies φ = ReLU to k, ``ONES`` also sums z = Σ φ(k_n) (a [BK] column sum of
     the k tiles already loaded) into column V of the VS = V + 1 wide state, written by the first V-tile's
-    programs; the dot stays V wide (a ones column in v would double a 64-wide tile to 128).
+    programs; the dot stays V wide (a ones column in v would double a 64-wide tile to 128). ``NATIVE``
+    (float16 / bfloat16 inputs, see :func:`native_dots`): the tiles stay in their dtype for the dot, whose
+    products are exact and summed in float32, so the result equals the widened TF32 dot's.
     Output ``part``: [B·H, spans, K, VS]."""
     i_v, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -88,15 +91,18 @@ def _kv_partial_kernel(k_ptr, v_ptr, part_ptr, skb, skh, skt, svb, svh, svt, H, 
     for t0 in range(i_s * span, end, BT):
         rows = t0 + o_t
         m_t = rows < end
-        k = tl.load(k_base + rows[:, None] * skt + o_k[None, :], mask=m_t[:, None] & m_k[None, :],
-                    other=0.0).to(tl.float32)
-        v = tl.load(v_base + rows[:, None] * svt + o_v[None, :], mask=m_t[:, None] & m_v[None, :],
-                    other=0.0).to(tl.float32)
+        k = tl.load(k_base + rows[:, None] * skt + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
+        v = tl.load(v_base + rows[:, None] * svt + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
+        if not NATIVE:
+            k, v = k.to(tl.float32), v.to(tl.float32)
         if RELU:
-            k = tl.maximum(k, 0.0)
+            k = tl.where(k > 0, k, tl.zeros_like(k))  # φ = ReLU, in k's dtype (exact)
         if ONES:
-            z += tl.sum(k, 0)
-        acc += tl.dot(tl.trans(k), v, input_precision=PREC)
+            z += tl.sum(k.to(tl.float32), 0)
+        if NATIVE:
+            acc = tl.dot(tl.trans(k), v, acc)
+        else:
+            acc += tl.dot(tl.trans(k), v, input_precision=PREC)
     n_spans = tl.num_programs(1)
     out = part_ptr + (i_bh.to(tl.int64) * n_spans + i_s) * K * VS
     tl.store(out + o_k[:, None] * VS + o_v[None, :], acc, mask=m_k[:, None] & m_v[None, :])
@@ -152,7 +158,8 @@ def _non_causal(q, k, v, s0, out, *, relu=False, normalize=False, eps=0.0):
     n_spans = triton.cdiv(t, span)
     parts = torch.empty(b * h, n_spans, dk, vs, device=q.device, dtype=torch.float32)
     _kv_partial_kernel[(n_v, n_spans, b * h)](k, v, parts, *strides(k, 4), *strides(v, 4), h, t, dk, dv, vs, span,
-                                              BT=bt, BK=bk, BV=bv, RELU=relu, ONES=normalize, PREC=prec)
+                                              BT=bt, BK=bk, BV=bv, RELU=relu, ONES=normalize, PREC=prec,
+                                              NATIVE=native_dots(k, v))
     state = parts.sum(1).view(b, h, dk, vs)  # the second stage: a deterministic reduction over spans
     if s0 is not None:
         state = state + s0.float()
@@ -289,7 +296,7 @@ def _causal(q, k, v, g, s0, out, state):
 def _block_causal_kernel(q_ptr, k_ptr, v_ptr, starts_ptr, s0_ptr, o_ptr, st_ptr,
                          sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, H, T, K, V, n_blocks,
                          BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, HAS_S0: tl.constexpr,
-                         PREC: tl.constexpr):
+                         PREC: tl.constexpr, NATIVE: tl.constexpr):
     """Block-causal linear attention for one (V-tile, b, h): block j's queries read S0 + Σ_{blocks ≤ j} Kᵀ V.
 
     ``starts`` (int32, n_blocks + 1) holds the block boundaries. Registers: the state S [BK, BV] (float32);
@@ -316,7 +323,10 @@ def _block_causal_kernel(q_ptr, k_ptr, v_ptr, starts_ptr, s0_ptr, o_ptr, st_ptr,
             m_t = rows < end
             k = tl.load(k_base + rows[:, None] * skt + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
             v = tl.load(v_base + rows[:, None] * svt + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
-            s += tl.dot(tl.trans(k.to(tl.float32)), v.to(tl.float32), input_precision=PREC)
+            if NATIVE:  # half inputs: exact products, float32 sums (:func:`native_dots`)
+                s = tl.dot(tl.trans(k), v, s)
+            else:
+                s += tl.dot(tl.trans(k.to(tl.float32)), v.to(tl.float32), input_precision=PREC)
         for t0 in range(start, end, BT):
             rows = t0 + o_t
             m_t = rows < end
@@ -341,7 +351,7 @@ def _block_causal(q, k, v, block_sizes, s0, out, state):
     _block_causal_kernel[lambda meta: (triton.cdiv(dv, meta["BV"]), b * h)](
         q, k, v, starts, state if s0 is None else s0, out, state,
         *strides(q, 4), *strides(k, 4), *strides(v, 4), h, t, dk, dv, len(block_sizes),
-        BT=bt, BK=bk, HAS_S0=s0 is not None, PREC=prec)
+        BT=bt, BK=bk, HAS_S0=s0 is not None, PREC=prec, NATIVE=native_dots(k, v))
 
 
 # ----------------------------------------------------------------------------------------------------------

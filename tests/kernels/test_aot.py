@@ -73,6 +73,8 @@ def test_every_kernel_compiles_for_sm90_without_spills(tmp_path):
     # the SANA split-state kernel keeps the normaliser out of the value tile: 64 wide, not 128
     sana = [r for r in rows if r["kernel"] == "_kv_partial_kernel" and r["constants"]["ONES"]]
     assert sana and all(r["constants"]["BV"] == 64 for r in sana)
+    # on the GPU the split-state sums dot bf16 tiles as they are (exact products), not widened
+    assert all(r["constants"]["NATIVE"] for r in rows if r["kernel"] in ("_kv_partial_kernel", "_block_causal_kernel"))
 
 
 @pytest.mark.slow

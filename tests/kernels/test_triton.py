@@ -213,6 +213,15 @@ def test_sana_form_with_several_value_tiles():
     _agree(_la(normalize=True, feature_map="relu"), q, k, v, None, _randn(1, 1, 16, 131))
 
 
+def test_native_half_dots_only_where_exact_and_interpretable():
+    from kernels.triton_utils import native_dots
+
+    half, bf16, f32 = (torch.zeros(1, dtype=d) for d in (torch.float16, torch.bfloat16, torch.float32))
+    assert native_dots(half, half)
+    assert native_dots(bf16, bf16) == (DEVICE == "cuda")  # the interpreter reads bfloat16 operands as raw bits
+    assert not native_dots(half, bf16) and not native_dots(f32, f32) and not native_dots(half, f32)
+
+
 @pytest.mark.parametrize("blocks", [[1] * 6, [1, 4, 9, 16, 30], [70], [3, 64, 2]])
 def test_block_causal_matches_dense_masked(blocks):
     t = sum(blocks)
