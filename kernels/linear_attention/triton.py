@@ -47,6 +47,8 @@ CHUNK = 64  # causal chunk without decay or with a per-head decay, keys ≤ 64 w
 CHUNK_SMALL = 32  # wider keys or IEEE float32 dots: a 64-row chunk leaves no config without register spills
 CHUNK_PER_KEY = 16  # per-key decay: the exact pairwise exponent is a [C, C, K-slice] tile
 SPAN = 1024  # tokens per partial state in the non-causal reduction (at least)
+OUT_TILES = 8  # row tiles per program of the non-causal output kernel (at most) ...
+OUT_PROGRAMS = 2048  # ... as long as at least this many programs remain (about 16 per SM of an H100)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,33 +114,39 @@ def _kv_partial_kernel(k_ptr, v_ptr, part_ptr, skb, skh, skt, svb, svh, svt, H, 
 
 @autotune(_SPLIT_CONFIGS, key=["K", "V", "BT", "BK", "BV", "PREC"], keep=_split_keep)
 @triton.jit
-def _q_state_kernel(q_ptr, s_ptr, o_ptr, sqb, sqh, sqt, H, T, K, V, VS, eps,
+def _q_state_kernel(q_ptr, s_ptr, o_ptr, sqb, sqh, sqt, H, T, K, V, VS, eps, rows_per_program,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, RELU: tl.constexpr,
                     NORMALIZE: tl.constexpr, PREC: tl.constexpr):
-    """O = φ(Q) S for one [BT, BV] output tile, divided by φ(Q) z + eps when ``NORMALIZE``.
+    """O = φ(Q) S for ``rows_per_program`` rows (whole [BT, BV] tiles), divided by φ(Q) z + eps when ``NORMALIZE``.
 
-    Registers: q [BT, BK], the state tile S [BK, BV] (float32) and, when normalising, the normaliser column
-    z [BK] (column V of the VS-wide state). Grid (V-tiles, T-tiles, B·H); S is contiguous [B·H, K, VS], O is
+    Registers: the state tile S [BK, BV] (float32) and, when normalising, the normaliser column z [BK] (column V
+    of the VS-wide state), loaded once per program and reused for every q [BT, BK] tile it walks, so the state is
+    read once per ``rows_per_program`` rows rather than once per tile (at D = 64 a 64-row bf16 q tile is 8 KiB,
+    the float32 state tile 16 KiB). Grid (V-tiles, row groups, B·H); S is contiguous [B·H, K, VS], O is
     contiguous [B·H, T, V] in its own dtype."""
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    rows = i_t * BT + tl.arange(0, BT)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
-    m_t, m_k, m_v = rows < T, o_k < K, o_v < V
+    m_k, m_v = o_k < K, o_v < V
     q_base = q_ptr + i_b.to(tl.int64) * sqb + i_h.to(tl.int64) * sqh
-    q = tl.load(q_base + rows[:, None] * sqt + o_k[None, :], mask=m_t[:, None] & m_k[None, :],
-                other=0.0).to(tl.float32)
-    if RELU:
-        q = tl.maximum(q, 0.0)
+    o_base = o_ptr + i_bh.to(tl.int64) * T * V
     s_base = s_ptr + i_bh.to(tl.int64) * K * VS
     s = tl.load(s_base + o_k[:, None] * VS + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0)
-    o = tl.dot(q, s, input_precision=PREC)
-    if NORMALIZE:
-        z = tl.load(s_base + o_k * VS + V, mask=m_k, other=0.0)
-        o = o / (tl.sum(q * z[None, :], 1) + eps)[:, None]
-    tl.store(o_ptr + i_bh.to(tl.int64) * T * V + rows[:, None] * V + o_v[None, :], o.to(o_ptr.dtype.element_ty),
-             mask=m_t[:, None] & m_v[None, :])
+    z = tl.load(s_base + o_k * VS + V, mask=m_k & NORMALIZE, other=0.0)
+    first = i_t * rows_per_program
+    for t0 in range(first, tl.minimum(first + rows_per_program, T), BT):
+        rows = t0 + tl.arange(0, BT)
+        m_t = rows < T
+        q = tl.load(q_base + rows[:, None] * sqt + o_k[None, :], mask=m_t[:, None] & m_k[None, :],
+                    other=0.0).to(tl.float32)
+        if RELU:
+            q = tl.maximum(q, 0.0)
+        o = tl.dot(q, s, input_precision=PREC)
+        if NORMALIZE:
+            o = o / (tl.sum(q * z[None, :], 1) + eps)[:, None]
+        tl.store(o_base + rows[:, None] * V + o_v[None, :], o.to(o_ptr.dtype.element_ty),
+                 mask=m_t[:, None] & m_v[None, :])
 
 
 def _non_causal(q, k, v, s0, out, *, relu=False, normalize=False, eps=0.0):
@@ -164,8 +172,11 @@ def _non_causal(q, k, v, s0, out, *, relu=False, normalize=False, eps=0.0):
     if s0 is not None:
         state = state + s0.float()
     bv_out = bv if prec == "tf32" else min(bv, 32)  # the output kernel's IEEE dots spill above 32 values
-    _q_state_kernel[(triton.cdiv(dv, bv_out), triton.cdiv(t, bt), b * h)](
-        q, state, out, *strides(q, 4), h, t, dk, dv, vs, eps,
+    n_v_out, n_tiles = triton.cdiv(dv, bv_out), triton.cdiv(t, bt)
+    # each program walks several row tiles with its state tile loaded once, while the grid keeps ≥ OUT_PROGRAMS
+    tiles = max(1, min(OUT_TILES, n_tiles * n_v_out * b * h // OUT_PROGRAMS))
+    _q_state_kernel[(n_v_out, triton.cdiv(n_tiles, tiles), b * h)](
+        q, state, out, *strides(q, 4), h, t, dk, dv, vs, eps, tiles * bt,
         BT=bt, BK=bk, BV=bv_out, RELU=relu, NORMALIZE=normalize, PREC=prec)
     return state
 

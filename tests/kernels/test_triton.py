@@ -207,6 +207,19 @@ def test_non_causal_split_reduction_over_several_spans(monkeypatch, sana):
     _agree(_la(normalize=sana, feature_map="relu" if sana else None), q, k, v)
 
 
+@pytest.mark.parametrize("sana", [False, True])
+def test_non_causal_output_programs_walk_several_row_tiles(monkeypatch, sana):
+    """The output kernel's programs take 2 row tiles each (128 rows): T = 130 → a full program and one of 2 rows;
+    T = 300 → 3 programs, the last with one full and one partial tile."""
+    from kernels.linear_attention import triton as la_triton
+
+    monkeypatch.setattr(la_triton, "OUT_TILES", 2)
+    monkeypatch.setattr(la_triton, "OUT_PROGRAMS", 1)
+    for t in (130, 300):
+        q, k, v = _randn(1, 2, t, 16), _randn(1, 2, t, 16), _randn(1, 2, t, 8)
+        _agree(_la(normalize=sana, feature_map="relu" if sana else None), q, k, v)
+
+
 def test_sana_form_with_several_value_tiles():
     """V = 130 > 128: two V-tiles per span; the normaliser z is written once, by the first tile's programs."""
     q, k, v = _randn(1, 1, 20, 16), _randn(1, 1, 20, 16), _randn(1, 1, 20, 130)
