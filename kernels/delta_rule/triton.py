@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..triton_tiles import state_tile
 from ..triton_utils import (
     autotune,
     check_launchable,
@@ -63,12 +64,7 @@ def _recurrent_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, s0_ptr, o_ptr, s
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
-    st_off = i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
-    m_st = m_k[:, None] & m_v[None, :]
-    if HAS_S0:
-        m = tl.load(s0_ptr + st_off, mask=m_st, other=0.0).to(tl.float32)
-    else:
-        m = tl.zeros([BK, BV], dtype=tl.float32)
+    st_off, m_st, m = state_tile(s0_ptr, i_bh, K, V, o_k, o_v, HAS_S0, BK, BV)
     key = i_bh.to(tl.int64) * T * K + o_k
     val = i_bh.to(tl.int64) * T * V + o_v
     r_n = tl.load(r_ptr + key, mask=m_k, other=0.0)
@@ -123,12 +119,7 @@ def _chunk_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, s0_ptr, o_ptr, st_pt
     m_k, m_v = o_k < K, o_v < V
     lower = o_c[:, None] > o_c[None, :]  # s < t
     lower_eq = o_c[:, None] >= o_c[None, :]  # s ≤ t
-    st_off = i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
-    m_st = m_k[:, None] & m_v[None, :]
-    if HAS_S0:
-        m = tl.load(s0_ptr + st_off, mask=m_st, other=0.0).to(tl.float32)
-    else:
-        m = tl.zeros([BK, BV], dtype=tl.float32)
+    st_off, m_st, m = state_tile(s0_ptr, i_bh, K, V, o_k, o_v, HAS_S0, BK, BV)
     key_base = i_bh.to(tl.int64) * T * K
     val_base = i_bh.to(tl.int64) * T * V
     for t0 in range(0, T, C):

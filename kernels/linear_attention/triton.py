@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..triton_tiles import state_tile
 from ..triton_utils import (
     autotune,
     check_launchable,
@@ -228,12 +229,7 @@ def _causal_kernel(q_ptr, k_ptr, v_ptr, g_ptr, s0_ptr, o_ptr, st_ptr,
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     causal = o_t[:, None] >= o_t[None, :]
-    st_off = i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
-    m_st = m_k[:, None] & m_v[None, :]
-    if HAS_S0:
-        s = tl.load(s0_ptr + st_off, mask=m_st, other=0.0).to(tl.float32)
-    else:
-        s = tl.zeros([BK, BV], dtype=tl.float32)
+    st_off, m_st, s = state_tile(s0_ptr, i_bh, K, V, o_k, o_v, HAS_S0, BK, BV)
     for t0 in range(0, T, BT):
         rows = t0 + o_t
         m_t = rows < T
@@ -320,12 +316,7 @@ def _block_causal_kernel(q_ptr, k_ptr, v_ptr, starts_ptr, s0_ptr, o_ptr, st_ptr,
     o_t, o_k = tl.arange(0, BT), tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
-    st_off = i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
-    m_st = m_k[:, None] & m_v[None, :]
-    if HAS_S0:
-        s = tl.load(s0_ptr + st_off, mask=m_st, other=0.0).to(tl.float32)
-    else:
-        s = tl.zeros([BK, BV], dtype=tl.float32)
+    st_off, m_st, s = state_tile(s0_ptr, i_bh, K, V, o_k, o_v, HAS_S0, BK, BV)
     for j in range(n_blocks):
         start = tl.load(starts_ptr + j)
         end = tl.load(starts_ptr + j + 1)
